@@ -1,0 +1,1 @@
+"""PostgreSQL: the asyncpg database adapter, its migrations and the embedded server."""

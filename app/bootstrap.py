@@ -1,0 +1,241 @@
+"""The composition root: the one module that knows which adapters exist.
+
+It turns ``Settings`` into connected ports (embedded or external), loads the
+plugins, and builds the Litestar application whose lifespan starts and stops
+everything in order:
+
+start: ports → migrations → topology → plugin start-up hooks → consumers →
+background tasks → serve. stop: the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from eeghub import __version__
+from eeghub.config import Settings
+from eeghub.core.context import AppContext
+from eeghub.core.errors import ConfigurationError
+from eeghub.core.host import PluginHost
+from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.ports import Broker, Database, ObjectStore
+from eeghub.core.system_routes import system_routes
+from eeghub.core.topology import declare_topology
+
+log = logging.getLogger("eeghub")
+
+
+# ---------------------------------------------------------------- settings helpers
+def data_dir(settings: Settings) -> Path:
+    return Path(settings.server.data_dir).expanduser().resolve()
+
+
+def object_store_backend(settings: Settings) -> str:
+    backend = settings.object_store.backend
+    if backend == "auto":
+        return "s3" if settings.object_store.endpoint else "filesystem"
+    return backend
+
+
+def broker_backend(settings: Settings) -> str:
+    backend = settings.broker.backend
+    if backend == "auto":
+        return "rabbitmq" if settings.broker.url else "inprocess"
+    return backend
+
+
+def buckets(settings: Settings) -> list[str]:
+    b = settings.object_store.buckets
+    return [b.raw_data, b.media, b.bids_exports]
+
+
+# ---------------------------------------------------------------- ports
+@dataclass
+class Ports:
+    database: Database
+    objects: ObjectStore
+    broker: Broker
+    backends: dict[str, str] = field(default_factory=dict)
+    dsn: str | None = None
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, *, migrate: bool | None = None) -> AsyncIterator[tuple[Database, str, str]]:
+    """Yield ``(database, dsn, backend name)``; starts an embedded PostgreSQL
+    in the data directory when no URL is configured."""
+    from eeghub.adapters.postgres.database import PostgresDatabase
+    from eeghub.adapters.postgres.migrate import migrate as run_migrations
+
+    async with AsyncExitStack() as stack:
+        if settings.database.url:
+            dsn, backend = settings.database.url, "postgresql"
+        else:
+            from eeghub.adapters.postgres.embedded import EmbeddedPostgres
+
+            root = data_dir(settings)
+            root.mkdir(parents=True, exist_ok=True)
+            embedded = EmbeddedPostgres(root)
+            dsn = await asyncio.to_thread(embedded.start)
+            stack.push_callback(embedded.stop)
+            backend = "embedded-postgresql"
+        if settings.database.migrate_on_start if migrate is None else migrate:
+            applied = await run_migrations(dsn)
+            if applied:
+                log.info("applied %d migration(s): %s", len(applied), ", ".join(applied))
+        database = PostgresDatabase(
+            dsn,
+            min_size=settings.database.pool_min_size,
+            max_size=settings.database.pool_max_size,
+            command_timeout=settings.database.command_timeout,
+        )
+        await database.start()
+        stack.push_async_callback(database.close)
+        yield database, dsn, backend
+
+
+@asynccontextmanager
+async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectStore, str]]:
+    cfg = settings.object_store
+    backend = object_store_backend(settings)
+    store: Any
+    if backend == "s3":
+        from eeghub.adapters.s3_store import S3ObjectStore
+
+        store = S3ObjectStore(
+            endpoint_url=cfg.endpoint,
+            access_key=cfg.access_key,
+            secret_key=cfg.secret_key,
+            region=cfg.region,
+            multipart_threshold=cfg.multipart_part_bytes,
+            part_size=cfg.multipart_part_bytes,
+        )
+    else:
+        from eeghub.adapters.filesystem_store import FilesystemObjectStore
+
+        store = FilesystemObjectStore(Path(cfg.path).expanduser() if cfg.path else data_dir(settings) / "objects")
+    await store.start()
+    try:
+        for bucket in buckets(settings):
+            await store.ensure_bucket(bucket)
+        yield store, backend
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
+    cfg = settings.broker
+    backend = broker_backend(settings)
+    broker: Any
+    if backend == "rabbitmq":
+        from eeghub.adapters.rabbitmq_broker import RabbitMQBroker
+
+        if not cfg.url:
+            raise ConfigurationError("broker.backend = 'rabbitmq' needs broker.url")
+        broker = RabbitMQBroker(cfg.url, publish_timeout=cfg.publish_timeout)
+    else:
+        from eeghub.adapters.inprocess_broker import InProcessBroker
+
+        journal = None
+        if cfg.journal:
+            root = data_dir(settings)
+            root.mkdir(parents=True, exist_ok=True)
+            journal = root / "broker.sqlite3"
+        broker = InProcessBroker(journal)
+    await broker.start()
+    try:
+        yield broker, backend
+    finally:
+        await broker.close()
+
+
+@asynccontextmanager
+async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
+    """Connect every port, apply migrations and declare the broker topology."""
+    async with AsyncExitStack() as stack:
+        database, dsn, db_backend = await stack.enter_async_context(open_database(settings))
+        objects, store_backend = await stack.enter_async_context(open_object_store(settings))
+        broker, broker_name = await stack.enter_async_context(open_broker(settings))
+        await declare_topology(broker, settings.broker.queues)
+        yield Ports(
+            database=database,
+            objects=objects,
+            broker=broker,
+            backends={"database": db_backend, "object_store": store_backend, "broker": broker_name},
+            dsn=dsn,
+        )
+
+
+# ---------------------------------------------------------------- plugins and app
+def load_plugins(settings: Settings, *, extra: dict[str, Any] | None = None) -> PluginHost:
+    host = PluginHost()
+    host.load(settings.plugins.enabled, settings.plugins.disabled, extra=extra)
+    return host
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_plugins: dict[str, Any] | None = None,
+    on_ready: Any = None,
+) -> Litestar:
+    """Build the application. Nothing connects until its lifespan starts."""
+    host = load_plugins(settings, extra=extra_plugins)
+    ctx = AppContext(settings=settings, host=host)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_ports(settings) as ports:
+            ctx.attach(database=ports.database, objects=ports.objects, broker=ports.broker)
+            ctx.backends.update(ports.backends)
+            try:
+                await host.startup(ctx)
+                log.info(
+                    "eeghub %s ready: plugins %s; database %s, object store %s, broker %s",
+                    __version__,
+                    ", ".join(host.names()) or "(none)",
+                    *(ports.backends[k] for k in ("database", "object_store", "broker")),
+                )
+                if on_ready is not None:
+                    on_ready(ctx)
+                yield
+            finally:
+                await host.shutdown(ctx)
+                ctx.detach()
+
+    def provide_ctx() -> AppContext:
+        return ctx
+
+    cors = (
+        CORSConfig(allow_origins=settings.server.cors_allow_origins)
+        if settings.server.cors_allow_origins
+        else None
+    )
+    app = Litestar(
+        route_handlers=[*system_routes(ctx), *host.routes(ctx)],
+        lifespan=[lifespan],
+        dependencies={"ctx": Provide(provide_ctx, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.server.max_request_body_bytes,
+        cors_config=cors,
+        openapi_config=OpenAPIConfig(
+            title="eeghub",
+            version=__version__,
+            description="EEG research data collection: sessions, stimuli, ingest, live analysis and BIDS export.",
+            path="/schema",
+        ),
+        debug=False,
+    )
+    app.state.ctx = ctx
+    return app

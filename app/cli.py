@@ -1,0 +1,204 @@
+"""The ``eeghub`` command line.
+
+    eeghub serve [--host H] [--port P] [--config FILE] [--data-dir DIR]
+    eeghub migrate [--config FILE]
+    eeghub plugins [--config FILE] [--json]
+    eeghub config [--config FILE] [--defaults]
+    eeghub dlq list [QUEUE] [--limit N] [--config FILE]
+    eeghub dlq replay QUEUE [--limit N] [--config FILE]
+
+Every command reads the same settings as the server (``--config`` or
+``EEGHUB_CONFIG``, then the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from eeghub import __version__
+from eeghub.config import ConfigError, Settings, load_settings, masked_dict, to_toml
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None):
+        env["EEGHUB_SERVER__DATA_DIR"] = args.data_dir
+    if getattr(args, "host", None):
+        env["EEGHUB_SERVER__HOST"] = args.host
+    if getattr(args, "port", None):
+        env["EEGHUB_SERVER__PORT"] = str(args.port)
+    return load_settings(args.config, env)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party chatter at info level hides eeghub's own messages.
+    for noisy in ("aiormq", "aio_pika", "botocore", "aiobotocore", "numba", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- commands
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    settings = _settings(args)
+    _setup_logging(settings.server.log_level)
+    return serve(settings)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .bootstrap import open_database
+
+    settings = _settings(args)
+    _setup_logging(settings.server.log_level)
+
+    async def run() -> None:
+        async with open_database(settings, migrate=True) as (_, _dsn, backend):
+            print(f"database ({backend}) is up to date")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .bootstrap import load_plugins
+
+    host = load_plugins(_settings(args))
+    rows = [
+        {"name": p.name, "version": p.version, "source": p.source, "hooks": list(p.hooks), "description": p.description}
+        for p in host.plugins
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']:<12} {row['version']:<10} {row['source']:<12} {', '.join(row['hooks']) or '-'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = Settings() if args.defaults else _settings(args)
+    print(to_toml(masked_dict(settings)), end="")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from .bootstrap import open_broker
+    from eeghub.core.topology import durable_queues
+
+    settings = _settings(args)
+    _setup_logging("warning")
+
+    async def run() -> int:
+        async with open_broker(settings) as (broker, backend):
+            if args.dlq_command == "list":
+                queues = [args.queue] if args.queue else durable_queues(settings.broker.queues)
+                if not args.queue:
+                    for name in queues:
+                        await broker.declare_queue(name)
+                        print(f"{name}.dlq: {await broker.queue_depth(name + '.dlq')} message(s)")
+                    return 0
+                await broker.declare_queue(args.queue)
+                letters = await broker.dead_letters(args.queue, limit=args.limit)
+                print(f"{args.queue}.dlq ({backend}): showing {len(letters)} message(s)")
+                for letter in letters:
+                    m = letter.message
+                    print(
+                        json.dumps(
+                            {
+                                "message_id": m.message_id,
+                                "attempts": letter.attempts,
+                                "failed_at": letter.failed_at.isoformat() if letter.failed_at else None,
+                                "error": letter.error,
+                                "headers": {k: v for k, v in m.headers.items() if not k.startswith("x-eeghub-")},
+                                "body_bytes": len(m.body),
+                                "body_preview": m.body[:200].decode("utf-8", "replace"),
+                            },
+                            ensure_ascii=False,
+                        )
+                    )
+                return 0
+            await broker.declare_queue(args.queue)
+            moved = await broker.replay_dead_letters(args.queue, limit=args.limit)
+            print(f"replayed {moved} message(s) from {args.queue}.dlq to {args.queue}")
+            return 0
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eeghub", description="eeghub: an EEG research data server.")
+    parser.add_argument("--version", action="version", version=f"eeghub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", help="TOML configuration file (default: $EEGHUB_CONFIG)")
+        p.add_argument("--data-dir", help="directory for embedded state (default: ./eeghub-data)")
+
+    p = sub.add_parser("serve", help="run the server")
+    common(p)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    common(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("plugins", help="list the plugins that would be loaded")
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    common(p)
+    p.add_argument("--defaults", action="store_true", help="print the built-in defaults instead")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
+    dlq = p.add_subparsers(dest="dlq_command", required=True)
+    q = dlq.add_parser("list", help="count dead letters per queue, or show those of one queue")
+    common(q)
+    q.add_argument("queue", nargs="?")
+    q.add_argument("--limit", type=int, default=20)
+    q.set_defaults(func=cmd_dlq)
+    q = dlq.add_parser("replay", help="move a queue's dead letters back to it")
+    common(q)
+    q.add_argument("queue")
+    q.add_argument("--limit", type=int, default=None)
+    q.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"eeghub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a CLI prints, it does not dump a traceback
+        from eeghub.core.errors import EeghubError
+
+        if isinstance(exc, EeghubError):
+            print(f"eeghub: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

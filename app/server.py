@@ -1,0 +1,71 @@
+"""Run the application under uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+
+import uvicorn
+
+from eeghub.config import Settings
+
+from .bootstrap import create_app
+
+log = logging.getLogger("eeghub")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def public_url(settings: Settings) -> str:
+    if settings.server.public_url:
+        return settings.server.public_url.rstrip("/")
+    host = settings.server.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{settings.server.port}"
+
+
+def serve(settings: Settings) -> int:
+    started = time.monotonic()
+    if settings.auth.mode == "trusted-header" and not is_loopback(settings.server.host):
+        log.warning(
+            "auth.mode is 'trusted-header' and the server listens on %s: anyone who can reach it can claim "
+            "any identity with the %s header. Put it behind an authenticating gateway or use auth.mode = 'jwt'.",
+            settings.server.host,
+            settings.auth.user_header,
+        )
+    url = public_url(settings)
+
+    def on_ready(_: object) -> None:
+        # Printed (not only logged) so a person running `eeghub serve` sees where to go.
+        print(f"eeghub is serving at {url}  (ready in {time.monotonic() - started:.1f} s)", flush=True)
+
+    app = create_app(settings, on_ready=on_ready)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.server.access_log,
+        log_level=settings.server.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

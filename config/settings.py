@@ -1,0 +1,204 @@
+"""Typed settings: every key eeghub reads, its type and its default, in one place.
+
+``eeghub config --defaults`` prints this file's defaults as TOML;
+``config/example-lab.toml`` is a commented lab configuration.
+
+Sources, later ones overriding earlier ones:
+
+1. the defaults below;
+2. a TOML file (``--config PATH`` or ``EEGHUB_CONFIG``);
+3. the predecessor's environment names (``DATABASE_URL``, ``MINIO_*``,
+   ``OBJECT_STORAGE_*``, ``RABBITMQ_URL``, queue names, ``EXPORT_OUTPUT_DIR``…),
+   so an existing deployment's environment keeps working;
+4. ``EEGHUB_SECTION__KEY=value`` environment variables.
+
+An unknown key or a value of the wrong type stops start-up with a message that
+names the key (see ``config/loader.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every settings section: unknown keys are an error."""
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    """Address to listen on. The embedded default only listens on loopback."""
+    port: int = 8080
+    """TCP port (the predecessor's nginx listened on 8080)."""
+    data_dir: str = "./eeghub-data"
+    """Where embedded state lives: PostgreSQL cluster, object files, broker journal."""
+    public_url: str | None = None
+    """Base URL printed at start-up and used in links (default: http://host:port)."""
+    max_request_body_bytes: int = 100 * 1024 * 1024
+    """Largest request body accepted by any route (the predecessor's nginx allowed 100M)."""
+    cors_allow_origins: list[str] = []
+    """Origins allowed to call the API from a browser; empty means no CORS headers."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+    workers_threads: int = 4
+    """Threads for blocking work (file I/O, decoding of large uploads)."""
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+    """PostgreSQL URL. Unset: an embedded PostgreSQL in ``data_dir`` is started."""
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    command_timeout: float = 60.0
+    migrate_on_start: bool = True
+    """Apply pending migrations when the server starts (``eeghub migrate`` does it by hand)."""
+
+
+class BucketSettings(_Section):
+    raw_data: str = "raw-data"
+    media: str = "media"
+    bids_exports: str = "bids-exports"
+
+
+class ObjectStoreSettings(_Section):
+    backend: Literal["auto", "filesystem", "s3"] = "auto"
+    """``auto``: S3 when ``endpoint`` is set, else the filesystem store in ``data_dir``."""
+    path: str | None = None
+    """Filesystem store root (default: ``<data_dir>/objects``)."""
+    endpoint: str | None = None
+    """S3 endpoint URL (MinIO, SeaweedFS) or None with ``backend = "s3"`` for AWS."""
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+    multipart_part_bytes: int = 8 * 1024 * 1024
+    buckets: BucketSettings = msgspec.field(default_factory=BucketSettings)
+
+
+class QueueSettings(_Section):
+    raw_data_exchange: str = "raw_data_exchange"
+    processing_queue: str = "processing_queue"
+    media_processing_queue: str = "media_processing_queue"
+    data_linker_queue: str = "data_linker_queue"
+    stimulus_asset_queue: str = "stimulus_asset_queue"
+    event_correction_queue: str = "event_correction_queue"
+    export_queue: str = "bids_export_request_queue"
+
+
+class BrokerSettings(_Section):
+    backend: Literal["auto", "inprocess", "rabbitmq"] = "auto"
+    """``auto``: RabbitMQ when ``url`` is set, else the in-process broker."""
+    url: str | None = None
+    """AMQP URL, e.g. ``amqp://user:pass@host:5672/``."""
+    journal: bool = True
+    """In-process broker: journal durable queues in ``<data_dir>/broker.sqlite3``."""
+    publish_timeout: float = 5.0
+    """Seconds to wait for the broker's publisher confirm before answering 503."""
+    prefetch: int = 8
+    max_attempts: int = 5
+    """Deliveries of a failing message before it moves to the dead-letter queue."""
+    queues: QueueSettings = msgspec.field(default_factory=QueueSettings)
+
+
+class PluginSettings(_Section):
+    enabled: list[str] = []
+    """Plugins to load; empty means every installed plugin."""
+    disabled: list[str] = []
+    """Plugins never to load (wins over ``enabled``)."""
+
+
+class AuthSettings(_Section):
+    mode: Literal["trusted-header", "jwt"] = "trusted-header"
+    """``trusted-header``: identity from ``X-User-Id`` (behind an authenticating
+    gateway only). ``jwt``: a bearer token signed with ``jwt_secret`` (HS256) or
+    the key in ``jwt_public_key_file`` / ``jwks_file`` (RS256/ES256)."""
+    user_header: str = "X-User-Id"
+    jwt_secret: str | None = None
+    jwt_public_key_file: str | None = None
+    jwks_file: str | None = None
+    jwt_algorithms: list[str] = msgspec.field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = 30
+    admin_users: list[str] = []
+    """User ids allowed to use administrative endpoints (calibration items, DLQ)."""
+
+
+class SessionSettings(_Section):
+    max_events_csv_bytes: int = 10 * 1024 * 1024
+
+
+class StimulusSettings(_Section):
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_total_bytes: int = 500 * 1024 * 1024
+    max_files: int = 1000
+
+
+class IngestSettings(_Section):
+    max_packet_bytes: int = 4 * 1024 * 1024
+    """Largest accepted compressed packet."""
+    max_decompressed_bytes: int = 16 * 1024 * 1024
+    """Decompression bound (no zstd bombs)."""
+    max_channels: int = 128
+    max_media_bytes: int = 50 * 1024 * 1024
+
+
+class ExportSettings(_Section):
+    output_dir: str | None = None
+    """Working area and internal-build output (default ``<data_dir>/exports``)."""
+    power_line_frequency: float = 50.0
+    internal_api_enabled: bool = True
+    internal_token: str | None = None
+    """Token required by ``/internal/v1/*``; unset: the internal API refuses every call."""
+    max_concurrent_exports: int = 2
+
+
+class ChannelQualitySettings(_Section):
+    zero_ratio_threshold: float = 0.98
+    flatline_ptp_threshold: int = 5
+    bad_impedance_threshold: int = 200
+    bad_impedance_ratio: float = 0.5
+    unknown_impedance_ratio: float = 0.75
+
+
+class AnalyzerSettings(_Section):
+    buffer_seconds: float = 60.0
+    window_seconds: float = 2.0
+    interval_seconds: float = 10.0
+    idle_eviction_seconds: float = 300.0
+    max_streams: int = 5000
+    workers: int = 2
+    channel_quality: ChannelQualitySettings = msgspec.field(default_factory=ChannelQualitySettings)
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration."""
+
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    object_store: ObjectStoreSettings = msgspec.field(default_factory=ObjectStoreSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    plugins: PluginSettings = msgspec.field(default_factory=PluginSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    session: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    stimulus: StimulusSettings = msgspec.field(default_factory=StimulusSettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+    analyzer: AnalyzerSettings = msgspec.field(default_factory=AnalyzerSettings)
+    plugin: dict[str, dict[str, object]] = {}
+    """Free-form ``[plugin.<name>]`` tables for third-party plugins; each plugin
+    validates its own table (see the plugin guide)."""
+
+
+SECRET_KEYS = frozenset(
+    {
+        "database.url",
+        "object_store.access_key",
+        "object_store.secret_key",
+        "broker.url",
+        "auth.jwt_secret",
+        "export.internal_token",
+    }
+)
+"""Dotted keys whose values ``eeghub config`` masks (URLs: only their password)."""

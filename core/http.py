@@ -1,0 +1,126 @@
+"""The HTTP conventions every route shares: one JSON error body, and the
+exception handlers that produce it.
+
+Error body (every 4xx and 5xx)::
+
+    {"error": "human-readable message", "detail": "same message",
+     "status_code": 400, "issues": [{"field": "...", "row": 3, "message": "..."}]}
+
+``error`` is what the predecessor's session manager returned, ``detail`` what
+its FastAPI services returned, so clients of either keep working. ``issues``
+is present when there is more than one thing to fix (validation errors, CSV
+rows). A 500 never carries an exception's text: it is logged with a request
+id that the body repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from .context import PortNotReady
+from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+
+log = logging.getLogger("eeghub.http")
+
+
+class Issue(msgspec.Struct, omit_defaults=True):
+    message: str
+    field: str | None = None
+    row: int | None = None
+    source: str | None = None
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    error: str
+    detail: str
+    status_code: int
+    issues: list[Issue] | None = None
+    request_id: str | None = None
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    issues: list[dict[str, Any]] | list[Issue] | None = None,
+    headers: dict[str, str] | None = None,
+    request_id: str | None = None,
+) -> Response[ErrorBody]:
+    parsed = None
+    if issues:
+        parsed = [i if isinstance(i, Issue) else msgspec.convert(i, Issue) for i in issues]
+    body = ErrorBody(error=message, detail=message, status_code=status_code, issues=parsed, request_id=request_id)
+    return Response(content=body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:
+    return error_response(exc.status_code, exc.message, issues=exc.issues, headers=exc.headers)
+
+
+def _validation_issues(extra: Any) -> list[Issue]:
+    issues: list[Issue] = []
+    if isinstance(extra, list):
+        for item in extra:
+            if isinstance(item, dict):
+                issues.append(
+                    Issue(
+                        message=str(item.get("message", "invalid value")),
+                        field=item.get("key") and str(item.get("key")),
+                        source=item.get("source") and str(item.get("source")),
+                    )
+                )
+    return issues
+
+
+def _litestar_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    message = exc.detail or "error"
+    issues = _validation_issues(exc.extra)
+    if isinstance(exc, ValidationException) and issues:
+        # "Validation failed for POST /x" says nothing a person can act on; the
+        # first issue does ("Expected `int`, got `str` - at `$.port`").
+        first = issues[0]
+        where = f" ({first.field})" if first.field else ""
+        message = f"invalid request: {first.message}{where}"
+    return error_response(status, message, issues=issues or None, headers=exc.headers)
+
+
+def _unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    what = {
+        BrokerUnavailable: "message broker",
+        DatabaseError: "database",
+        StorageError: "object storage",
+        PortNotReady: "server",
+    }
+    name = next((v for k, v in what.items() if isinstance(exc, k)), "a dependency")
+    log.warning("503: %s unavailable: %s", name, exc)
+    return error_response(503, f"{name} is unavailable, try again later", headers={"Retry-After": "5"})
+
+
+def _not_found(_: Request[Any, Any, Any], exc: ObjectNotFound) -> Response[ErrorBody]:
+    return error_response(404, "not found")
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", request_id=request_id)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    HttpError: _http_error,
+    HTTPException: _litestar_error,
+    BrokerUnavailable: _unavailable,
+    DatabaseError: _unavailable,
+    StorageError: _unavailable,
+    ObjectNotFound: _not_found,
+    PortNotReady: _unavailable,
+    Exception: _internal_error,
+}

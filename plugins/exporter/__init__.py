@@ -1,0 +1,1 @@
+"""Export of whole experiments as validated BIDS datasets (ZIP, with progress and download)."""

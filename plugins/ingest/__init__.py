@@ -1,0 +1,1 @@
+"""EEG packet and media ingest: validation, decoding and exactly-once storage."""

@@ -1,0 +1,1 @@
+"""Linking of raw data to sessions by time, and event onset correction from triggers."""

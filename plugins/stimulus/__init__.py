@@ -1,0 +1,1 @@
+"""Stimulus and calibration item registration, listing and download."""
