@@ -10,6 +10,7 @@ contributes no routes, consumers, tasks or analyses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -193,14 +194,19 @@ class PluginHost:
         pluggy's own call returns results without saying whose they are; the
         host needs that to attribute routes, health and errors to plugins.
         """
+        return [(name, call()) for name, call in self.implementations(hook, **kwargs)]
+
+    def implementations(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """``(plugin name, zero-argument callable)`` for each implementation of
+        ``hook``, in registration order, so callers can guard each call."""
         caller = getattr(self.pm.hook, hook)
-        results: list[tuple[str, Any]] = []
+        out: list[tuple[str, Any]] = []
         # get_hookimpls() lists implementations in registration order (pluggy
         # itself calls them in reverse).
         for impl in caller.get_hookimpls():
             args = {name: kwargs[name] for name in impl.argnames}
-            results.append((impl.plugin_name, impl.function(**args)))
-        return results
+            out.append((impl.plugin_name, functools.partial(impl.function, **args)))
+        return out
 
     def routes(self, ctx: AppContext) -> list[Any]:
         handlers: list[Any] = []
@@ -216,8 +222,9 @@ class PluginHost:
     # ------------------------------------------------------------ lifecycle
     async def startup(self, ctx: AppContext) -> None:
         """Run start-up hooks, then start consumers, then background tasks."""
-        for name, result in self.call_each("eeghub_startup", ctx=ctx):
+        for name, call in self.implementations("eeghub_startup", ctx=ctx):
             try:
+                result = call()
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
@@ -288,8 +295,9 @@ class PluginHost:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for name, result in self.call_each("eeghub_shutdown", ctx=ctx):
+        for name, call in self.implementations("eeghub_shutdown", ctx=ctx):
             try:
+                result = call()
                 if inspect.isawaitable(result):
                     await result
             except Exception:

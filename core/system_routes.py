@@ -85,20 +85,19 @@ async def _plugin_health(ctx: AppContext) -> dict[str, ComponentHealth]:
 
 
 def _safe_calls(ctx: AppContext) -> list[tuple[str, Any]]:
-    caller = ctx.host.pm.hook.eeghub_health
     results: list[tuple[str, Any]] = []
-    for impl in caller.get_hookimpls():
+    for name, call in ctx.host.implementations("eeghub_health", ctx=ctx):
         try:
-            results.append((impl.plugin_name, impl.function(**{"ctx": ctx} if impl.argnames else {})))
+            results.append((name, call()))
         except Exception as exc:  # noqa: BLE001
-            results.append((impl.plugin_name, exc))
+            results.append((name, exc))
     return results
 
 
 def system_routes(ctx: AppContext) -> list[Any]:
     from eeghub import __version__
 
-    @get("/health", tags=["system"], summary="Liveness and readiness", sync_to_thread=False)
+    @get("/health", tags=["system"], summary="Liveness and readiness")
     async def health() -> Response[dict[str, str]]:
         """200 ``{"status": "ok"}`` when the database, the object store and the
         broker all answer; 503 ``{"status": "unhealthy"}`` otherwise."""
