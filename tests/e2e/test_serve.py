@@ -1,0 +1,87 @@
+"""``eeghub serve`` as a person runs it: no configuration at all, an empty
+data directory, then /health, /api/v1/plugins and /schema; SIGTERM stops it
+and its embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from eeghub.core.host import BUILTIN_PLUGINS
+
+pytestmark = pytest.mark.postgres
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    return int(pid_file.read_text().splitlines()[0]) if pid_file.exists() else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_serve_with_embedded_defaults(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_") and k not in ("DATABASE_URL", "RABBITMQ_URL")}
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "eeghub.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        status = None
+        while time.monotonic() - started < 90:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+            try:
+                status, _ = get(base + "/health")
+            except OSError:
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200, "server never became healthy"
+        print(f"time to first 200 on /health: {time.monotonic() - started:.2f} s")
+
+        _, body = get(base + "/api/v1/plugins")
+        assert [p["name"] for p in json.loads(body)["plugins"]] == list(BUILTIN_PLUGINS)
+        status, body = get(base + "/schema/openapi.json")
+        assert status == 200 and json.loads(body)["info"]["title"] == "eeghub"
+        pg_pid = postmaster_pid(data_dir)
+        assert pg_pid is not None and alive(pg_pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert f"eeghub is serving at http://127.0.0.1:{port}" in output
+    deadline = time.monotonic() + 10
+    while alive(pg_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pg_pid), "embedded PostgreSQL kept running after the server stopped"
