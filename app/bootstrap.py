@@ -29,6 +29,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.outbox import OutboxRelay
 from eeghub.core.ports import Broker, Database, ObjectStore
 from eeghub.core.system_routes import system_routes
 from eeghub.core.topology import declare_topology
@@ -199,6 +200,9 @@ def create_app(
         async with open_ports(settings) as ports:
             ctx.attach(database=ports.database, objects=ports.objects, broker=ports.broker)
             ctx.backends.update(ports.backends)
+            relay = OutboxRelay(ports.database, ports.broker)
+            ctx.services["outbox"] = relay
+            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             try:
                 await host.startup(ctx)
                 log.info(
@@ -212,6 +216,12 @@ def create_app(
                 yield
             finally:
                 await host.shutdown(ctx)
+                relay_task.cancel()
+                await asyncio.gather(relay_task, return_exceptions=True)
+                try:  # what consumers enqueued while stopping
+                    await relay.publish_pending()
+                except Exception:  # noqa: BLE001 - published by the next start instead
+                    log.warning("outbox: final flush failed; the next start publishes the rest")
                 ctx.detach()
 
     def provide_ctx() -> AppContext:

@@ -69,6 +69,14 @@ class AppContext:
     def ready(self) -> bool:
         return None not in (self._database, self._objects, self._broker)
 
+    @property
+    def outbox(self) -> Any:
+        """The ``OutboxRelay``: call ``ctx.outbox.wake()`` after committing a
+        transaction that used ``eeghub.core.outbox.enqueue``."""
+        if "outbox" not in self.services:
+            raise PortNotReady("the outbox relay is not running yet")
+        return self.services["outbox"]
+
     def logger(self, name: str) -> logging.Logger:
         return logging.getLogger(f"eeghub.{name}")
 

@@ -1,0 +1,447 @@
+"""S3 adapter of the ``ObjectStore`` port (AWS S3, MinIO, SeaweedFS) via aioboto3.
+
+One long-lived client is opened in ``start()`` and closed in ``close()``: a
+client per call would pay for a new connection pool and credential lookup
+every time. Path-style addressing (``endpoint/bucket/key``) is used because
+MinIO and SeaweedFS do not serve virtual-host buckets by default, and AWS
+still accepts it.
+
+Every botocore, aiohttp and socket error is translated into the port's typed
+errors (``ObjectNotFound``, ``StorageError``); messages name the operation,
+bucket and key, never the credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from eeghub.core.errors import ConfigurationError, ObjectNotFound, StorageError
+from eeghub.core.keys import validate_bucket, validate_key, validate_prefix
+from eeghub.core.ports import ObjectInfo
+
+from .object_store_support import check_range, normalize_metadata
+
+log = logging.getLogger(__name__)
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+"""S3 rejects multipart parts (but the last) smaller than 5 MiB."""
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+_TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+class _S3ObjectStream:
+    """An ``ObjectStream`` over a GetObject response body."""
+
+    def __init__(
+        self, store: S3ObjectStore, body: Any, info: ObjectInfo, start: int, length: int, chunk_size: int
+    ) -> None:
+        self._store = store
+        self._body: Any = body
+        self.info = info
+        self.start = start
+        self.length = length
+        self._chunk_size = chunk_size
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        body = self._body
+        if body is None:
+            raise StorageError(f"stream of {self.info.key!r} is closed")
+        try:
+            while True:
+                # The body checks the byte count against Content-Length at the
+                # end, so a connection cut short raises instead of truncating.
+                with self._store._translated("read", self.info.bucket, self.info.key):
+                    chunk = await body.read(self._chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            # Closes the connection if unread bytes remain (the pool cannot
+            # reuse it); after a complete read aiohttp has already released it.
+            body.close()
+
+
+class S3ObjectStore:
+    """``ObjectStore`` on an S3-compatible server (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str = "us-east-1",
+        multipart_threshold: int = 8 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
+        connect_timeout: float = 5,
+        read_timeout: float = 60,
+        max_attempts: int = 3,
+    ) -> None:
+        """``endpoint_url=None`` means AWS; ``access_key=None`` means botocore's
+        usual credential chain (environment, profile, instance role)."""
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ConfigurationError(f"S3 part_size must be between 5 MiB and 5 GiB, not {part_size} bytes")
+        if multipart_threshold < 1:
+            raise ConfigurationError("S3 multipart_threshold must be positive")
+        if max_attempts < 1:
+            raise ConfigurationError("S3 max_attempts must be at least 1")
+        self._endpoint_url = endpoint_url
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
+        self._config = Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # botocore >= 1.36 adds CRC checksums to every upload by default;
+            # several S3-compatible servers reject or mishandle them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open the client (no network traffic yet); idempotent."""
+        if self._client is not None:
+            return
+        session = aioboto3.Session()
+        stack = AsyncExitStack()
+        client_context = session.client(
+            "s3",
+            endpoint_url=self._endpoint_url,
+            aws_access_key_id=self._access_key,
+            aws_secret_access_key=self._secret_key,
+            region_name=self._region,
+            config=self._config,
+        )
+        with self._translated("connect", "", None):
+            self._client = await stack.enter_async_context(client_context)
+        self._stack = stack
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def ping(self) -> None:
+        with self._translated("ping", "", None):
+            await self._require_client().list_buckets()
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        validate_bucket(bucket)
+        client = self._require_client()
+        # HEAD first: production credentials often may use a bucket but not
+        # create one, and the bucket usually exists already.
+        try:
+            with self._translated("check bucket", bucket, None):
+                await client.head_bucket(Bucket=bucket)
+            return
+        except ObjectNotFound:
+            pass
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self._endpoint_url is None and self._region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        with self._translated("create bucket", bucket, None):
+            try:
+                await client.create_bucket(**params)
+            except ClientError as exc:
+                # Created meanwhile by another process (or, on AWS, owned by
+                # another account: then the first real operation will say so).
+                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    # ------------------------------------------------------------ helpers
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise StorageError("S3 object store is not started (call start() first)")
+        return self._client
+
+    def _redact(self, text: str) -> str:
+        if self._secret_key:
+            text = text.replace(self._secret_key, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _translated(
+        self, action: str, bucket: str, key: str | None, *, missing_bucket_is_error: bool = False
+    ) -> Iterator[None]:
+        """Turn library errors into the port's errors.
+
+        A missing key or bucket becomes ``ObjectNotFound`` — except on writes
+        (``missing_bucket_is_error``), where a missing bucket is a setup fault
+        and not the caller's "not found".
+        """
+        where = f"{bucket}/{key}" if key else bucket or self._endpoint_url or "AWS"
+        try:
+            yield
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "NoSuchBucket" and missing_bucket_is_error:
+                raise StorageError(f"bucket {bucket!r} does not exist") from exc
+            if code in _NOT_FOUND_CODES or _status(exc) == 404:
+                raise ObjectNotFound(bucket, key or "") from exc
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise StorageError(self._redact(f"S3 {action} of {where} failed: {code or _status(exc)} {message}")) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageError(self._redact(f"S3 {action} of {where} failed: {type(exc).__name__}: {exc}")) from exc
+
+    # ------------------------------------------------------------ writes
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        validate_bucket(bucket)
+        validate_key(key)
+        clean_metadata = normalize_metadata(metadata)
+        return await self._put_object(bucket, key, bytes(data), content_type, clean_metadata)
+
+    async def _put_object(
+        self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> ObjectInfo:
+        client = self._require_client()
+        with self._translated("upload", bucket, key, missing_bucket_is_error=True):
+            response = await client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata
+            )
+        # PutObject does not return Last-Modified; a HEAD per write to learn
+        # it is not worth a second round trip, so it stays None here.
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=len(data),
+            content_type=content_type,
+            etag=_etag(response.get("ETag")),
+            metadata=metadata,
+        )
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """One PutObject when the stream ends before ``multipart_threshold``
+        bytes, else a multipart upload in ``part_size`` parts; at most about
+        ``max(multipart_threshold, part_size)`` bytes are held at once. If the
+        source or an upload raises, the multipart upload is aborted (so no
+        half object or billed orphan parts remain) and the error propagates —
+        the source's own exception unchanged."""
+        validate_bucket(bucket)
+        validate_key(key)
+        clean_metadata = normalize_metadata(metadata)
+        client = self._require_client()
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        size = 0
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                size += len(chunk)
+                if upload_id is None:
+                    if len(buffer) < self._multipart_threshold:
+                        continue
+                    with self._translated("start upload", bucket, key, missing_bucket_is_error=True):
+                        created = await client.create_multipart_upload(
+                            Bucket=bucket, Key=key, ContentType=content_type, Metadata=clean_metadata
+                        )
+                    upload_id = str(created["UploadId"])
+                while len(buffer) >= self._part_size:
+                    parts.append(await self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
+            if upload_id is None:
+                return await self._put_object(bucket, key, bytes(buffer), content_type, clean_metadata)
+            if buffer or not parts:
+                parts.append(await self._upload_part(bucket, key, upload_id, len(parts) + 1, buffer))
+            with self._translated("finish upload", bucket, key, missing_bucket_is_error=True):
+                completed = await client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            if upload_id is not None:
+                await self._abort_quietly(bucket, key, upload_id)
+            raise
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            content_type=content_type,
+            etag=_etag(completed.get("ETag")),
+            metadata=clean_metadata,
+        )
+
+    async def _upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, buffer: bytearray
+    ) -> dict[str, Any]:
+        """Upload the first ``part_size`` bytes of ``buffer`` and remove them from it."""
+        body = bytes(buffer[: self._part_size])
+        with self._translated("upload part", bucket, key, missing_bucket_is_error=True):
+            response = await self._require_client().upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        del buffer[: len(body)]
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    async def _abort_quietly(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; shielded so a cancellation cannot skip it.
+
+        Failure is logged, not raised: the error that caused the abort is the
+        one the caller needs to see. (A bucket lifecycle rule can remove what
+        a failed abort leaves behind.)"""
+        client = self._require_client()
+        try:
+            with self._translated("abort upload", bucket, key):
+                await asyncio.shield(client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
+        except (StorageError, asyncio.CancelledError) as exc:
+            log.warning("could not abort multipart upload of %s/%s: %s", bucket, key, exc)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+        try:
+            with self._translated("delete", bucket, key):
+                await self._require_client().delete_object(Bucket=bucket, Key=key)
+        except ObjectNotFound:
+            pass  # the object (or its whole bucket) is already gone
+
+    # ------------------------------------------------------------ reads
+    async def open(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = 256 * 1024,
+    ) -> _S3ObjectStream:
+        """Send GetObject now, so a missing object raises before this returns."""
+        validate_bucket(bucket)
+        validate_key(key)
+        partial = check_range(start, end)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if partial:
+            params["Range"] = f"bytes={start}-{'' if end is None else end}"
+        with self._translated("read", bucket, key):
+            try:
+                response = await self._require_client().get_object(**params)
+            except ClientError as exc:
+                if _error_code(exc) == "InvalidRange" or _status(exc) == 416:
+                    raise ValueError("range not satisfiable") from None
+                raise
+        length = int(response["ContentLength"])
+        size = length
+        first = 0
+        content_range = response.get("ContentRange")  # "bytes 10-19/100"
+        if content_range:
+            span, _, total = content_range.removeprefix("bytes ").partition("/")
+            first = int(span.partition("-")[0])
+            size = int(total)
+        info = ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            content_type=response.get("ContentType"),
+            etag=_etag(response.get("ETag")),
+            last_modified=response.get("LastModified"),
+            metadata=dict(response.get("Metadata") or {}),
+        )
+        return _S3ObjectStream(self, response["Body"], info, first, length, chunk_size)
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        stream = await self.open(bucket, key, chunk_size=1024 * 1024)
+        try:
+            return b"".join([chunk async for chunk in stream])
+        finally:
+            await stream.aclose()
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        validate_bucket(bucket)
+        validate_key(key)
+        try:
+            with self._translated("head", bucket, key):
+                response = await self._require_client().head_object(Bucket=bucket, Key=key)
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=int(response["ContentLength"]),
+            content_type=response.get("ContentType"),
+            etag=_etag(response.get("ETag")),
+            last_modified=response.get("LastModified"),
+            metadata=dict(response.get("Metadata") or {}),
+        )
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        return await self.head(bucket, key) is not None
+
+    def list(self, bucket: str, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """ListObjectsV2, page by page. Validation happens here, at the call."""
+        validate_bucket(bucket)
+        validate_prefix(prefix)
+        return self._list(bucket, prefix)
+
+    async def _list(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        client = self._require_client()
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            with self._translated("list", bucket, prefix):
+                page = await client.list_objects_v2(**params)
+            for item in page.get("Contents", ()):
+                yield ObjectInfo(
+                    bucket=bucket,
+                    key=item["Key"],
+                    size=int(item["Size"]),
+                    etag=_etag(item.get("ETag")),
+                    last_modified=item.get("LastModified"),
+                )
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
