@@ -33,6 +33,8 @@ class AppContext:
     started_at: float = field(default_factory=time.monotonic)
     backends: dict[str, str] = field(default_factory=dict)
     """Which adapter stands behind each port (for health and logs only)."""
+    auth: Any = None
+    """The ``Authenticator`` (``core/auth.py``) built from ``[auth]``."""
     services: dict[str, Any] = field(default_factory=dict)
     """Small public interfaces the core owns and plugins share (by name)."""
     _database: Database | None = None

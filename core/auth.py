@@ -1,0 +1,208 @@
+"""Identity and experiment roles, shared by every plugin.
+
+Two identity modes (``[auth] mode``):
+
+- ``trusted-header`` (the embedded default, and the predecessor's behaviour):
+  the caller's user id is the ``X-User-Id`` header. Only safe behind a gateway
+  that authenticates users and sets that header; ``eeghub serve`` warns when
+  this mode listens on a non-loopback address.
+- ``jwt``: ``Authorization: Bearer <token>``, verified with HS256 and a shared
+  secret, or RS256/ES256 with a PEM public key or a JWKS file. The user id is
+  the ``sub`` claim; ``exp`` is required and enforced.
+
+Roles come from ``experiment_participants``: ``owner`` or ``participant``
+(an owner may do everything a participant may). Route handlers declare what
+they need with ``require_user`` / ``require_role`` (Litestar dependencies) so
+authorization is visible at the route.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from eeghub.config.settings import AuthSettings
+
+from .errors import BadRequest, ConfigurationError, Forbidden, NotFound, Unauthorized
+from .ports import Database
+
+Role = Literal["owner", "participant"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+MISSING_IDENTITY = "Unauthorized: X-User-Id header is required."
+
+
+class Authenticator:
+    """Turns request headers into an ``Identity``."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self.mode = settings.mode
+        self._key: Any = None
+        self._jwks: Any = None
+        if self.mode == "jwt":
+            self._load_keys()
+
+    def _load_keys(self) -> None:
+        import jwt
+
+        s = self.settings
+        if s.jwks_file:
+            try:
+                self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(s.jwks_file).read_text()))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise ConfigurationError(f"auth.jwks_file {s.jwks_file}: {exc}") from exc
+        elif s.jwt_public_key_file:
+            try:
+                self._key = Path(s.jwt_public_key_file).read_text()
+            except OSError as exc:
+                raise ConfigurationError(f"auth.jwt_public_key_file {s.jwt_public_key_file}: {exc}") from exc
+        elif s.jwt_secret:
+            if len(s.jwt_secret) < 32:
+                raise ConfigurationError("auth.jwt_secret must be at least 32 characters")
+            self._key = s.jwt_secret
+        else:  # pragma: no cover - the loader already refuses this
+            raise ConfigurationError("auth.mode = 'jwt' needs a key")
+
+    def identify(self, headers: Any) -> Identity | None:
+        """The caller's identity, None when the request carries none, or
+        ``Unauthorized`` when it carries an invalid one."""
+        if self.mode == "trusted-header":
+            value = headers.get(self.settings.user_header)
+            if value is None:
+                return None
+            value = value.strip()
+            if not value or len(value) > 255 or any(ord(c) < 32 for c in value):
+                raise Unauthorized(f"invalid {self.settings.user_header} header")
+            return Identity(user_id=value)
+        authorization = headers.get("authorization")
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization header must be 'Bearer <token>'")
+        return self.verify(token.strip())
+
+    def verify(self, token: str) -> Identity:
+        import jwt
+
+        s = self.settings
+        try:
+            key = self._key
+            if self._jwks is not None:
+                kid = jwt.get_unverified_header(token).get("kid")
+                matches = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+                if not matches:
+                    raise Unauthorized("token signed with an unknown key")
+                key = matches[0].key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=s.jwt_algorithms,
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                leeway=s.jwt_leeway_seconds,
+                options={"require": ["sub", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > 255:
+            raise Unauthorized("token has no usable 'sub' claim")
+        return Identity(user_id=subject, claims=claims)
+
+
+def mint_token(settings: AuthSettings, user_id: str, *, ttl_seconds: int = 3600, extra: dict[str, Any] | None = None) -> str:
+    """A development token signed with ``auth.jwt_secret`` (``eeghub token``)."""
+    import jwt
+
+    if not settings.jwt_secret:
+        raise ConfigurationError("eeghub token needs auth.jwt_secret (EEGHUB_AUTH__JWT_SECRET)")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds, **(extra or {})}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), "HS256")
+    return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)
+
+
+def parse_experiment_id(value: str) -> uuid.UUID:
+    """A UUID, or 400 naming the field (the predecessor answered 500/503)."""
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, AttributeError, TypeError):
+        raise BadRequest(f"experiment_id must be a UUID, got {str(value)[:80]!r}") from None
+
+
+async def experiment_role(database: Database, experiment_id: uuid.UUID, user_id: str) -> Role | None:
+    """The user's role in an existing experiment; raises 404 if there is no such experiment."""
+    row = await database.fetchrow(
+        """SELECT e.experiment_id, p.role FROM experiments e
+           LEFT JOIN experiment_participants p ON p.experiment_id = e.experiment_id AND p.user_id = $2
+           WHERE e.experiment_id = $1""",
+        experiment_id,
+        user_id,
+    )
+    if row is None:
+        raise NotFound("Experiment not found")
+    return row["role"]
+
+
+async def check_role(database: Database, experiment_id: uuid.UUID, user_id: str, required: Role) -> Role:
+    """Raise 403 unless ``user_id`` holds ``required`` (an owner satisfies
+    ``participant``) in the experiment; 404 if the experiment does not exist."""
+    role = await experiment_role(database, experiment_id, user_id)
+    if role is None or (required == "owner" and role != "owner"):
+        raise Forbidden("Forbidden")
+    return role
+
+
+# ---------------------------------------------------------------- Litestar glue
+def identity_of(connection: Any) -> Identity:
+    """The caller's identity (cached on the connection); 401 when absent."""
+    cached = connection.scope.get("eeghub.identity")
+    if cached is not None:
+        return cached
+    ctx = connection.app.state.ctx
+    identity = ctx.auth.identify(connection.headers)
+    if identity is None:
+        raise Unauthorized(MISSING_IDENTITY if ctx.auth.mode == "trusted-header" else "a bearer token is required")
+    connection.scope["eeghub.identity"] = identity
+    return identity
+
+
+def require_user(connection: Any, _: Any) -> None:
+    """Guard: the request must carry a valid identity."""
+    identity_of(connection)
+
+
+def require_role(role: Role, param: str = "experiment_id") -> Any:
+    """Guard factory: the caller must hold ``role`` in the experiment named by
+    the path parameter ``param``."""
+
+    async def guard(connection: Any, _: Any) -> None:
+        identity = identity_of(connection)
+        experiment_id = parse_experiment_id(connection.path_params[param])
+        await check_role(connection.app.state.ctx.database, experiment_id, identity.user_id, role)
+
+    guard.__name__ = f"require_{role}"
+    return guard
+
+
+def provide_identity(request: Any) -> Identity:
+    """Dependency ``identity``: the authenticated caller."""
+    return identity_of(request)
