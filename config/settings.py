@@ -131,7 +131,8 @@ class SessionSettings(_Section):
 
 class StimulusSettings(_Section):
     max_file_bytes: int = 50 * 1024 * 1024
-    max_total_bytes: int = 500 * 1024 * 1024
+    max_total_bytes: int = 90 * 1024 * 1024
+    """Per upload request; keep below server.max_request_body_bytes."""
     max_files: int = 1000
 
 

@@ -48,10 +48,10 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_serve_with_embedded_defaults(tmp_path: Path) -> None:
+def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_") and k not in ("DATABASE_URL", "RABBITMQ_URL")}
-    data_dir = tmp_path / "data"
+    data_dir = open_tmp_dir / "data"
     command = [sys.executable, "-m", "eeghub.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

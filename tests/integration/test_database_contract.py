@@ -34,18 +34,22 @@ PREDECESSOR_TABLES = {
 
 
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    try:
-        from eeghub.adapters.postgres.embedded import EmbeddedPostgres
-    except ImportError as exc:  # pragma: no cover
-        unavailable("embedded PostgreSQL", exc)
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
+def embedded_server():  # type: ignore[no-untyped-def]
+    import shutil
+    import tempfile
+
+    from eeghub.adapters.postgres.embedded import EmbeddedPostgres
+
+    root = Path(tempfile.mkdtemp(prefix="eeghub-contract-pg-"))
+    root.chmod(0o711)  # traversable by the unprivileged server user when tests run as root
+    server = EmbeddedPostgres(root)
     try:
         dsn = server.start()
     except Exception as exc:  # noqa: BLE001
         unavailable("embedded PostgreSQL", exc)
     yield dsn
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["postgresql", "embedded"])
