@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eeghub.config import Settings
 
+# Imported at run time (not only for type checking): Litestar resolves the
+# annotations of AppContext when it is used as a dependency.
+from .host import PluginHost
 from .ports import Broker, Clock, Database, ObjectStore, SystemClock
-
-if TYPE_CHECKING:
-    from .host import PluginHost
 
 
 class PortNotReady(RuntimeError):

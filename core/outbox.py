@@ -52,7 +52,7 @@ async def enqueue(
             "queue" if queue else "exchange",
             queue or exchange,
             body,
-            json.dumps(dict(headers or {})),
+            dict(headers or {}),
             content_type,
         )
     )
@@ -101,7 +101,7 @@ class OutboxRelay:
             )
             done: list[int] = []
             for row in rows:
-                headers = row["headers"] if isinstance(row["headers"], dict) else json.loads(row["headers"] or "{}")
+                headers = row["headers"] or {}
                 message = Message(
                     body=bytes(row["body"]),
                     headers=headers,

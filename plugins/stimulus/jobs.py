@@ -61,8 +61,6 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise PermanentFailure(f"malformed stimulus job: {exc}") from None
-        import json
-
         bucket = ctx.settings.object_store.buckets.media
         superseded: list[str] = []
         async with ctx.database.transaction() as conn:
@@ -99,7 +97,7 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
                     item.content_type,
                     item.size_bytes,
                     item.sha256,
-                    json.dumps(item.extra),
+                    item.extra,
                 )
             await conn.execute(
                 """UPDATE stimulus_jobs SET status = 'completed', processed_files = total_files,
