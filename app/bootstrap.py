@@ -25,6 +25,7 @@ from litestar.openapi import OpenAPIConfig
 
 from eeghub import __version__
 from eeghub.config import Settings
+from eeghub.core.auth import Authenticator, provide_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
@@ -193,7 +194,7 @@ def create_app(
 ) -> Litestar:
     """Build the application. Nothing connects until its lifespan starts."""
     host = load_plugins(settings, extra=extra_plugins)
-    ctx = AppContext(settings=settings, host=host)
+    ctx = AppContext(settings=settings, host=host, auth=Authenticator(settings.auth))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -235,7 +236,10 @@ def create_app(
     app = Litestar(
         route_handlers=[*system_routes(ctx), *host.routes(ctx)],
         lifespan=[lifespan],
-        dependencies={"ctx": Provide(provide_ctx, sync_to_thread=False)},
+        dependencies={
+            "ctx": Provide(provide_ctx, sync_to_thread=False),
+            "identity": Provide(provide_identity, sync_to_thread=False),
+        },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_request_body_bytes,
         cors_config=cors,

@@ -6,6 +6,8 @@
     eeghub config [--config FILE] [--defaults]
     eeghub dlq list [QUEUE] [--limit N] [--config FILE]
     eeghub dlq replay QUEUE [--limit N] [--config FILE]
+    eeghub token --user U [--ttl SECONDS]
+    eeghub calibration add FILE --type T [--description D]
 
 Every command reads the same settings as the server (``--config`` or
 ``EEGHUB_CONFIG``, then the environment).
@@ -136,6 +138,45 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from eeghub.core.auth import mint_token
+
+    settings = _settings(args)
+    print(mint_token(settings.auth, args.user, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_calibration(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eeghub.core.context import AppContext
+    from eeghub.core.host import PluginHost
+    from eeghub.plugins.stimulus.routes import register_calibration_item
+
+    from .bootstrap import open_database, open_object_store
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    path = Path(args.file)
+
+    async def run() -> int:
+        async with open_database(settings) as (database, _dsn, _), open_object_store(settings) as (store, _b):
+            ctx = AppContext(settings=settings, host=PluginHost())
+            ctx._database, ctx._objects = database, store
+            with path.open("rb") as handle:
+                item = await register_calibration_item(
+                    ctx,
+                    file_name=args.name or path.name,
+                    handle=handle,
+                    item_type=args.type,
+                    description=args.description,
+                )
+        print(f"calibration item {item.item_id}: {item.file_name} ({item.item_type})")
+        return 0
+
+    return asyncio.run(run())
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eeghub", description="eeghub: an EEG research data server.")
@@ -165,6 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--defaults", action="store_true", help="print the built-in defaults instead")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("token", help="mint a development JWT (needs auth.jwt_secret)")
+    common(p)
+    p.add_argument("--user", required=True, help="user id (the token's sub claim)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("calibration", help="manage calibration items")
+    cal = p.add_subparsers(dest="calibration_command", required=True)
+    q = cal.add_parser("add", help="register (or replace) a calibration item from a file")
+    common(q)
+    q.add_argument("file", help="the stimulus file")
+    q.add_argument("--type", required=True, help="item type, e.g. target or nontarget")
+    q.add_argument("--description", default=None)
+    q.add_argument("--name", default=None, help="file name to register (default: the file's name)")
+    q.set_defaults(func=cmd_calibration)
 
     p = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
     dlq = p.add_subparsers(dest="dlq_command", required=True)
