@@ -108,6 +108,10 @@ def _not_found(_: Request[Any, Any, Any], exc: ObjectNotFound) -> Response[Error
     return error_response(404, "not found")
 
 
+def _bad_encoding(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:
+    return error_response(400, f"request body is not valid UTF-8 (byte {exc.start})")
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     request_id = uuid.uuid4().hex[:16]
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
@@ -122,5 +126,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     StorageError: _unavailable,
     ObjectNotFound: _not_found,
     PortNotReady: _unavailable,
+    UnicodeDecodeError: _bad_encoding,
     Exception: _internal_error,
 }

@@ -48,7 +48,7 @@ def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"Invalid data format: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{field} is not valid JSON: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
 
 
