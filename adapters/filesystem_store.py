@@ -225,7 +225,9 @@ class FilesystemObjectStore:
         validate_bucket(bucket)
         validate_key(key)
         clean_metadata = normalize_metadata(metadata)
-        return await _run(f"write {key!r}", self._put_bytes_sync, bucket, key, bytes(data), content_type, clean_metadata)
+        return await _run(
+            f"write {key!r}", self._put_bytes_sync, bucket, key, bytes(data), content_type, clean_metadata
+        )
 
     def _put_bytes_sync(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]
@@ -424,14 +426,10 @@ class FilesystemObjectStore:
             else:
                 stack.append(iter(await self._read_listing(bucket, item.path, item.key, "")))
 
-    async def _read_listing(
-        self, bucket: str, directory: Path, key_prefix: str, partial: str
-    ) -> _Listing:
+    async def _read_listing(self, bucket: str, directory: Path, key_prefix: str, partial: str) -> _Listing:
         return await _run(f"list bucket {bucket!r}", self._read_listing_sync, bucket, directory, key_prefix, partial)
 
-    def _read_listing_sync(
-        self, bucket: str, directory: Path, key_prefix: str, partial: str
-    ) -> _Listing:
+    def _read_listing_sync(self, bucket: str, directory: Path, key_prefix: str, partial: str) -> _Listing:
         result: _Listing = []
         for entry in layout.read_entries(directory, key_prefix, partial):
             if entry.is_dir:
@@ -444,6 +442,8 @@ class FilesystemObjectStore:
             sidecar = layout.read_sidecar(layout.locate(self._root / bucket, entry.key).meta)
             full = self._info(bucket, entry.key, stat.st_size, sidecar, stat.st_mtime)
             result.append(
-                ObjectInfo(bucket=bucket, key=entry.key, size=full.size, etag=full.etag, last_modified=full.last_modified)
+                ObjectInfo(
+                    bucket=bucket, key=entry.key, size=full.size, etag=full.etag, last_modified=full.last_modified
+                )
             )
         return result

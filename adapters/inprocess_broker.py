@@ -35,7 +35,7 @@ SQLite runs on one dedicated worker thread (one connection, WAL,
 ~5 ms whenever a WAL checkpoint runs, and a write can wait up to
 ``busy_timeout`` while another process (the DLQ CLI) holds the write lock.
 Through the worker the same cycle costs ~350 µs of latency (three thread
-hops, ~2 900 messages/s per consumer) and the event loop never stalls; the
+hops, ~2 900 messages/s through one journal) and the event loop never stalls; the
 ingest path needs far less than that, so the thread wins.
 """
 
@@ -45,12 +45,13 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import pathlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -79,7 +80,7 @@ _BOOKKEEPING_HEADERS = (ATTEMPT_HEADER, ERROR_HEADER, ORIGIN_HEADER, FAILED_AT_H
 _MAX_ERROR_CHARS = 1000
 _POLL_INTERVAL = 0.5
 """Seconds between looks at the journal for rows another process inserted."""
-_LEASE = 10.0
+_LEASE = 30.0
 """Seconds without heartbeat after which another instance's claims are void."""
 _REQUEUE_PAUSE = 1.0
 """Pause before giving back a message whose retry or dead-lettering failed,
@@ -215,6 +216,9 @@ class _Entry:
     message: Message
     redelivered: bool = False
     row_id: int | None = None
+    started: bool = False
+    """Set once a handler task began with it (a task cancelled before its
+    first step never runs its cleanup)."""
 
 
 # ---------------------------------------------------------------- journal
@@ -271,7 +275,7 @@ class _Journal:
         self.db = None
 
     @contextlib.contextmanager
-    def _tx(self) -> Any:
+    def _tx(self) -> Iterator[sqlite3.Connection]:
         assert self.db is not None
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -303,13 +307,11 @@ class _Journal:
 
     def declared(self, name: str) -> tuple[bool, int | None]:
         assert self.db is not None
-        row = self.db.execute("SELECT max_length FROM queues WHERE name = ?", (name,)).fetchone()
-        return (row is not None, row[0] if row else None)
+        rows = self.db.execute("SELECT max_length FROM queues WHERE name = ?", (name,)).fetchall()
+        return (bool(rows), rows[0][0] if rows else None)
 
     def _insert(self, tx: sqlite3.Connection, queue: str, message: Message, max_length: int | None) -> None:
-        tx.execute(
-            "INSERT INTO messages (queue, body, props) VALUES (?, ?, ?)", (queue, message.body, _props(message))
-        )
+        tx.execute("INSERT INTO messages (queue, body, props) VALUES (?, ?, ?)", (queue, message.body, _props(message)))
         if max_length is not None:
             tx.execute(
                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE queue = ? AND owner IS NULL"
@@ -324,14 +326,15 @@ class _Journal:
 
     def claim(self, queue: str) -> tuple[int, Message, bool] | None:
         assert self.db is not None
-        row = self.db.execute(
+        rows = self.db.execute(
             "UPDATE messages SET owner = ? WHERE id = (SELECT id FROM messages WHERE queue = ? AND owner IS NULL"
             " ORDER BY id LIMIT 1) RETURNING id, body, props, redelivered",
             (self.id, queue),
-        ).fetchone()
-        if row is None:
+        ).fetchall()  # fetchall: run the statement to its end, or it stays open
+        if not rows:
             return None
-        return row[0], _message(row[1], row[2]), bool(row[3])
+        row_id, body, props, redelivered = rows[0]
+        return row_id, _message(body, props), bool(redelivered)
 
     def ack(self, row_id: int) -> None:
         assert self.db is not None
@@ -355,8 +358,8 @@ class _Journal:
 
     def depth(self, queue: str) -> int:
         assert self.db is not None
-        row = self.db.execute("SELECT count(*) FROM messages WHERE queue = ? AND owner IS NULL", (queue,)).fetchone()
-        return int(row[0])
+        rows = self.db.execute("SELECT count(*) FROM messages WHERE queue = ? AND owner IS NULL", (queue,)).fetchall()
+        return int(rows[0][0])
 
     def peek(self, queue: str, limit: int) -> list[Message]:
         assert self.db is not None
@@ -382,7 +385,9 @@ class _LocalSubscription:
     """A consumer: one runner task that takes messages while fewer than
     ``prefetch`` handlers run, and one task per handler."""
 
-    def __init__(self, broker: InProcessBroker, queue: _Queue, handler: Handler, prefetch: int, max_attempts: int) -> None:
+    def __init__(
+        self, broker: InProcessBroker, queue: _Queue, handler: Handler, prefetch: int, max_attempts: int
+    ) -> None:
         self._broker = broker
         self._queue = queue
         self._handler = handler
@@ -402,25 +407,31 @@ class _LocalSubscription:
             if len(self._in_flight) < self._prefetch:
                 try:
                     entry = await self._broker._take(self._queue)
-                except Exception:  # noqa: BLE001 - a journal hiccup must not kill the consumer
+                except Exception:  # a journal hiccup must not kill the consumer
                     log.exception("cannot read queue %s; retrying", self._queue.name)
                     await asyncio.sleep(_REQUEUE_PAUSE)
                     continue
                 if entry is not None:
                     if self._stopping:
                         # Taken but never shown to a handler: no redelivery flag.
-                        await self._broker._release(entry, redelivered=entry.redelivered)
+                        with contextlib.suppress(BrokerUnavailable):  # close() gives back our claims
+                            await self._broker._release(entry, redelivered=entry.redelivered)
                         break
                     task = asyncio.create_task(self._broker._process(entry, self._handler, self._max_attempts))
                     self._in_flight.add(task)
-                    task.add_done_callback(self._handler_done)
+                    task.add_done_callback(functools.partial(self._handler_done, entry))
                     continue
             await self._wake.wait()
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
+    def _handler_done(self, entry: _Entry, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._wake.set()
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            if not entry.started:
+                # Cancelled before its first step: _process never ran, so
+                # nobody else gives the message back.
+                self._broker._release_soon(entry)
+        elif task.exception() is not None:
             log.error("consumer of %s failed", self._queue.name, exc_info=task.exception())
 
     async def _stop_runner(self) -> None:
@@ -600,7 +611,8 @@ class InProcessBroker:
             headers=dict(message.headers),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
-            message_id=message.message_id,
+            # As on RabbitMQ (where aiormq needs one): an id for every message.
+            message_id=message.message_id or uuid.uuid4().hex,
             timestamp=_whole_seconds_utc(message.timestamp),
         )
         if queue is not None:
@@ -628,7 +640,9 @@ class InProcessBroker:
             queue.notify()
 
     # ------------------------------------------------------------ consuming
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 8, max_attempts: int = 5) -> _LocalSubscription:
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int = 8, max_attempts: int = 5
+    ) -> _LocalSubscription:
         if prefetch < 1 or max_attempts < 1:
             raise ValueError("prefetch and max_attempts must be at least 1")
         target = await self._lookup(queue)
@@ -661,6 +675,16 @@ class InProcessBroker:
             entry.queue.ready.appendleft(entry)
         entry.queue.notify()
 
+    def _release_soon(self, entry: _Entry) -> None:
+        if entry.row_id is None:
+            entry.queue.ready.appendleft(entry)  # at once: nothing to wait for
+            entry.queue.notify()
+        else:
+            # On the worker thread; should the broker be closing, its
+            # close() gives back every claim of this instance anyway.
+            task = asyncio.get_running_loop().create_task(self._release(entry, redelivered=entry.redelivered))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _move(self, entry: _Entry, target: _Queue, message: Message) -> None:
         """Replace a taken message by ``message`` at the tail of ``target``."""
         if entry.row_id is not None:
@@ -673,6 +697,7 @@ class InProcessBroker:
 
     async def _process(self, entry: _Entry, handler: Handler, max_attempts: int) -> None:
         """Run the handler on one delivery and settle it (ack, retry or DLQ)."""
+        entry.started = True
         queue = entry.queue
         message, bookkeeping = _split(entry.message)
         attempt = _attempt(bookkeeping)
@@ -689,7 +714,9 @@ class InProcessBroker:
             try:
                 await self._after_failure(entry, message, attempt, max_attempts, exc)
             except BrokerUnavailable as journal_error:
-                log.warning("cannot retry or dead-letter a message of %s (%s); giving it back", queue.name, journal_error)
+                log.warning(
+                    "cannot retry or dead-letter a message of %s (%s); giving it back", queue.name, journal_error
+                )
                 await asyncio.sleep(_REQUEUE_PAUSE)
                 with contextlib.suppress(BrokerUnavailable):
                     await self._release(entry, redelivered=True)
@@ -699,19 +726,47 @@ class InProcessBroker:
         except BrokerUnavailable as exc:
             log.warning("cannot acknowledge a message of %s (%s); it will be delivered again", queue.name, exc)
 
-    async def _after_failure(self, entry: _Entry, message: Message, attempt: int, max_attempts: int, exc: Exception) -> None:
+    async def _after_failure(
+        self, entry: _Entry, message: Message, attempt: int, max_attempts: int, exc: Exception
+    ) -> None:
         queue = entry.queue
         if not isinstance(exc, PermanentFailure) and attempt < max_attempts:
-            log.info("message %s on %s failed (attempt %d/%d): %s", message.message_id, queue.name, attempt, max_attempts, _error_text(exc))
+            log.info(
+                "message %s on %s failed (attempt %d/%d): %s",
+                message.message_id,
+                queue.name,
+                attempt,
+                max_attempts,
+                _error_text(exc),
+            )
             await self._move(entry, queue, _with_headers(message, {**message.headers, ATTEMPT_HEADER: attempt + 1}))
             return
-        dlq = self._queues.get(dead_letter_queue(queue.name)) if queue.durable else None
+        dlq: _Queue | None = None
+        if queue.durable:
+            try:
+                dlq = await self._lookup(dead_letter_queue(queue.name))
+            except BrokerUnavailable:
+                raise
+            except BrokerError:
+                dlq = None
         if dlq is None:
             # Only non-durable queues (live feeds) have no DLQ.
-            log.error("message %s on %s dropped after %d attempt(s), queue has no DLQ: %s", message.message_id, queue.name, attempt, _error_text(exc))
+            log.error(
+                "message %s on %s dropped after %d attempt(s), queue has no DLQ: %s",
+                message.message_id,
+                queue.name,
+                attempt,
+                _error_text(exc),
+            )
             await self._ack(entry)
             return
-        log.warning("message %s on %s dead-lettered after %d attempt(s): %s", message.message_id, queue.name, attempt, _error_text(exc))
+        log.warning(
+            "message %s on %s dead-lettered after %d attempt(s): %s",
+            message.message_id,
+            queue.name,
+            attempt,
+            _error_text(exc),
+        )
         headers: dict[str, HeaderValue] = {
             **message.headers,
             ATTEMPT_HEADER: attempt,

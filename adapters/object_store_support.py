@@ -23,8 +23,9 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """Return the metadata with lower-case names, or raise ``InvalidObjectKey``.
 
     Names are lower-cased because S3 servers return header names lower-cased.
-    Values must be non-empty printable ASCII without surrounding spaces: HTTP
-    trims or drops anything else on the way through S3.
+    Values lose surrounding whitespace, as HTTP header values do on the way
+    through S3, and must then be non-empty printable ASCII: anything else S3
+    would refuse or mangle.
     """
     if not metadata:
         return {}
@@ -37,10 +38,11 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
             )
         if name in result:
             raise InvalidObjectKey(f"metadata name {raw_name!r} is given twice (names are case-insensitive)")
-        if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable():
-            raise InvalidObjectKey(f"metadata {name!r} must be a non-empty printable ASCII string")
-        if value != value.strip():
-            raise InvalidObjectKey(f"metadata {name!r} must not start or end with whitespace")
+        if not isinstance(value, str):
+            raise InvalidObjectKey(f"metadata {name!r} must be a string")
+        value = value.strip(" \t")
+        if not value or not value.isascii() or not value.isprintable():
+            raise InvalidObjectKey(f"metadata {name!r} must be non-empty printable ASCII")
         result[name] = value
     if sum(len(name) + len(value) for name, value in result.items()) > MAX_METADATA_BYTES:
         raise InvalidObjectKey(f"metadata larger than {MAX_METADATA_BYTES} bytes")

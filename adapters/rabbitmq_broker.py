@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,10 +116,13 @@ def _to_amqp(message: Message, *, persistent: bool, extra: dict[str, HeaderValue
     timestamp = message.timestamp or datetime.now(UTC)
     return aio_pika.Message(
         message.body,
-        headers=headers,  # type: ignore[arg-type]  # HeaderValue is a subset of FieldValue
+        headers=headers,  # type: ignore[arg-type,unused-ignore]  # HeaderValue is a subset of FieldValue
         content_type=message.content_type,
         content_encoding=message.content_encoding,
-        message_id=message.message_id,
+        # aiormq matches a returned (unroutable) message to its confirm by
+        # message_id and invents one when it is missing; we pick it ourselves
+        # so both adapters behave alike (uuid4 hex), and retries keep it.
+        message_id=message.message_id or uuid.uuid4().hex,
         # pamqp writes the AMQP timestamp as whole POSIX *seconds* (the
         # predecessor wrote milliseconds into it).
         timestamp=timestamp,
@@ -168,6 +172,21 @@ def _dead_letter(message: Message, bookkeeping: dict[str, HeaderValue], queue: s
     )
 
 
+async def _close_channel_quietly(channel: AbstractChannel, timeout: float) -> None:
+    """Close a channel, never cancelling its Channel.Close midway.
+
+    aiormq answers a cancelled RPC by closing the channel; when the RPC was
+    Channel.Close itself and the broker's CloseOk was already in, it sends a
+    second Close and RabbitMQ drops the whole connection (CHANNEL_ERROR -
+    expected 'channel.open'). So the close runs in a task of its own that a
+    cancelled caller leaves to finish.
+    """
+    task = asyncio.ensure_future(asyncio.wait_for(channel.close(), timeout))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    with contextlib.suppress(Exception):
+        await asyncio.shield(task)
+
+
 # ---------------------------------------------------------------- topology
 @dataclass(frozen=True, slots=True)
 class _QueueSpec:
@@ -199,6 +218,7 @@ class _RabbitSubscription:
         self._has_dlq = has_dlq
         self._tag: ConsumerTag | None = None
         self._stopping = False
+        self._cancel_rpc: asyncio.Future[None] | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._done = asyncio.Event()
 
@@ -229,11 +249,8 @@ class _RabbitSubscription:
         too and their messages go back to the queue unacknowledged."""
         if self._done.is_set():
             return
-        self._stopping = True
         try:
-            if self._tag is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._queue.cancel(self._tag), self._broker.publish_timeout)
+            await asyncio.shield(self._stop_consuming())
             while self._in_flight:
                 await asyncio.wait(set(self._in_flight))
         except asyncio.CancelledError:
@@ -241,13 +258,31 @@ class _RabbitSubscription:
             raise
         await self._close_channel()
 
+    def _stop_consuming(self) -> asyncio.Future[None]:
+        """basic.cancel, once. It runs in a task of its own, never cancelled
+        midway: aiormq closes the channel when an RPC is cancelled, and a
+        channel closing twice at once can upset the connection."""
+        self._stopping = True
+        if self._cancel_rpc is None:
+            self._cancel_rpc = asyncio.ensure_future(self._basic_cancel())
+        return self._cancel_rpc
+
+    async def _basic_cancel(self) -> None:
+        if self._tag is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.cancel(self._tag), self._broker.publish_timeout)
+        except Exception as exc:  # noqa: BLE001 - closing the channel cancels the consumer anyway
+            log.debug("basic.cancel on %s failed: %s", self._queue.name, exc)
+
     async def abort(self) -> None:
         """Stop at once: cancel the handlers; the broker requeues their messages."""
-        self._stopping = True
+        stopped = self._stop_consuming()
         for task in self._in_flight:
             task.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
+        await stopped
         await self._close_channel()
 
     async def _close_channel(self) -> None:
@@ -256,8 +291,7 @@ class _RabbitSubscription:
         self._done.set()
         self._broker._subscriptions.discard(self)
         # Closing the channel returns every unacknowledged message to its queue.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._channel.close(), self._broker.publish_timeout)
+        await _close_channel_quietly(self._channel, self._broker.publish_timeout)
 
 
 class RabbitMQBroker:
@@ -339,8 +373,16 @@ class RabbitMQBroker:
             raise BrokerUnavailable(f"RabbitMQ at {self.safe_url} does not answer: {self._redact(exc)}") from None
 
     async def _open_scratch_channel_and_close(self) -> None:
-        channel = await self._connected().channel(publisher_confirms=False)
-        await channel.close()
+        channel = await self._plain_channel()
+        await _close_channel_quietly(channel, self.publish_timeout)
+
+    async def _plain_channel(self) -> AbstractChannel:
+        """A channel that is *not* restored after a reconnection or after the
+        broker closed it (a 404 on a passive declaration does): for scratch
+        work only. ``connection.channel()`` would give a robust one."""
+        channel = aio_pika.Channel(self._connected(), publisher_confirms=False)
+        await channel.initialize()
+        return channel
 
     # ------------------------------------------------------------ topology
     async def declare_exchange(self, name: str) -> None:
@@ -360,13 +402,15 @@ class RabbitMQBroker:
         """Declare ``name`` (exclusive queues are never durable and have no
         DLQ: they live and die with this connection)."""
         durable = durable and not exclusive
-        arguments = {"x-max-length": max_length} if max_length is not None else None
+        arguments: dict[str, Any] | None = {"x-max-length": max_length} if max_length is not None else None
         spec = _QueueSpec(durable=durable, exclusive=exclusive, arguments=arguments)
         channel = self._admin()
         async with self._translated(f"declare queue {name!r}"):
-            queue = await channel.declare_queue(
-                name, durable=durable, exclusive=exclusive, auto_delete=exclusive, arguments=arguments
-            )
+            # Exclusive but not auto-delete: RabbitMQ deletes an auto-delete
+            # queue when its last consumer cancels, and a cancelled
+            # subscription must not lose the queue (the in-process broker
+            # keeps it). An exclusive queue still dies with the connection.
+            queue = await channel.declare_queue(name, durable=durable, exclusive=exclusive, arguments=arguments)
             if durable:
                 await channel.declare_queue(dead_letter_queue(name), durable=True)
             if bind_to is not None:
@@ -406,9 +450,7 @@ class RabbitMQBroker:
                     # comes back (Basic.Return) instead of vanishing.
                     await channel.default_exchange.publish(amqp, routing_key, mandatory=True)
         except TimeoutError:
-            raise BrokerUnavailable(
-                f"RabbitMQ did not confirm the message within {self.publish_timeout:g} s"
-            ) from None
+            raise BrokerUnavailable(f"RabbitMQ did not confirm the message within {self.publish_timeout:g} s") from None
         except aiormq.exceptions.PublishError:
             raise BrokerError(f"no queue named {routing_key!r} (message returned unroutable)") from None
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
@@ -424,18 +466,19 @@ class RabbitMQBroker:
     async def _check_exchange(self, name: str) -> None:
         """Passive declare on a scratch channel: publishing to a missing
         exchange would close the shared publish channel under other publishers."""
-        channel = await self._connected().channel(publisher_confirms=False)
+        channel = await self._plain_channel()
         try:
-            await channel.declare_exchange(name, passive=True, robust=False)
+            await channel.declare_exchange(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise BrokerError(f"no exchange named {name!r}") from None
         finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+            await _close_channel_quietly(channel, self.publish_timeout)
         self._known_exchanges.add(name)
 
     # ------------------------------------------------------------ consuming
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int = 8, max_attempts: int = 5) -> _RabbitSubscription:
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int = 8, max_attempts: int = 5
+    ) -> _RabbitSubscription:
         if prefetch < 1 or max_attempts < 1:
             raise ValueError("prefetch and max_attempts must be at least 1")
         connection = self._connected()
@@ -452,7 +495,6 @@ class RabbitMQBroker:
                         queue,
                         durable=spec.durable,
                         exclusive=spec.exclusive,
-                        auto_delete=spec.exclusive,
                         arguments=spec.arguments,
                     )
                     has_dlq = spec.durable
@@ -463,8 +505,7 @@ class RabbitMQBroker:
                 self._subscriptions.add(sub)
                 await sub.start()
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+                await _close_channel_quietly(channel, self.publish_timeout)
                 raise
         return sub
 
@@ -474,7 +515,7 @@ class RabbitMQBroker:
         """Run the handler on one delivery and settle it (ack, retry or DLQ)."""
         message, bookkeeping = _from_amqp(incoming)
         attempt = _attempt(bookkeeping)
-        delivery = Delivery(message=message, queue=queue, attempt=attempt, redelivered=incoming.redelivered)
+        delivery = Delivery(message=message, queue=queue, attempt=attempt, redelivered=bool(incoming.redelivered))
         persistent = incoming.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         try:
             await handler(delivery)
@@ -485,12 +526,25 @@ class RabbitMQBroker:
         except Exception as exc:  # noqa: BLE001 - the handler's failure is the message's fate
             permanent = isinstance(exc, PermanentFailure)
             if not permanent and attempt < max_attempts:
-                log.info("message %s on %s failed (attempt %d/%d): %s", message.message_id, queue, attempt, max_attempts, _error_text(exc))
+                log.info(
+                    "message %s on %s failed (attempt %d/%d): %s",
+                    message.message_id,
+                    queue,
+                    attempt,
+                    max_attempts,
+                    _error_text(exc),
+                )
                 settled = await self._republish(
                     _to_amqp(message, persistent=persistent, extra={ATTEMPT_HEADER: attempt + 1}), queue, "retry"
                 )
             elif has_dlq:
-                log.warning("message %s on %s dead-lettered after %d attempt(s): %s", message.message_id, queue, attempt, _error_text(exc))
+                log.warning(
+                    "message %s on %s dead-lettered after %d attempt(s): %s",
+                    message.message_id,
+                    queue,
+                    attempt,
+                    _error_text(exc),
+                )
                 extra: dict[str, HeaderValue] = {
                     ATTEMPT_HEADER: attempt,
                     ERROR_HEADER: _error_text(exc),
@@ -502,7 +556,13 @@ class RabbitMQBroker:
                 )
             else:
                 # Only non-durable queues (live feeds) have no DLQ.
-                log.error("message %s on %s dropped after %d attempt(s), queue has no DLQ: %s", message.message_id, queue, attempt, _error_text(exc))
+                log.error(
+                    "message %s on %s dropped after %d attempt(s), queue has no DLQ: %s",
+                    message.message_id,
+                    queue,
+                    attempt,
+                    _error_text(exc),
+                )
                 settled = True
             if not settled:
                 await asyncio.sleep(_REQUEUE_PAUSE)
@@ -529,7 +589,7 @@ class RabbitMQBroker:
     # ------------------------------------------------------------ inspection
     async def queue_depth(self, queue: str) -> int:
         async with self._scratch_channel(f"queue_depth {queue!r}") as channel:
-            declared = await channel.declare_queue(queue, passive=True, robust=False)
+            declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
 
     async def _queue_exists(self, name: str) -> bool:
@@ -546,7 +606,7 @@ class RabbitMQBroker:
         channel puts every message back (their order in the DLQ may change)."""
         letters: list[DeadLetter] = []
         async with self._scratch_channel(f"read dead letters of {queue!r}") as channel:
-            dlq = await channel.declare_queue(dead_letter_queue(queue), passive=True, robust=False)
+            dlq = await channel.declare_queue(dead_letter_queue(queue), passive=True)
             while len(letters) < limit:
                 incoming = await dlq.get(no_ack=False, fail=False, timeout=self.publish_timeout)
                 if incoming is None:
@@ -561,7 +621,7 @@ class RabbitMQBroker:
         the start moves, so letters that fail again are not replayed twice."""
         moved = 0
         async with self._scratch_channel(f"replay dead letters of {queue!r}") as channel:
-            dlq = await channel.declare_queue(dead_letter_queue(queue), passive=True, robust=False)
+            dlq = await channel.declare_queue(dead_letter_queue(queue), passive=True)
             present = int(dlq.declaration_result.message_count or 0)
             todo = present if limit is None else min(present, limit)
             while moved < todo:
@@ -600,14 +660,12 @@ class RabbitMQBroker:
     async def _scratch_channel(self, what: str) -> Any:
         """A short-lived channel for passive declarations and basic.get: a
         404 closes it, not a shared one."""
-        connection = self._connected()
         async with self._translated(what):
-            channel = await asyncio.wait_for(connection.channel(publisher_confirms=False), self.publish_timeout)
+            channel = await asyncio.wait_for(self._plain_channel(), self.publish_timeout)
             try:
                 yield channel
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(channel.close(), self.publish_timeout)
+                await _close_channel_quietly(channel, self.publish_timeout)
 
     @contextlib.asynccontextmanager
     async def _translated(self, what: str) -> Any:
@@ -624,4 +682,3 @@ class RabbitMQBroker:
             raise BrokerError(f"cannot {what}: {self._redact(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - timeouts, lost connection…
             raise BrokerUnavailable(f"cannot {what}: {type(exc).__name__}: {self._redact(exc)}") from None
-

@@ -25,7 +25,7 @@ import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from eeghub.core.errors import ConfigurationError, ObjectNotFound, StorageError
+from eeghub.core.errors import ConfigurationError, InvalidObjectKey, ObjectNotFound, StorageError
 from eeghub.core.keys import validate_bucket, validate_key, validate_prefix
 from eeghub.core.ports import ObjectInfo
 
@@ -37,6 +37,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 """S3 rejects multipart parts (but the last) smaller than 5 MiB."""
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+_INVALID_KEY_CODES = frozenset({"KeyTooLongError", "InvalidObjectName", "XMinioInvalidObjectName"})
+"""Keys that pass ``validate_key`` but not the server's own rules: MinIO and
+SeaweedFS refuse path segments longer than 255 bytes, which AWS accepts."""
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -108,9 +111,12 @@ class S3ObjectStore:
         connect_timeout: float = 5,
         read_timeout: float = 60,
         max_attempts: int = 3,
+        ping_bucket: str | None = None,
     ) -> None:
         """``endpoint_url=None`` means AWS; ``access_key=None`` means botocore's
-        usual credential chain (environment, profile, instance role)."""
+        usual credential chain (environment, profile, instance role).
+        ``ping_bucket``: health checks HEAD this bucket instead of listing all
+        buckets (production credentials often may not list buckets)."""
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ConfigurationError(f"S3 part_size must be between 5 MiB and 5 GiB, not {part_size} bytes")
         if multipart_threshold < 1:
@@ -136,6 +142,7 @@ class S3ObjectStore:
         )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._ping_bucket = ping_bucket
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -162,8 +169,11 @@ class S3ObjectStore:
             await stack.aclose()
 
     async def ping(self) -> None:
-        with self._translated("ping", "", None):
-            await self._require_client().list_buckets()
+        with self._translated("ping", self._ping_bucket or "", None):
+            if self._ping_bucket:
+                await self._require_client().head_bucket(Bucket=self._ping_bucket)
+            else:
+                await self._require_client().list_buckets()
 
     async def ensure_bucket(self, bucket: str) -> None:
         validate_bucket(bucket)
@@ -218,8 +228,11 @@ class S3ObjectStore:
                 raise StorageError(f"bucket {bucket!r} does not exist") from exc
             if code in _NOT_FOUND_CODES or _status(exc) == 404:
                 raise ObjectNotFound(bucket, key or "") from exc
+            if code in _INVALID_KEY_CODES:
+                raise InvalidObjectKey(f"the S3 server refuses object key {key!r}: {code}") from exc
             message = exc.response.get("Error", {}).get("Message", "")
-            raise StorageError(self._redact(f"S3 {action} of {where} failed: {code or _status(exc)} {message}")) from exc
+            text = f"S3 {action} of {where} failed: {code or _status(exc)} {message}"
+            raise StorageError(self._redact(text)) from exc
         except _TRANSPORT_ERRORS as exc:
             raise StorageError(self._redact(f"S3 {action} of {where} failed: {type(exc).__name__}: {exc}")) from exc
 
@@ -379,6 +392,10 @@ class S3ObjectStore:
         size = length
         first = 0
         content_range = response.get("ContentRange")  # "bytes 10-19/100"
+        if partial and not content_range:
+            # A server that ignores Range would hand out the wrong bytes.
+            response["Body"].close()
+            raise StorageError(f"S3 server ignored the byte range asked for {bucket}/{key}")
         if content_range:
             span, _, total = content_range.removeprefix("bytes ").partition("/")
             first = int(span.partition("-")[0])

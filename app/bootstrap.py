@@ -121,6 +121,7 @@ async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectSto
             region=cfg.region,
             multipart_threshold=cfg.multipart_part_bytes,
             part_size=cfg.multipart_part_bytes,
+            ping_bucket=cfg.buckets.raw_data,
         )
     else:
         from eeghub.adapters.filesystem_store import FilesystemObjectStore

@@ -16,6 +16,7 @@ import unicodedata
 from .errors import InvalidObjectKey
 
 MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SAFE_SEGMENT_RE = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -51,6 +52,9 @@ def validate_key(key: str) -> str:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidObjectKey(f"object key {key!r} has an empty, '.' or '..' segment")
+        # MinIO and SeaweedFS refuse longer segments; keys must be portable.
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            raise InvalidObjectKey(f"object key {key[:80]!r}… has a segment longer than {MAX_SEGMENT_BYTES} bytes")
     return key
 
 

@@ -3,7 +3,7 @@
 Adapters in ``eeghub.adapters`` implement them (PostgreSQL, S3, a filesystem
 store, RabbitMQ, an in-process broker); only the composition root
 (``eeghub.bootstrap``) knows which adapter stands behind a port. Every port has
-one contract test suite (``tests/integration/contract_*.py``) that runs against
+one contract test suite (``tests/integration/test_*_contract.py``) that runs against
 every adapter of that port, so the embedded and the production adapters cannot
 drift apart.
 
