@@ -89,7 +89,7 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> A
             root.mkdir(parents=True, exist_ok=True)
             embedded = EmbeddedPostgres(root)
             dsn = await asyncio.to_thread(embedded.start)
-            stack.push_callback(embedded.stop)
+            stack.callback(embedded.stop)
             backend = "embedded-postgresql"
         if settings.database.migrate_on_start if migrate is None else migrate:
             applied = await run_migrations(dsn)
@@ -218,8 +218,12 @@ def create_app(
                 yield
             finally:
                 await host.shutdown(ctx)
-                relay_task.cancel()
-                await asyncio.gather(relay_task, return_exceptions=True)
+                relay.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(relay_task), 10)
+                except (TimeoutError, Exception):  # noqa: BLE001 - never block shut-down on the relay
+                    relay_task.cancel()
+                    await asyncio.gather(relay_task, return_exceptions=True)
                 try:  # what consumers enqueued while stopping
                     await relay.publish_pending()
                 except Exception:  # noqa: BLE001 - published by the next start instead

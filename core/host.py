@@ -277,6 +277,10 @@ class PluginHost:
     def consumer_count(self) -> int:
         return len(self._subscriptions)
 
+    def consumers_of(self, plugin: str) -> int:
+        """How many consumers ``plugin`` runs."""
+        return sum(1 for name, _ in self._subscriptions if name == plugin)
+
     @property
     def task_count(self) -> int:
         return len([t for t in self._tasks if not t.done()])

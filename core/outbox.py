@@ -85,9 +85,17 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._retention_hours = retention_hours
         self._wake = asyncio.Event()
+        self._stopping = False
         self.published = 0
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the batch in progress. Cancelling it
+        mid-batch instead could publish messages without marking them, so they
+        would be published twice."""
+        self._stopping = True
         self._wake.set()
 
     async def publish_pending(self) -> int:
@@ -136,10 +144,10 @@ class OutboxRelay:
     async def run(self) -> None:
         delay = self._poll_interval
         cycles = 0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
-                while await self.publish_pending() == self._batch_size:
+                while await self.publish_pending() == self._batch_size and not self._stopping:
                     pass
                 cycles += 1
                 if cycles % 3600 == 0:
@@ -148,6 +156,8 @@ class OutboxRelay:
             except (DatabaseError, BrokerError, OSError) as exc:
                 log.warning("outbox relay: %s; retrying in %.1f s", exc, delay)
                 delay = min(delay * 2, 30.0)
+            if self._stopping:
+                return
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except TimeoutError:

@@ -112,18 +112,20 @@ async def test_disabled_plugin_contributes_nothing(tmp_path: Path, database_url:
     app = create_app(settings_for(tmp_path, database_url), extra_plugins={"probe": enabled})
     async with AsyncTestClient(app) as c:
         assert (await c.get("/api/v1/probe")).json() == {"probe": True}
-        ctx = app.state.ctx
-        assert ctx.host.consumer_count == 1
+        host = app.state.ctx.host
+        assert host.consumers_of("probe") == 1 and host.consumers_of("stimulus") == 1
         assert "probe" in [p["name"] for p in (await c.get("/api/v1/plugins")).json()["plugins"]]
 
     disabled = probe_plugin()
-    settings = settings_for(tmp_path, database_url, EEGHUB_PLUGINS__DISABLED="probe,analyzer")
+    settings = settings_for(tmp_path, database_url, EEGHUB_PLUGINS__DISABLED="probe,analyzer,stimulus")
     app = create_app(settings, extra_plugins={"probe": disabled})
     async with AsyncTestClient(app) as c:
         assert (await c.get("/api/v1/probe")).status_code == 404
+        assert (await c.get("/api/v1/calibrations", headers={"X-User-Id": "u"})).status_code == 404
         assert app.state.ctx.host.consumer_count == 0
         names = [p["name"] for p in (await c.get("/api/v1/plugins")).json()["plugins"]]
         assert "probe" not in names and "analyzer" not in names and "session" in names
+        assert (await c.get("/api/v1/experiments", headers={"X-User-Id": "u"})).status_code == 200
 
 
 async def test_enabled_list_selects_plugins(tmp_path: Path, database_url: str) -> None:
