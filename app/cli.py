@@ -8,6 +8,7 @@
     eeghub dlq replay QUEUE [--limit N] [--config FILE]
     eeghub token --user U [--ttl SECONDS]
     eeghub calibration add FILE --type T [--description D]
+    eeghub simulate [--url URL] [--users N] [--devices M] [--seconds S] [--speed X] ...
 
 Every command reads the same settings as the server (``--config`` or
 ``EEGHUB_CONFIG``, then the environment).
@@ -177,6 +178,13 @@ def cmd_calibration(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import run_simulation
+
+    settings = _settings(args)
+    return asyncio.run(run_simulation(settings, args))
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eeghub", description="eeghub: an EEG research data server.")
@@ -222,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--description", default=None)
     q.add_argument("--name", default=None, help="file name to register (default: the file's name)")
     q.set_defaults(func=cmd_calibration)
+
+    p = sub.add_parser("simulate", help="stream synthetic EEG packets to a server")
+    common(p)
+    p.add_argument("--url", default=None, help="server base URL (default: this configuration's server)")
+    p.add_argument("--users", type=int, default=1)
+    p.add_argument("--devices", type=int, default=1, help="devices per user")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of data per device")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--rate", type=float, default=250.0, help="sampling rate in Hz")
+    p.add_argument("--samples-per-packet", type=int, default=250)
+    p.add_argument("--variant", choices=["v4", "app"], default="app", help="payload variant (app: trigger block)")
+    p.add_argument("--trigger-every", type=float, default=2.0, help="seconds between trigger pulses (0: none)")
+    p.add_argument("--binary", action="store_true", help="send application/octet-stream bodies instead of JSON")
+    p.add_argument("--start-ms", type=int, default=None, help="first packet's timestamp (default: now)")
+    p.add_argument("--user-prefix", default="sim-user")
+    p.add_argument("--session-id", default=None, help="session_id to put in every envelope")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")
     dlq = p.add_subparsers(dest="dlq_command", required=True)

@@ -206,3 +206,13 @@ def require_role(role: Role, param: str = "experiment_id") -> Any:
 def provide_identity(request: Any) -> Identity:
     """Dependency ``identity``: the authenticated caller."""
     return identity_of(request)
+
+
+async def check_session_reader(database: Database, session: Any, user_id: str) -> None:
+    """A session's data is readable by the user who recorded it and by the
+    owners of its experiment; 403 for anyone else."""
+    if session["user_id"] == user_id:
+        return
+    if session["experiment_id"] is None:
+        raise Forbidden("Forbidden")
+    await check_role(database, session["experiment_id"], user_id, "owner")

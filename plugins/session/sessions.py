@@ -13,7 +13,14 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
+from eeghub.core.auth import (
+    Identity,
+    check_role,
+    check_session_reader,
+    parse_experiment_id,
+    require_role,
+    require_user,
+)
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from eeghub.core.outbox import enqueue_json
@@ -222,10 +229,7 @@ async def get_session(session_id: str, ctx: AppContext, identity: Identity) -> S
     row = await ctx.database.fetchrow(SESSION_QUERY + " WHERE s.session_id = $1", session_id)
     if row is None:
         raise NotFound(f"Session {session_id} not found.")
-    if row["user_id"] != identity.user_id:
-        if row["experiment_id"] is None:
-            raise Forbidden("Forbidden")
-        await check_role(ctx.database, row["experiment_id"], identity.user_id, "owner")
+    await check_session_reader(ctx.database, row, identity.user_id)
     return _session_info(row)
 
 

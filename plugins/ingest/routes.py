@@ -1,0 +1,87 @@
+"""``POST /api/v1/data``: validate a packet, publish it, answer 202 only once
+the broker has confirmed it (spec §8 items 9 and 20)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+
+from eeghub.core.auth import Identity, require_user
+from eeghub.core.context import AppContext
+from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
+from eeghub.core.packet import PacketError, decompress_frame, parse_layout
+from eeghub.core.ports import Message
+
+from .envelope import DataEnvelope, Envelope, from_json, from_query_or_headers
+
+
+class Accepted(msgspec.Struct):
+    status: str = "accepted"
+
+
+def validate_frame(ctx: AppContext, frame: bytes) -> Any:
+    """Decompress (bounded) and check the packet header; 400 on garbage."""
+    limits = ctx.settings.ingest
+    if len(frame) > limits.max_packet_bytes:
+        raise PayloadTooLarge(f"packet is larger than {limits.max_packet_bytes} bytes")
+    try:
+        payload = decompress_frame(frame, max_output_size=limits.max_decompressed_bytes)
+        return parse_layout(payload, max_channels=limits.max_channels)
+    except PacketError as exc:
+        status = 413 if exc.reason == "too_large" else 400
+        raise BadRequest(f"invalid packet: {exc}", status_code=status, issues=[{"field": "payload", "message": str(exc)}]) from None
+
+
+def message_for(envelope: Envelope, frame: bytes, layout: Any) -> Message:
+    # A deterministic id: the same packet sent twice is recognisably the same.
+    digest = hashlib.sha256(frame).hexdigest()
+    headers = envelope.headers()
+    headers["num_samples"] = layout.num_samples
+    headers["num_channels"] = len(layout.channel_names)
+    return Message(
+        body=frame,
+        headers=headers,
+        content_type="application/octet-stream",
+        content_encoding="zstd",
+        message_id=f"{envelope.user_id}:{envelope.device_id}:{envelope.timestamp_start_ms}:{digest[:24]}",
+    )
+
+
+@post("/api/v1/data", guards=[require_user], tags=["ingest"], status_code=202)
+async def post_data(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Accepted]:
+    """Accept one EEG packet: the predecessor's JSON envelope with
+    ``payload_base64``, or the zstd frame itself as an
+    ``application/octet-stream`` body with the envelope in query parameters
+    or ``X-Device-Id``/``X-Timestamp-Start-Ms``/… headers. 202 only after the
+    broker confirmed the message; 503 with ``Retry-After`` when it cannot."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type == "application/octet-stream":
+        envelope = from_query_or_headers(request.query_params, request.headers, identity.user_id)
+        frame = body
+        if not frame:
+            raise BadRequest("the request body (the zstd frame) is empty", issues=[{"field": "body", "message": "empty"}])
+    else:
+        try:
+            data = msgspec.json.decode(body, type=DataEnvelope)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"invalid envelope: {exc}", issues=[{"message": str(exc)}]) from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        envelope = from_json(data)
+        try:
+            frame = base64.b64decode(data.payload_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(
+                "payload_base64 must be valid base64", issues=[{"field": "payload_base64", "message": "not base64"}]
+            ) from None
+    if envelope.user_id != identity.user_id:
+        raise Forbidden("user_id does not match authenticated user.")
+    layout = validate_frame(ctx, frame)
+    await ctx.broker.publish(message_for(envelope, frame, layout), exchange=ctx.settings.broker.queues.raw_data_exchange)
+    return Response(Accepted(), status_code=202)

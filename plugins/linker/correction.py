@@ -1,0 +1,167 @@
+"""The event correction job (``event_correction_queue``).
+
+For one session: read its linked objects in time order, one at a time (no
+transaction is open meanwhile, and never all of them in memory: spec §8
+item 14), find the trigger rising edges across object boundaries, place them
+in absolute time, and match them to the logged events with
+``eeghub.core.correction.match_events`` (offset estimation, then an optimal
+monotone one-to-one matching within a tolerance). Then, in one transaction:
+the corrected onsets (NULL for unmatched events), the correction report, and
+``event_correction_status = completed``. ``completed`` therefore always
+means "a report exists"; the report says what happened, including "no
+triggers" and "no data".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from eeghub.core.context import AppContext
+from eeghub.core.correction import MatchParameters, match_events
+from eeghub.core.errors import ObjectNotFound, PermanentFailure
+from eeghub.core.packet import PacketError, decode_payload
+from eeghub.core.ports import Delivery
+
+from .linking import decode_job
+
+log = logging.getLogger("eeghub.linker")
+
+
+async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray, list[dict[str, str]], int]:
+    """Absolute times (µs) of trigger rising edges over the objects, the
+    objects skipped (with why), and how many objects had a trigger channel."""
+    bucket = ctx.settings.object_store.buckets.raw_data
+    limits = ctx.settings.ingest
+    edges: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    with_trigger = 0
+    previous = 0
+    for row in objects:
+        try:
+            payload = await ctx.objects.get_bytes(bucket, row["object_id"])
+        except ObjectNotFound:
+            skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
+            continue
+        try:
+            packet = await asyncio.to_thread(
+                decode_payload, payload, previous_trigger=previous, max_channels=limits.max_channels
+            )
+        except PacketError as exc:
+            skipped.append({"object_id": row["object_id"], "reason": f"undecodable: {exc}"})
+            continue
+        if packet.trigger is None:
+            continue
+        with_trigger += 1
+        previous = packet.last_trigger
+        if packet.rising_edges.size:
+            start_us = int(row["timestamp_start_ms"]) * 1000
+            offsets = np.rint(packet.rising_edges.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
+            edges.append(start_us + offsets.astype(np.int64))
+    all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
+    return np.unique(all_edges), skipped, with_trigger
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else datetime.fromtimestamp(us / 1e6, UTC).isoformat()
+
+
+async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
+    session = await ctx.database.fetchrow("SELECT * FROM sessions WHERE session_id = $1", session_id)
+    if session is None:
+        raise PermanentFailure(f"session {session_id} not found")
+    await ctx.database.execute(
+        "UPDATE sessions SET event_correction_status = 'processing' WHERE session_id = $1", session_id
+    )
+    events = await ctx.database.fetch(
+        "SELECT event_id, onset, trial_type FROM session_events WHERE session_id = $1 ORDER BY onset, event_id",
+        session_id,
+    )
+    objects = await ctx.database.fetch(
+        """SELECT r.object_id, r.timestamp_start_ms, r.sampling_rate FROM session_object_links l
+           JOIN raw_data_objects r ON r.object_id = l.object_id
+           WHERE l.session_id = $1 ORDER BY r.timestamp_start_ms, r.object_id""",
+        session_id,
+    )
+    triggers, skipped, with_trigger = await trigger_edges(ctx, objects)
+    start_us = int(session["start_time"].timestamp() * 1_000_000)
+    expected = [start_us + round(float(e["onset"]) * 1e6) for e in events]
+    params = MatchParameters()
+    corrected, report = match_events(expected, triggers, params)
+    details = report.to_dict()
+    status = details.get("status")
+    if not objects:
+        status = "no_data"
+    elif with_trigger == 0:
+        status = "no_trigger_channel"
+    details.update(
+        {
+            "session_id": session_id,
+            "status": status,
+            "objects_total": len(objects),
+            "objects_with_trigger_channel": with_trigger,
+            "objects_skipped": skipped,
+            "computed_at": datetime.now(UTC).isoformat(),
+            "unmatched_event_ids": [events[i]["event_id"] for i in report.unmatched_events],
+            "events": [
+                {
+                    "event_id": e["event_id"],
+                    "onset": float(e["onset"]),
+                    "trial_type": e["trial_type"],
+                    "expected_time": _iso(expected[i]),
+                    "corrected_time": _iso(corrected[i]),
+                    "onset_corrected_us": corrected[i],
+                    "shift_ms": None if corrected[i] is None else round((corrected[i] - expected[i]) / 1000.0, 3),
+                }
+                for i, e in enumerate(events)
+            ],
+        }
+    )
+    async with ctx.database.transaction() as conn:
+        await conn.execute("SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE", session_id)
+        if events:
+            await conn.execute(
+                """UPDATE session_events e SET onset_corrected_us = v.corrected
+                   FROM unnest($1::bigint[], $2::bigint[]) AS v(event_id, corrected)
+                   WHERE e.event_id = v.event_id AND e.session_id = $3""",
+                [e["event_id"] for e in events],
+                corrected,
+                session_id,
+            )
+        await conn.execute(
+            """INSERT INTO session_correction_reports (session_id, report) VALUES ($1, $2)
+               ON CONFLICT (session_id) DO UPDATE SET report = EXCLUDED.report, created_at = NOW()""",
+            session_id,
+            details,
+        )
+        await conn.execute(
+            "UPDATE sessions SET event_correction_status = 'completed' WHERE session_id = $1", session_id
+        )
+    return details
+
+
+def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
+    async def handle(delivery: Delivery) -> None:
+        job = decode_job(delivery.message.body)
+        try:
+            details = await correct_session(ctx, job.session_id)
+        except PermanentFailure:
+            raise
+        except Exception:
+            await ctx.database.execute(
+                "UPDATE sessions SET event_correction_status = 'failed' WHERE session_id = $1", job.session_id
+            )
+            raise
+        log.info(
+            "session %s corrected: %s, %s of %s events matched",
+            job.session_id,
+            details["status"],
+            details.get("matched"),
+            details.get("events_total"),
+        )
+
+    return handle

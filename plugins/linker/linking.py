@@ -1,0 +1,217 @@
+"""The link job (``data_linker_queue``): attach a session's raw objects and media.
+
+Improvements on the predecessor (spec §5.1, §8 items 11-13):
+
+- objects are matched by user AND device (when the session knows its device);
+- an object that overlaps two sessions of the same stream goes to the one it
+  overlaps most (the nearest, when it only touches their padding), so
+  adjacent sessions never steal each other's data; a session linked later
+  may take over objects an earlier one only held through its padding;
+- the whole link is one transaction, and the correction job is queued
+  through the outbox, i.e. published only after COMMIT;
+- ``link_status`` moves visibly pending → processing → completed | failed;
+- objects that arrive while or after the job runs are linked too: the job
+  loops while new objects appear, and the storage consumer queues the job
+  again for a packet of an already linked session;
+- a job for a session that does not exist is dead-lettered, not retried
+  forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from eeghub.core.context import AppContext
+from eeghub.core.errors import PermanentFailure
+from eeghub.core.outbox import enqueue_json
+from eeghub.core.ports import Delivery
+
+log = logging.getLogger("eeghub.linker")
+
+PAD_MS = 2000
+"""Objects may start or end this much outside the session (phone clocks jitter)."""
+MAX_ROUNDS = 5
+
+
+class Job(msgspec.Struct):
+    session_id: str
+
+
+def decode_job(body: bytes) -> Job:
+    try:
+        job = msgspec.json.decode(body, type=Job)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise PermanentFailure(f"malformed job: {exc}") from None
+    if not job.session_id:
+        raise PermanentFailure("malformed job: empty session_id")
+    return job
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def best_owner(start_ms: int, end_ms: int, sessions: list[tuple[str, int, int]]) -> str | None:
+    """The session an object ``[start_ms, end_ms]`` overlaps most. Overlap
+    may be negative (the object lies in the padding): then the nearest
+    session wins. Ties go to the earlier session."""
+    best: tuple[float, int, str] | None = None
+    for session_id, s_start, s_end in sessions:
+        overlap = min(end_ms, s_end) - max(start_ms, s_start)
+        key = (overlap, -s_start, session_id)
+        if best is None or key > best:
+            best = key
+    return best[2] if best else None
+
+
+async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
+    """One linking transaction; returns counts for the log."""
+    queues = ctx.settings.broker.queues
+    async with ctx.database.transaction() as conn:
+        session = await conn.fetchrow("SELECT * FROM sessions WHERE session_id = $1 FOR UPDATE", session_id)
+        if session is None:
+            raise PermanentFailure(f"session {session_id} not found")
+        start, end = _ms(session["start_time"]), _ms(session["end_time"])
+        user, device = session["user_id"], session["device_id"]
+        candidates = await conn.fetch(
+            """SELECT object_id, timestamp_start_ms, timestamp_end_ms, session_id FROM raw_data_objects
+               WHERE user_id = $1 AND ($2::text IS NULL OR device_id = $2)
+                 AND timestamp_end_ms >= $3 AND timestamp_start_ms <= $4""",
+            user,
+            device,
+            start - PAD_MS,
+            end + PAD_MS,
+        )
+        neighbours = await conn.fetch(
+            """SELECT session_id, start_time, end_time FROM sessions
+               WHERE user_id = $1 AND session_id <> $2
+                 AND ($3::text IS NULL OR device_id IS NULL OR device_id = $3)
+                 AND start_time <= to_timestamp($5 / 1000.0)
+                 AND COALESCE(end_time, 'infinity'::timestamptz) >= to_timestamp($4 / 1000.0)""",
+            user,
+            session_id,
+            device,
+            start - 2 * PAD_MS,
+            end + 2 * PAD_MS,
+        )
+        now_ms = _ms(ctx.clock.now())
+        contenders = [(session_id, start, end)] + [
+            (n["session_id"], _ms(n["start_time"]), _ms(n["end_time"]) if n["end_time"] else now_ms) for n in neighbours
+        ]
+        chosen: list[str] = []
+        taken_from: set[str] = set()
+        for obj in candidates:
+            if best_owner(obj["timestamp_start_ms"], obj["timestamp_end_ms"], contenders) != session_id:
+                continue
+            chosen.append(obj["object_id"])
+            if obj["session_id"] and obj["session_id"] != session_id:
+                taken_from.add(obj["session_id"])
+        current = {r["object_id"] for r in await conn.fetch(
+            "SELECT object_id FROM session_object_links WHERE session_id = $1", session_id
+        )}
+        dropped = sorted(current - set(chosen))
+        if dropped:
+            await conn.execute(
+                "DELETE FROM session_object_links WHERE session_id = $1 AND object_id = ANY($2::text[])", session_id, dropped
+            )
+            await conn.execute(
+                "UPDATE raw_data_objects SET session_id = NULL WHERE session_id = $1 AND object_id = ANY($2::text[])",
+                session_id,
+                dropped,
+            )
+        if chosen:
+            await conn.execute(
+                """UPDATE raw_data_objects SET session_id = $1,
+                          start_time = to_timestamp(timestamp_start_ms / 1000.0),
+                          end_time = to_timestamp(timestamp_end_ms / 1000.0)
+                   WHERE object_id = ANY($2::text[])""",
+                session_id,
+                chosen,
+            )
+            await conn.execute(
+                "DELETE FROM session_object_links WHERE object_id = ANY($2::text[]) AND session_id <> $1", session_id, chosen
+            )
+            await conn.execute(
+                """INSERT INTO session_object_links (session_id, object_id)
+                   SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING""",
+                session_id,
+                chosen,
+            )
+        # Media: attach by session id, and by time for media sent without one.
+        for table, time_column in (("images", "timestamp_utc"), ("audio_clips", "start_time")):
+            await conn.execute(
+                f"""UPDATE {table} SET session_id = $1
+                    WHERE session_id IS NULL AND user_id = $2 AND {time_column} BETWEEN $3 AND $4""",  # noqa: S608
+                session_id,
+                user,
+                session["start_time"],
+                session["end_time"],
+            )
+            if session["experiment_id"] is not None:
+                await conn.execute(
+                    f"UPDATE {table} SET experiment_id = $2 WHERE session_id = $1 AND experiment_id IS NULL",  # noqa: S608
+                    session_id,
+                    session["experiment_id"],
+                )
+        await conn.execute(
+            """UPDATE sessions SET link_status = 'completed', linked_at = NOW(), link_error = NULL,
+                      event_correction_status = 'pending' WHERE session_id = $1""",
+            session_id,
+        )
+        for sid in [session_id, *sorted(taken_from)]:
+            await enqueue_json(conn, {"session_id": sid}, queue=queues.event_correction_queue)
+    ctx.outbox.wake()
+    return {"linked": len(chosen), "unlinked": len(dropped), "taken_over": len(taken_from)}
+
+
+async def pending_objects(ctx: AppContext, session_id: str) -> int:
+    """Unclaimed objects in the session's window (arrived during the job)."""
+    return int(
+        await ctx.database.fetchval(
+            """SELECT count(*) FROM raw_data_objects r JOIN sessions s ON s.session_id = $1
+               WHERE r.session_id IS NULL AND r.user_id = s.user_id
+                 AND (s.device_id IS NULL OR r.device_id = s.device_id)
+                 AND r.timestamp_end_ms >= (extract(epoch FROM s.start_time) * 1000)::bigint
+                 AND r.timestamp_start_ms <= (extract(epoch FROM s.end_time) * 1000)::bigint""",
+            session_id,
+        )
+    )
+
+
+def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
+    async def handle(delivery: Delivery) -> None:
+        job = decode_job(delivery.message.body)
+        row = await ctx.database.fetchrow("SELECT end_time FROM sessions WHERE session_id = $1", job.session_id)
+        if row is None:
+            raise PermanentFailure(f"session {job.session_id} not found")
+        if row["end_time"] is None:
+            log.warning("session %s has not ended; nothing to link yet", job.session_id)
+            return
+        await ctx.database.execute(
+            "UPDATE sessions SET link_status = 'processing' WHERE session_id = $1", job.session_id
+        )
+        try:
+            previous = -1
+            for _ in range(MAX_ROUNDS):
+                counts = await link_once(ctx, job.session_id)
+                log.info("session %s linked: %s", job.session_id, counts)
+                waiting = await pending_objects(ctx, job.session_id)
+                # Stop when nothing new arrived (objects left unclaimed belong
+                # to a neighbouring session).
+                if waiting == 0 or waiting == previous:
+                    break
+                previous = waiting
+        except PermanentFailure:
+            raise
+        except Exception as exc:
+            await ctx.database.execute(
+                "UPDATE sessions SET link_status = 'failed', link_error = $2 WHERE session_id = $1",
+                job.session_id,
+                f"{type(exc).__name__}: {exc}"[:1000],
+            )
+            raise
+
+    return handle

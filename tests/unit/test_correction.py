@@ -1,0 +1,362 @@
+"""Event ↔ trigger matching (eeghub.core.correction) on synthetic sessions
+whose true answer is known."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eeghub.core.correction import MatchParameters, _align, greedy_baseline, match_events
+
+START_US = 1_760_000_000_000_000  # a session start in epoch µs
+MS = 1000
+
+
+@dataclass
+class Session:
+    expected: np.ndarray
+    """Expected event times (µs), in time order."""
+    true_triggers: np.ndarray
+    """The true trigger of each event (µs), dropped or not."""
+    triggers: np.ndarray
+    """What the EEG recorded: kept true triggers plus spurious pulses, sorted."""
+    dropped: set[int]
+
+
+def make_session(
+    seed: int,
+    n: int = 200,
+    offset_ms: float = 137.0,
+    jitter_ms: float = 0.0,
+    isi_ms: tuple[float, float] = (500.0, 1500.0),
+    drop: float = 0.0,
+    extra: float = 0.0,
+    tolerance_ms: float = 50.0,
+) -> Session:
+    """Events with random inter-stimulus intervals, triggers at a constant
+    offset plus uniform jitter, some dropped, some spurious pulses added.
+
+    Half the spurious pulses sit 30–80 ms from a kept trigger (a bouncing
+    switch, a second photodiode flash); the others anywhere. None is within
+    tolerance of a dropped trigger's place, nor within 10 ms of a kept one:
+    there no algorithm could tell a spurious pulse from the real one."""
+    rng = np.random.default_rng(seed)
+    expected = START_US + np.cumsum(rng.uniform(*isi_ms, n) * MS).astype(np.int64)
+    true = expected + int(offset_ms * MS) + np.rint(rng.uniform(-jitter_ms, jitter_ms, n) * MS).astype(np.int64)
+    dropped = {int(i) for i in rng.choice(n, int(drop * n), replace=False)}
+    kept = np.array([t for i, t in enumerate(true) if i not in dropped], dtype=np.int64)
+    spurious: list[int] = []
+    while len(spurious) < int(extra * n):
+        if len(spurious) % 2 == 0:
+            pulse = int(rng.choice(kept)) + int(rng.choice([-1, 1]) * rng.uniform(30, 80) * MS)
+        else:
+            pulse = int(rng.integers(int(true[0]), int(true[-1])))
+        near_dropped = any(abs(pulse - true[i]) <= (tolerance_ms + 10) * MS for i in dropped)
+        near_kept = np.min(np.abs(kept - pulse)) < 10 * MS
+        if not near_dropped and not near_kept:
+            spurious.append(pulse)
+    triggers = np.sort(np.concatenate([kept, np.array(spurious, dtype=np.int64)]))
+    return Session(expected, true, triggers, dropped)
+
+
+def wrong(corrected: list[int | None], session: Session) -> list[int]:
+    """Events not given their true trigger (or, if dropped, not left unmatched)."""
+    return [
+        i
+        for i, value in enumerate(corrected)
+        if value != (None if i in session.dropped else int(session.true_triggers[i]))
+    ]
+
+
+def test_perfect_data_with_a_constant_offset() -> None:
+    s = make_session(1, offset_ms=137.0)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert corrected == s.triggers.tolist()
+    assert report.status == "ok" and report.matched == len(s.expected)
+    assert report.offset_ms == pytest.approx(137.0, abs=1e-3)
+    assert report.residuals_ms == [0.0] * len(s.expected)
+    assert report.unmatched_events == [] and report.extra_triggers == []
+    assert report.matches == [(i, i) for i in range(len(s.expected))]
+
+
+def test_jitter_of_a_few_ms() -> None:
+    s = make_session(2, offset_ms=137.0, jitter_ms=3.0)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert wrong(corrected, s) == []
+    assert report.offset_ms is not None and abs(report.offset_ms - 137.0) < 0.5
+    # Residuals are against the estimated offset, so its error adds to the jitter.
+    stats = report.residual_stats
+    assert stats["max_abs"] is not None and stats["max_abs"] <= 3.0 + abs(report.offset_ms - 137.0) + 1e-9
+    assert max(abs(r) for r in report.residuals_ms) == stats["max_abs"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dropped_and_spurious_triggers(seed: int) -> None:
+    s = make_session(10 + seed, n=300, offset_ms=240.0, jitter_ms=3.0, drop=0.1, extra=0.1)
+    assert len(s.dropped) == 30 and len(s.triggers) == 300
+    corrected, report = match_events(s.expected, s.triggers)
+    assert report.unmatched_events == sorted(s.dropped)
+    assert wrong(corrected, s) == []
+    assert report.matched == 270 and len(report.extra_triggers) == 30
+    kept = set(s.true_triggers.tolist())
+    assert all(int(s.triggers[j]) not in kept for j in report.extra_triggers)
+    assert report.status == "ok"
+
+
+@pytest.mark.parametrize("offset_ms", [1900.0, -1900.0])
+def test_offset_near_the_search_limit(offset_ms: float) -> None:
+    s = make_session(3, offset_ms=offset_ms, jitter_ms=2.0, drop=0.05, extra=0.05)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert wrong(corrected, s) == []
+    assert report.offset_ms is not None and abs(report.offset_ms - offset_ms) < 1.0
+
+
+def test_offset_outside_the_search_range_is_no_match() -> None:
+    s = make_session(3, offset_ms=2500.0)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert report.status == "no_match" and corrected == [None] * len(s.expected)
+    assert match_events(s.expected, s.triggers, MatchParameters(max_offset_ms=3000.0))[1].matched == len(s.expected)
+
+
+def regular_session(offset_ms: float, n: int = 100) -> Session:
+    """A fixed 300 ms SOA, a constant offset of several SOAs, two interior
+    triggers dropped and two spurious pulses between triggers."""
+    expected = START_US + np.arange(1, n + 1, dtype=np.int64) * 300 * MS
+    rng = np.random.default_rng(7)
+    true = expected + int(offset_ms * MS) + rng.integers(-2 * MS, 2 * MS, n)
+    dropped = {30, 61}
+    spurious = [int(true[10]) + 150 * MS, int(true[75]) + 140 * MS]
+    kept = [int(t) for i, t in enumerate(true) if i not in dropped]
+    return Session(expected, true, np.sort(np.array(kept + spurious, dtype=np.int64)), dropped)
+
+
+@pytest.mark.parametrize("offset_ms", [1200.0, -1200.0])
+def test_offset_larger_than_the_event_spacing(offset_ms: float) -> None:
+    s = regular_session(offset_ms)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert wrong(corrected, s) == []
+    assert report.unmatched_events == [30, 61]
+    assert report.offset_ms is not None and abs(report.offset_ms - offset_ms) < 2.0
+
+
+def test_greedy_baseline_fails_where_matching_succeeds() -> None:
+    """Three realistic sessions: one dropped trigger (greedy then shifts every
+    later event onto its neighbour's trigger); a negative offset larger than
+    the event spacing with spurious pulses; a spurious pulse nearer the
+    uncorrected time than the true trigger."""
+    one_drop = make_session(5, n=50, offset_ms=137.0, jitter_ms=2.0)
+    one_drop = Session(one_drop.expected, one_drop.true_triggers, np.delete(one_drop.triggers, 20), {20})
+    large_offset = regular_session(-1200.0)
+    spurious = make_session(6, n=50, offset_ms=137.0, jitter_ms=2.0)
+    near = spurious.expected[25] + 10 * MS  # e.g. a photodiode flicker at the stimulus command
+    spurious = Session(spurious.expected, spurious.true_triggers, np.sort(np.append(spurious.triggers, near)), set())
+    for session in (one_drop, large_offset, spurious):
+        greedy_wrong = wrong(greedy_baseline(session.expected, session.triggers), session)
+        assert greedy_wrong, "the greedy walk was expected to misassign here"
+        assert wrong(match_events(session.expected, session.triggers)[0], session) == []
+    # A single dropped trigger cascades: every later event gets the next trigger.
+    assert wrong(greedy_baseline(one_drop.expected, one_drop.triggers), one_drop) == list(range(20, 50))
+
+
+def test_greedy_baseline_reproduces_the_predecessor_rules() -> None:
+    # Ties advance to the later trigger.
+    assert greedy_baseline([100, 200], [90, 110, 150]) == [110, 150]
+    assert greedy_baseline([100, 105], [100, 104, 106]) == [100, 106]
+    # The walk never goes back: event 1 is nearest to 100 but 100 is taken.
+    assert greedy_baseline([100, 101], [100, 500]) == [100, 500]
+    # The search range leaves one trigger per remaining event: with as many
+    # triggers as events the walk cannot skip, whatever the distances.
+    assert greedy_baseline([0, 1000, 2000], [1900, 2000, 2100]) == [1900, 2000, 2100]
+    # Events beyond min(#events, #triggers) stay None; input order is kept.
+    assert greedy_baseline([300, 100, 200], [100, 200]) == [None, 100, 200]
+    # Without expected times the triggers are taken in sequence (None sorts last).
+    assert greedy_baseline([None, 100], [5, 9, 12]) == [12, 9]
+    # Duplicate triggers collapse first.
+    assert greedy_baseline([10, 20], [10, 10]) == [10, None]
+
+
+def test_greedy_baseline_output_is_increasing() -> None:
+    # The last+1 µs rule guards order; on collapsed, sorted triggers the walk
+    # already yields increasing times, so it never fires (as upstream).
+    s = make_session(13, n=100, jitter_ms=2.0, drop=0.1, extra=0.1)
+    out = [t for t in greedy_baseline(s.expected, s.triggers) if t is not None]
+    assert all(a < b for a, b in zip(out, out[1:], strict=False))
+
+
+def test_events_out_of_order_are_mapped_back() -> None:
+    s = make_session(8, n=100, offset_ms=90.0, jitter_ms=2.0, drop=0.1, extra=0.1)
+    perm = np.random.default_rng(8).permutation(100)
+    corrected, report = match_events(s.expected[perm].tolist(), s.triggers.tolist())
+    in_time_order, _ = match_events(s.expected, s.triggers)
+    assert corrected == [in_time_order[i] for i in perm]
+    assert report.unmatched_events == sorted(int(k) for k in np.flatnonzero(np.isin(perm, list(s.dropped))))
+    assert all(corrected[e] == int(s.triggers[t]) for e, t in report.matches)
+    assert [perm[e] for e, _ in report.matches] == sorted(perm[e] for e, _ in report.matches)
+
+
+def test_duplicate_trigger_timestamps_are_collapsed() -> None:
+    s = make_session(9, n=20, offset_ms=60.0)
+    triggers = np.concatenate([s.triggers, s.triggers[[3, 3, 7]]])
+    corrected, report = match_events(s.expected, triggers)
+    assert corrected == s.triggers.tolist()
+    assert report.triggers_total == 23 and report.duplicate_triggers == 3
+    assert report.matches == [(i, i) for i in range(20)] and report.extra_triggers == []
+    assert report.matched + len(report.extra_triggers) + report.duplicate_triggers == report.triggers_total
+
+
+def test_equal_expected_times_keep_input_order() -> None:
+    corrected, report = match_events([1000 * MS, 1000 * MS, 2000 * MS], [1100 * MS, 1120 * MS, 2100 * MS])
+    assert corrected == [1100 * MS, 1120 * MS, 2100 * MS]
+    assert report.status == "ok"
+
+
+def test_no_triggers() -> None:
+    corrected, report = match_events([1 * MS, 2 * MS], [])
+    assert corrected == [None, None]
+    assert report.status == "no_triggers" and report.unmatched_events == [0, 1] and report.offset_ms is None
+
+
+def test_no_events() -> None:
+    corrected, report = match_events([], [5 * MS])
+    assert corrected == [] and report.status == "no_events" and report.extra_triggers == [0]
+
+
+def test_all_triggers_far_away_is_no_match() -> None:
+    s = make_session(4, n=30)
+    far = s.triggers + 60_000 * MS
+    corrected, report = match_events(s.expected, far)
+    assert corrected == [None] * 30
+    assert report.status == "no_match" and report.matched == 0 and report.offset_ms is None
+    assert report.unmatched_events == list(range(30)) and report.extra_triggers == list(range(30))
+    assert report.residual_stats == {"mean": None, "median": None, "max_abs": None, "std": None}
+
+
+def test_one_event() -> None:
+    # One pair cannot establish an offset by default; the caller may accept it.
+    corrected, report = match_events([START_US], [START_US + 137 * MS])
+    assert corrected == [None] and report.status == "no_match"
+    one = MatchParameters(min_matches_for_offset=1)
+    corrected, report = match_events([START_US], [START_US + 137 * MS], one)
+    assert corrected == [START_US + 137 * MS] and report.offset_ms == 137.0
+    # Ties (two triggers, either could be it) go to the smaller |offset|.
+    corrected, _ = match_events([START_US], [START_US - 300 * MS, START_US + 137 * MS], one)
+    assert corrected == [START_US + 137 * MS]
+
+
+def test_noise_on_the_trigger_channel_is_no_match() -> None:
+    """Random pulses line up with some events at some offset by chance (about
+    one in ten here); that must not pass for a correction."""
+    s = make_session(14, n=300, isi_ms=(300.0, 900.0))
+    rng = np.random.default_rng(14)
+    noise = rng.integers(int(s.expected[0]), int(s.expected[-1]), 300)
+    corrected, report = match_events(s.expected, noise)
+    assert report.status == "no_match" and corrected == [None] * 300
+    assert report.chance_matches is not None and report.chance_matches > 10
+
+
+def test_a_sparse_but_consistent_trigger_channel_is_trusted() -> None:
+    # 70 % of the triggers lost: the other 30 % still agree far beyond chance.
+    s = make_session(15, n=300, jitter_ms=2.0, drop=0.7)
+    corrected, report = match_events(s.expected, s.triggers)
+    assert report.status == "ok" and wrong(corrected, s) == []
+
+
+def test_too_few_matches_for_an_offset() -> None:
+    # One trigger cannot establish an offset for two events (default needs 2).
+    corrected, report = match_events([0, 500 * MS], [100 * MS])
+    assert report.status == "no_match" and corrected == [None, None]
+    _, relaxed = match_events([0, 500 * MS], [100 * MS], MatchParameters(min_matches_for_offset=1))
+    assert relaxed.status == "ok" and relaxed.matched == 1
+
+
+def test_report_is_json_serialisable() -> None:
+    s = make_session(11, n=30, jitter_ms=2.0, drop=0.1, extra=0.1)
+    data = match_events(s.expected, s.triggers)[1].to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert set(data) >= {
+        "events_total", "triggers_total", "matched", "unmatched_events", "extra_triggers", "offset_ms",
+        "residuals_ms", "residual_stats", "tolerance_ms", "method", "status", "matches", "chance_matches",
+    }  # fmt: skip
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="non-finite"):
+        match_events([float("nan")], [1])
+    with pytest.raises(ValueError, match="one-dimensional"):
+        match_events([[1, 2]], [1])
+    with pytest.raises(ValueError, match="tolerance_ms"):
+        MatchParameters(tolerance_ms=0)
+
+
+def test_pair_bound_still_finds_the_offset() -> None:
+    s = make_session(12, n=400, offset_ms=-700.0, jitter_ms=2.0, drop=0.1, extra=0.1)
+    corrected, report = match_events(s.expected, s.triggers, MatchParameters(max_pairs=500))
+    assert wrong(corrected, s) == []
+
+
+# ------------------------------------------------------------------ properties
+
+
+def dense_optimum(events: list[int], triggers: list[int], offset: int, tolerance_us: float) -> tuple[int, int]:
+    """(matches, total |residual|) of the best monotone one-to-one matching,
+    by the textbook E × T alignment table: the oracle for the sparse DP."""
+    best = [[(0, 0)] * (len(triggers) + 1) for _ in range(len(events) + 1)]
+    for i in range(1, len(events) + 1):
+        for j in range(1, len(triggers) + 1):
+            options = [best[i - 1][j], best[i][j - 1]]
+            residual = abs(triggers[j - 1] - events[i - 1] - offset)
+            if residual <= tolerance_us:
+                count, cost = best[i - 1][j - 1]
+                options.append((count + 1, cost - residual))
+            best[i][j] = max(options)
+    count, negative_cost = best[-1][-1]
+    return count, -negative_cost
+
+
+times = st.lists(st.integers(0, 20_000), min_size=0, max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=times, triggers=times, offset=st.integers(-300, 300))
+def test_sparse_dp_is_optimal(events: list[int], triggers: list[int], offset: int) -> None:
+    events, triggers = sorted(events), sorted(set(triggers))
+    alignment = _align(np.array(events, dtype=np.int64), np.array(triggers, dtype=np.int64), offset, 400.0)
+    assert (len(alignment.pairs), alignment.cost_us) == dense_optimum(events, triggers, offset, 400.0)
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(alignment.pairs, alignment.pairs[1:], strict=False))
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> tuple[list[int], list[int], list[int], bool]:
+    """Random events (shuffled), their true triggers at a random offset, and
+    the recorded triggers (true ones possibly dropped, spurious ones added)."""
+    gaps = draw(st.lists(st.integers(1 * MS, 3000 * MS), min_size=2, max_size=60))
+    expected = (START_US + np.cumsum(gaps)).tolist()
+    offset = draw(st.integers(-1500 * MS, 1500 * MS))
+    true = [t + offset for t in expected]
+    clean = draw(st.booleans())
+    kept = true if clean else [t for t, keep in zip(true, draw(st.lists(st.booleans(), min_size=len(true), max_size=len(true))), strict=True) if keep]  # fmt: skip
+    extra = [] if clean else draw(st.lists(st.integers(expected[0] - 3000 * MS, expected[-1] + 3000 * MS), max_size=20))
+    order = draw(st.permutations(range(len(expected))))
+    return [expected[i] for i in order], [true[i] for i in order], kept + extra, clean
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(session=sessions())
+def test_matching_is_monotone_and_one_to_one(session: tuple[list[int], list[int], list[int], bool]) -> None:
+    expected, true, triggers, clean = session
+    corrected, report = match_events(expected, triggers)
+    matched = [(e, c) for e, c in zip(expected, corrected, strict=True) if c is not None]
+    assert len({c for _, c in matched}) == len(matched)  # one-to-one
+    assert set(c for _, c in matched) <= set(triggers)
+    ordered = sorted(matched)
+    assert all(a[1] < b[1] for a, b in zip(ordered, ordered[1:], strict=False))  # monotone
+    assert report.matched == len(matched) == len(report.matches) == len(report.residuals_ms)
+    assert all(corrected[e] == triggers[t] for e, t in report.matches)
+    assert all(abs(r) <= report.tolerance_ms for r in report.residuals_ms)
+    if clean:
+        assert corrected == true
