@@ -74,6 +74,15 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
         assert [p["name"] for p in json.loads(body)["plugins"]] == list(BUILTIN_PLUGINS)
         status, body = get(base + "/schema/openapi.json")
         assert status == 200 and json.loads(body)["info"]["title"] == "eeghub"
+        # The device simulator against the running server: 2 users x 3 s, both variants.
+        for variant, extra in (("app", []), ("v4", ["--binary"])):
+            sim = subprocess.run(
+                [sys.executable, "-m", "eeghub", "simulate", "--url", base, "--users", "2", "--seconds", "3",
+                 "--speed", "0", "--variant", variant, "--data-dir", str(data_dir), *extra],
+                env=env, capture_output=True, text=True, timeout=120,
+            )
+            assert sim.returncode == 0, sim.stdout + sim.stderr
+            assert "sent 6 packets from 2 device(s)" in sim.stdout and "{'202': 6}" in sim.stdout, sim.stdout
         pg_pid = postmaster_pid(data_dir)
         assert pg_pid is not None and alive(pg_pid)
     finally:
