@@ -60,6 +60,7 @@ import msgspec
 
 from eeghub.core.errors import BrokerError, BrokerUnavailable, PermanentFailure
 from eeghub.core.ports import (
+    retry_delay,
     ATTEMPT_HEADER,
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -470,7 +471,8 @@ class _LocalSubscription:
 class InProcessBroker:
     """The ``Broker`` port inside this process (optionally journaled)."""
 
-    def __init__(self, journal_path: pathlib.Path | None = None) -> None:
+    def __init__(self, journal_path: pathlib.Path | None = None, *, retry_backoff: float = 0.5) -> None:
+        self._retry_backoff = retry_backoff
         self._journal = _Journal(pathlib.Path(journal_path)) if journal_path is not None else None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._queues: dict[str, _Queue] = {}
@@ -739,6 +741,7 @@ class InProcessBroker:
                 max_attempts,
                 _error_text(exc),
             )
+            await asyncio.sleep(retry_delay(attempt, self._retry_backoff))
             await self._move(entry, queue, _with_headers(message, {**message.headers, ATTEMPT_HEADER: attempt + 1}))
             return
         dlq: _Queue | None = None

@@ -63,6 +63,7 @@ from yarl import URL
 
 from eeghub.core.errors import BrokerError, BrokerUnavailable, PermanentFailure
 from eeghub.core.ports import (
+    retry_delay,
     ATTEMPT_HEADER,
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -309,8 +310,10 @@ class RabbitMQBroker:
         publish_timeout: float = 5.0,
         connect_timeout: float = 10.0,
         reconnect_interval: float = 1.0,
+        retry_backoff: float = 0.5,
     ) -> None:
         self._url = url
+        self._retry_backoff = retry_backoff
         parsed = URL(url)
         self._password = parsed.password or ""
         self.safe_url = str(parsed.with_password("***")) if parsed.password else str(parsed)
@@ -534,6 +537,9 @@ class RabbitMQBroker:
                     max_attempts,
                     _error_text(exc),
                 )
+                # Back off while holding the prefetch slot, so a failing
+                # dependency is not hammered and has time to recover.
+                await asyncio.sleep(retry_delay(attempt, self._retry_backoff))
                 settled = await self._republish(
                     _to_amqp(message, persistent=persistent, extra={ATTEMPT_HEADER: attempt + 1}), queue, "retry"
                 )

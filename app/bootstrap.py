@@ -146,7 +146,7 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
 
         if not cfg.url:
             raise ConfigurationError("broker.backend = 'rabbitmq' needs broker.url")
-        broker = RabbitMQBroker(cfg.url, publish_timeout=cfg.publish_timeout)
+        broker = RabbitMQBroker(cfg.url, publish_timeout=cfg.publish_timeout, retry_backoff=cfg.retry_backoff_seconds)
     else:
         from eeghub.adapters.inprocess_broker import InProcessBroker
 
@@ -155,7 +155,7 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
             root = data_dir(settings)
             root.mkdir(parents=True, exist_ok=True)
             journal = root / "broker.sqlite3"
-        broker = InProcessBroker(journal)
+        broker = InProcessBroker(journal, retry_backoff=cfg.retry_backoff_seconds)
     await broker.start()
     try:
         yield broker, backend

@@ -98,6 +98,8 @@ class BrokerSettings(_Section):
     prefetch: int = 8
     max_attempts: int = 5
     """Deliveries of a failing message before it moves to the dead-letter queue."""
+    retry_backoff_seconds: float = 0.5
+    """Wait before retry n: this, doubled per attempt (at most 30 s)."""
     queues: QueueSettings = msgspec.field(default_factory=QueueSettings)
 
 

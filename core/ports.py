@@ -260,6 +260,15 @@ ORIGIN_HEADER = "x-eeghub-origin-queue"
 FAILED_AT_HEADER = "x-eeghub-failed-at"
 
 
+def retry_delay(attempt: int, base: float) -> float:
+    """Seconds to wait before delivering a failed message again: ``base``
+    doubling per attempt, at most 30 s. A transient outage (database restart)
+    then outlasts fewer retries than an immediate requeue would burn."""
+    if base <= 0:
+        return 0.0
+    return float(min(base * 2 ** max(attempt - 1, 0), 30.0))
+
+
 def dead_letter_queue(queue: str) -> str:
     """Name of the dead-letter queue of ``queue``."""
     return queue + DLQ_SUFFIX

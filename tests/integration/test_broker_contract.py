@@ -54,11 +54,11 @@ class BrokerFactory:
         broker: Any
         if self.kind == "rabbitmq":
             assert self.url is not None
-            broker = RabbitMQBroker(self.url, publish_timeout=2.0, connect_timeout=5.0)
+            broker = RabbitMQBroker(self.url, publish_timeout=2.0, connect_timeout=5.0, retry_backoff=0.01)
         elif self.kind == "journal":
-            broker = InProcessBroker(self.journal)
+            broker = InProcessBroker(self.journal, retry_backoff=0.01)
         else:
-            broker = InProcessBroker()
+            broker = InProcessBroker(retry_backoff=0.01)
         await broker.start()
         self._opened.append(broker)
         assert isinstance(broker, Broker)
@@ -368,6 +368,27 @@ async def test_failing_handler_is_tried_max_attempts_then_dead_lettered(broker: 
     assert len(await broker.dead_letters(queue)) == 2
     assert len(await broker.dead_letters(queue, limit=1)) == 1
     assert await broker.queue_depth(dead_letter_queue(queue)) == 2
+
+
+async def test_retries_back_off(broker: Broker, factory: BrokerFactory) -> None:
+    """Attempt n+1 comes no sooner than retry_delay(n) after attempt n."""
+    import time
+
+    broker._retry_backoff = 0.2  # type: ignore[attr-defined]
+    queue = factory.queue("backoff")
+    await broker.declare_queue(queue)
+    seen: list[float] = []
+
+    async def failing(delivery: Delivery) -> None:
+        seen.append(time.monotonic())
+        raise ValueError("still down")
+
+    await broker.publish(msg(b"x"), queue=queue)
+    sub = await broker.consume(queue, failing, max_attempts=3)
+    await eventually(lambda: _depth_is(broker, dead_letter_queue(queue), 1), what="a dead letter")
+    await sub.cancel()
+    assert len(seen) == 3
+    assert seen[1] - seen[0] >= 0.19 and seen[2] - seen[1] >= 0.39
 
 
 async def test_error_text_is_truncated(broker: Broker, factory: BrokerFactory) -> None:
