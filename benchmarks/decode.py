@@ -59,7 +59,7 @@ def time_call(call: Callable[[], object], repeats: int, seconds: float) -> tuple
 
 
 def fmt(t: tuple[float, float, float]) -> str:
-    return f"{t[0]:8.1f} ({t[1]:.1f}-{t[2]:.1f})"
+    return f"{t[0]:.1f} ({t[1]:.1f}-{t[2]:.1f})"
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     warm_up()
     print(f"warm_up: {(time.perf_counter() - t0) * 1000:.0f} ms (includes numba compile or cache load)")
     print(f"µs per packet, median (min-max) of {args.repeats} repeats\n")
-    header = f"{'packet':34} {'bytes':>6} {'numba':>22} {'numpy ref':>22} {'ratio':>6} {'zstd':>22}"
+    header = f"{'packet':34} {'bytes':>6} {'numba':>22} {'numpy ref':>22} {'ratio':>6} {'zstd frame':>10} {'zstd decompress':>22}"
     print(header)
     print("-" * len(header))
     for case in cases():
@@ -81,7 +81,10 @@ def main() -> None:
         zstd_t = time_call(
             lambda c=case: decompress_frame(c.frame, max_output_size=16 * 1024 * 1024), args.repeats, args.seconds
         )
-        print(f"{case.label:34} {len(case.payload):6d} {fmt(numba_t)} {fmt(ref_t)} {ref_t[0] / numba_t[0]:5.1f}x {fmt(zstd_t)}")
+        print(
+            f"{case.label:34} {len(case.payload):6d} {fmt(numba_t):>22} {fmt(ref_t):>22} "
+            f"{ref_t[0] / numba_t[0]:5.1f}x {len(case.frame):10d} {fmt(zstd_t):>22}"
+        )
 
 
 if __name__ == "__main__":
