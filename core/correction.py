@@ -9,62 +9,88 @@ seconds) plus a few ms of jitter; some triggers are missing, some pulses are
 spurious, some events have no trigger at all.
 
 The predecessor (spec §5.2 step 9, weakness §8 item 14) walked both lists
-greedily: for each event it took the trigger closest to the *uncorrected*
-expected time, stopping at the first worse candidate, and never skipped an
-event. One missing trigger therefore shifts every later event onto its
-neighbour's trigger, and an offset larger than the event spacing, or a
-spurious pulse nearer the uncorrected time than the true one, sends events to
-the wrong trigger. It never says which events it could not match.
+greedily: for each event it took the trigger nearest the *uncorrected*
+expected time, never going back and never skipping an event. One missing
+trigger therefore shifts every later event onto its neighbour's trigger; an
+offset larger than the event spacing, or a spurious pulse nearer the
+uncorrected time than the true one, sends events to the wrong trigger; and it
+never says which events it could not match.
 
-This module does it in two steps, each chosen for a reason:
+This module works in three steps.
 
-1. **Offset by voting.** Every (event, trigger) pair whose difference lies
-   within ``max_offset ± tolerance`` is a vote for that difference. The true
-   offset is where most votes agree within the tolerance: a sliding window of
-   width ``2·tolerance`` over the sorted differences finds it in
+1. **Candidate offsets by voting.** Every (event, trigger) pair whose
+   difference lies within ``max_offset + tolerance`` votes for that
+   difference. The true offset is where many votes agree: a window of width
+   ``2·tolerance`` slid over the sorted differences counts them in
    O(P log P) for P pairs, whatever the drops and extra pulses, which only add
    scattered votes. Pairs come from a ``searchsorted`` range per event, so P
-   is about E × (triggers within ``max_offset`` of an event), not E × T; when
-   P would exceed ``max_pairs`` an evenly spaced subset of events votes (the
-   offset is constant, so a subset estimates it as well). Periodic stimuli
-   make aliases (offset ± one inter-stimulus interval) that collect almost as
-   many votes, and pair counts double-count an event with two nearby
-   triggers, so the vote only proposes a few well separated candidate
-   offsets; each is then judged by the real objective below.
-2. **Optimal monotone one-to-one assignment.** With the offset removed, each
-   event may take any trigger within ``tolerance``. A sparse dynamic
+   is about E × (triggers within ``max_offset`` of an event), not E × T; over
+   ``max_pairs`` an evenly spaced subset of events votes (the offset is
+   constant, so a subset estimates it as well). Periodic or fast stimuli make
+   aliases (offset ± one inter-stimulus interval) that collect almost as many
+   votes, so the vote only proposes a few well separated candidates.
+2. **Choosing among candidates by precise matches.** Each candidate is
+   settled on its events' nearest triggers (offset += their median residual,
+   until it stops moving). True matches are many *and precise* (residuals of
+   a few ms); alias matches are spread over the tolerance when the stimulus
+   spacing varies. So candidates are ranked by the number of matches within a
+   shared precision radius, three times the residual spread (90th percentile
+   of |residual|, at least 1 ms) of the most precise candidate with at least
+   half the matches of the best, then by total |residual|, then by smaller
+   |offset| (the clocks are meant to agree). A plain count within the
+   tolerance lets an alias win as soon as the tolerance is a sizeable part of
+   the stimulus spacing (fast paradigms); a pure precision score cannot tell
+   the true offset from an alias of exactly periodic stimuli, where only the
+   count differs (by the events at the ends). A shared radius that holds all
+   true residuals keeps the count decisive there and precision decisive in
+   the first case.
+3. **Optimal monotone one-to-one assignment** at the chosen offset. Each
+   event may take any trigger within ``tolerance``; a sparse dynamic
    programme (sequence alignment restricted to those candidates) finds the
-   matching that maximises the number of matches and, among equals,
-   minimises the sum of |residual|; order is preserved and no trigger is
-   used twice, by construction. Because the candidate ranges of successive
-   events only move forward, the programme keeps just the chains ending in
-   the current window of triggers: O(E·k) for k candidates per event, no
-   E × T matrix. The offset is then refined to the median of the matched
-   differences (robust to the odd spurious match) and the assignment redone,
-   until it no longer changes.
+   matching with the most matches and, among equals, the least total
+   |residual|; order is preserved and no trigger is used twice, by
+   construction. Because the candidate ranges of successive events only move
+   forward, it keeps just the chains ending in the current window of
+   triggers: O(E·k) for k candidates per event, no E × T matrix. The offset
+   is then moved to the median of the matched differences (robust to the odd
+   spurious match) and the assignment redone, until it no longer changes.
 
-Candidates are tried in order of an upper bound on their matching size (how
-many events and triggers have a partner within tolerance); the best is the one
-with most matches, then least total |residual|, then smallest |offset| (the
-clocks are meant to agree, so a smaller offset is the likelier one when the
-data cannot tell).
-
-An offset is only trusted when its matches stand out from chance. With many
+The result is trusted only when its matches stand out from chance. With many
 events, any offset in a ±2 s range lines up some events with some triggers
-within ±50 ms (about 10 % of them at a 1 s spacing), so a count threshold alone
-would accept a wrong offset whenever the true one is out of range or the
-trigger channel carries only noise. The chance count is estimated from the
-vote itself: the P pairs spread over a ``2·(max_offset + tolerance)`` range,
-so a ``2·tolerance`` window expects λ = (P − m)·tolerance/(max_offset +
-tolerance) of them by chance (the m matched pairs left out). The best
-alignment must have at least ``min_matches_for_offset`` matches and more than
-λ + z·√λ (a Poisson z-score, ``chance_z``). Otherwise the status is
-``no_match`` and every event is unmatched.
+within ±50 ms (about 10 % of them at a 1 s spacing), so a count threshold
+alone would accept a wrong offset whenever the true one is out of range or
+the trigger channel carries only noise, and write wrong onsets. So, with r
+the residual spread of the final matches and k the matches within ±r:
+
+- chance would put λ·r/tolerance pairs there, λ being what a
+  ``2·tolerance`` window collects near that offset: the density of the
+  vote's differences within ten tolerances of it, leaving out
+  ``offset ± 2·tolerance``, plus one pair so that an empty neighbourhood is
+  not taken as proof of no chance (the density follows the distribution of
+  event spacings, so it is measured locally);
+- the evidence is the Poisson log-likelihood ratio of k against that, less
+  the log of the number of ±r windows in the search range (the best of many
+  windows is a maximum: the look-elsewhere effect), as a signed root
+  (≈ standard deviations; unlike a z-score it stays honest for small
+  counts);
+- it must reach ``min_evidence_z`` (4), and there must be at least
+  ``min_matches_for_offset`` matches. Otherwise the status is ``no_match``
+  and every event is unmatched: a wrong correction is worse than none.
+
+In practice five to seven matched events are needed at the defaults; on
+synthetic sessions a noise-only trigger channel, or a true offset beyond
+``max_offset``, then passes in about 1 % of sessions or fewer (more with
+quasi-periodic stimuli, below).
 
 Trigger indices in the report refer to the caller's ``triggers_us``; exact
 duplicate timestamps are collapsed first and represented by their first
 occurrence, so ``matched + len(extra_triggers) + duplicate_triggers ==
 triggers_total``.
+
+Known limit: with quasi-periodic stimuli, a true offset beyond
+``max_offset`` can be replaced by an alias inside it (one stimulus spacing
+off); its residuals then spread as widely as the spacing varies, which
+``residual_stats`` shows.
 """
 
 from __future__ import annotations
@@ -80,12 +106,21 @@ import numpy.typing as npt
 Int64Array = npt.NDArray[np.int64]
 TimesLike = Sequence[int] | npt.NDArray[Any]
 
-METHOD = "offset-vote+monotone-dp"
+METHOD = "offset-vote+evidence+monotone-dp"
+RESOLUTION_US = 1000.0
+"""Residual spreads below this are not credited as extra precision."""
+PRECISION_MARGIN = 3.0
+"""The shared precision radius, in residual spreads of the most precise
+candidate: wide enough to hold all its true residuals."""
+BACKGROUND_TOLERANCES = 10.0
+"""Half-width, in tolerances, of the neighbourhood whose pair density is the
+chance level at an offset."""
 
 
 @dataclass(frozen=True)
 class MatchParameters:
-    """How far apart the two clocks may be, and how close a match must be."""
+    """How far apart the two clocks may be, how close a match must be, and
+    how much evidence an offset needs."""
 
     tolerance_ms: float = 50.0
     """Largest |trigger − (expected + offset)| accepted as a match."""
@@ -93,26 +128,25 @@ class MatchParameters:
     """The constant offset (trigger − expected) is searched in ±this range."""
     min_matches_for_offset: int = 2
     """Matches needed to trust an offset (so one event alone never is)."""
-    chance_z: float = 4.0
-    """How many Poisson standard deviations the match count must exceed the
-    count a random offset would give (see the module docstring)."""
+    min_evidence_z: float = 4.0
+    """How far (signed-root likelihood ratio, ≈ standard deviations) the
+    matches must exceed what a random offset gives (module docstring)."""
     offset_candidates: int = 5
-    """Well separated vote peaks judged by the full matching (aliases of
+    """Well separated vote peaks judged on their precise matches (aliases of
     periodic stimuli are the reason for more than one)."""
     max_pairs: int = 2_000_000
     """Bound on the (event, trigger) differences used for the vote, which
     bounds memory and time on pathological inputs (a noisy trigger channel)."""
     refine_iterations: int = 3
-    """Median refinements of the offset per candidate (it settles in one or
-    two on real data)."""
+    """Median refinements of an offset (it settles in one or two)."""
 
     def __post_init__(self) -> None:
         if not (self.tolerance_ms > 0 and math.isfinite(self.tolerance_ms)):
             raise ValueError("tolerance_ms must be a positive number")
         if not (self.max_offset_ms >= 0 and math.isfinite(self.max_offset_ms)):
             raise ValueError("max_offset_ms must be a non-negative number")
-        if not (self.chance_z >= 0 and math.isfinite(self.chance_z)):
-            raise ValueError("chance_z must be a non-negative number")
+        if not (self.min_evidence_z >= 0 and math.isfinite(self.min_evidence_z)):
+            raise ValueError("min_evidence_z must be a non-negative number")
         for name in ("min_matches_for_offset", "offset_candidates", "max_pairs", "refine_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -125,7 +159,7 @@ class CorrectionReport:
     ``matches`` are (event index, trigger index) into the caller's inputs,
     in time order; ``residuals_ms`` follows the same order and is
     trigger − (expected + offset). ``status`` is ``ok``, ``no_events``,
-    ``no_triggers`` or ``no_match`` (no offset with enough matches)."""
+    ``no_triggers`` or ``no_match`` (no offset with enough evidence)."""
 
     events_total: int
     triggers_total: int
@@ -142,7 +176,11 @@ class CorrectionReport:
     duplicate_triggers: int = 0
     """Input triggers dropped because an earlier one had the same timestamp."""
     chance_matches: float | None = None
-    """Matches a random offset would give (λ); the best offset had to beat it."""
+    """Matches a random offset would put within the residual spread of the
+    best offset found (λ·r/tolerance in the module docstring)."""
+    evidence_z: float | None = None
+    """The best offset's evidence against chance; ``no_match`` when below
+    ``min_evidence_z``."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -152,7 +190,7 @@ class CorrectionReport:
 
 @dataclass(frozen=True)
 class _Alignment:
-    """One assignment at one offset, in sorted-event / distinct-trigger indices."""
+    """One assignment at one offset (sorted-event, distinct-trigger indices)."""
 
     offset_us: int
     pairs: list[tuple[int, int]]
@@ -161,6 +199,22 @@ class _Alignment:
     def key(self) -> tuple[int, int, int]:
         """Larger is better: more matches, less |residual|, smaller |offset|."""
         return (len(self.pairs), -self.cost_us, -abs(self.offset_us))
+
+    def abs_residuals_us(self, events: Int64Array, triggers: Int64Array) -> Int64Array:
+        if not self.pairs:
+            return np.zeros(0, dtype=np.int64)
+        ev, tr = (np.fromiter(side, dtype=np.int64) for side in zip(*self.pairs, strict=True))
+        return np.abs(triggers[tr] - events[ev] - self.offset_us)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    precise: int
+    """Matches within the residual spread r."""
+    chance: float
+    """What a random offset would put within ±r."""
+    z: float
+    """Signed root of the Poisson likelihood ratio of ``precise`` vs ``chance``."""
 
 
 # ---------------------------------------------------------------- public API
@@ -183,37 +237,34 @@ def match_events(
 
     order = np.argsort(expected, kind="stable")
     events = expected[order]
-    best, total_pairs = _best_alignment(events, triggers, params)
-    matched = 0 if best is None else len(best.pairs)
-    chance = (total_pairs - matched) * params.tolerance_ms / (params.max_offset_ms + params.tolerance_ms)
-    if best is None or not _trustworthy(matched, chance, params):
-        report = _report(expected, raw_triggers, first_index, None, params, "no_match")
-        report.chance_matches = chance
-        return [None] * expected.size, report
-
+    alignment, evidence = _best_alignment(events, triggers, params)
     corrected: list[int | None] = [None] * expected.size
-    mapped = _Alignment(best.offset_us, [(int(order[i]), j) for i, j in best.pairs], best.cost_us)
-    for event, trigger in mapped.pairs:
-        corrected[event] = int(triggers[trigger])
-    report = _report(expected, raw_triggers, first_index, mapped, params, "ok", triggers)
-    report.chance_matches = chance
+    if alignment is None or not _trusted(alignment, evidence, params):
+        report = _report(expected, raw_triggers, first_index, None, params, "no_match")
+    else:
+        mapped = _Alignment(alignment.offset_us, [(int(order[i]), j) for i, j in alignment.pairs], alignment.cost_us)
+        for event, trigger in mapped.pairs:
+            corrected[event] = int(triggers[trigger])
+        report = _report(expected, raw_triggers, first_index, mapped, params, "ok", triggers)
+    report.chance_matches = evidence.chance
+    report.evidence_z = evidence.z
     return corrected, report
 
 
-def _trustworthy(matched: int, chance: float, params: MatchParameters) -> bool:
-    """Enough matches, and more than a random offset would plausibly give."""
-    return matched >= params.min_matches_for_offset and matched > chance + params.chance_z * math.sqrt(chance)
+def _trusted(alignment: _Alignment, evidence: _Evidence, params: MatchParameters) -> bool:
+    return len(alignment.pairs) >= params.min_matches_for_offset and evidence.z >= params.min_evidence_z
 
 
 def greedy_baseline(expected_us: Sequence[int | None] | npt.NDArray[Any], triggers_us: TimesLike) -> list[int | None]:
     """The predecessor's greedy walk (spec §5.2 steps 5, 7–9), for comparison.
 
-    Events in expected-time order (None, i.e. no expected time, sorts last as
-    a NaN onset does in PostgreSQL); K = min(#events, #triggers); for event i
-    the walk starts at the current trigger index and advances while
-    |trigger − expected| does not increase (ties advance), up to
-    max(index, #triggers − (K − i)) inclusive; a non-increasing result becomes
-    last + 1 µs; events beyond K stay None. Returned in input order."""
+    Triggers sorted with exact duplicates removed; events in expected-time
+    order (None, i.e. no expected time, sorts last as a NaN onset does in
+    PostgreSQL); K = min(#events, #triggers); for event i the walk starts at
+    the current trigger index and advances while |trigger − expected| does
+    not increase (ties advance), up to max(index, #triggers − (K − i))
+    inclusive; a non-increasing result becomes last + 1 µs; events beyond K
+    stay None. Returned in input order."""
     values = [None if v is None else int(v) for v in expected_us]
     triggers = np.unique(_as_int64(triggers_us, "triggers_us")).tolist()
     order = sorted(range(len(values)), key=lambda i: (values[i] is None, values[i] or 0))
@@ -246,28 +297,54 @@ def _greedy_walk(triggers: list[int], target: int, start: int, stop: int) -> int
 # ------------------------------------------------------------ offset search
 
 
+@dataclass(frozen=True)
+class _Vote:
+    """The sorted pairwise differences (µs) of the offset vote, each standing
+    for ``weight`` pairs (more than one when only a subset of events voted),
+    and the candidate offsets they propose."""
+
+    diffs: Int64Array
+    weight: float
+    reach_us: float
+    candidates: list[int]
+
+
 def _best_alignment(
     events: Int64Array, triggers: Int64Array, params: MatchParameters
-) -> tuple[_Alignment | None, int]:
-    """The best refined alignment over the vote's candidate offsets, and the
-    number of (event, trigger) pairs within reach of the offset search."""
+) -> tuple[_Alignment | None, _Evidence]:
+    """The assignment at the best candidate offset, and its evidence."""
     tolerance_us = params.tolerance_ms * 1000.0
-    candidates, total_pairs = _vote_offsets(events, triggers, params)
-    bounded = sorted(((_coverage_bound(events, triggers, c, tolerance_us), c) for c in candidates), key=lambda x: -x[0])
-    best: _Alignment | None = None
-    for bound, offset in bounded:
-        if best is not None and bound < len(best.pairs):
-            break  # sorted by bound: no later candidate can match more
-        alignment = _refined_alignment(events, triggers, offset, tolerance_us, params.refine_iterations)
-        if best is None or alignment.key() > best.key():
-            best = alignment
-    return best, total_pairs
+    vote = _vote_offsets(events, triggers, params)
+    if not vote.candidates:
+        return None, _Evidence(0, 0.0, 0.0)
+    offset = _choose_offset(events, triggers, vote.candidates, tolerance_us, params.refine_iterations)
+    alignment = _refined_alignment(events, triggers, offset, tolerance_us, params.refine_iterations)
+    chance = _chance_pairs(vote, alignment.offset_us, tolerance_us)
+    return alignment, _evidence(alignment.abs_residuals_us(events, triggers), chance, tolerance_us, vote.reach_us)
 
 
-def _vote_offsets(events: Int64Array, triggers: Int64Array, params: MatchParameters) -> tuple[list[int], int]:
+def _choose_offset(
+    events: Int64Array, triggers: Int64Array, candidates: list[int], tolerance_us: float, iterations: int
+) -> int:
+    """The settled candidate with the most matches within the shared
+    precision radius (module docstring, step 2)."""
+    settled = [_settle_offset(events, triggers, c, tolerance_us, iterations) for c in candidates]
+    most = max(residuals.size for _, residuals in settled)
+    sharpest = min(_spread(residuals, tolerance_us) for _, residuals in settled if 2 * residuals.size >= most)
+    radius = min(tolerance_us, PRECISION_MARGIN * sharpest)
+
+    def rank(item: tuple[int, Int64Array]) -> tuple[int, int, int]:
+        offset, residuals = item
+        inside = residuals[residuals <= radius]
+        return (inside.size, -int(inside.sum()), -abs(offset))
+
+    return max(settled, key=rank)[0]
+
+
+def _vote_offsets(events: Int64Array, triggers: Int64Array, params: MatchParameters) -> _Vote:
     """Up to ``offset_candidates`` offsets (µs) where most pairwise
     differences agree within the tolerance, strongest first, separated by
-    more than two tolerances; and how many pairs are within reach."""
+    more than two tolerances."""
     tolerance_us = params.tolerance_ms * 1000.0
     limit_us = params.max_offset_ms * 1000.0
     reach_us = limit_us + tolerance_us
@@ -275,7 +352,9 @@ def _vote_offsets(events: Int64Array, triggers: Int64Array, params: MatchParamet
     hi = np.searchsorted(triggers, events + reach_us, side="right")
     diffs = np.sort(_pair_differences(events, triggers, lo, hi, params.max_pairs))
     if diffs.size == 0:
-        return [], 0
+        return _Vote(diffs, 1.0, reach_us, [])
+    # Windows [start, start + 2·tolerance] starting at each difference, kept
+    # inside the range so that their centre is a permitted offset.
     starts = np.minimum(diffs, limit_us - tolerance_us).astype(np.float64)
     first = np.searchsorted(diffs, starts, side="left")
     last = np.searchsorted(diffs, starts + 2.0 * tolerance_us, side="right")
@@ -286,10 +365,9 @@ def _vote_offsets(events: Int64Array, triggers: Int64Array, params: MatchParamet
         peak = int(np.argmax(votes))
         if votes[peak] <= 0:
             break
-        window = diffs[first[peak] : last[peak]]
-        chosen.append(int(np.rint(np.median(window))))
+        chosen.append(int(np.rint(np.median(diffs[first[peak] : last[peak]]))))
         votes[np.abs(centres - chosen[-1]) <= 2.0 * tolerance_us] = -1
-    return chosen, int((hi - lo).sum())
+    return _Vote(diffs, int((hi - lo).sum()) / diffs.size, reach_us, chosen)
 
 
 def _pair_differences(
@@ -313,15 +391,82 @@ def _pair_differences(
     return triggers[trigger_index] - np.repeat(subset, counts)
 
 
-def _coverage_bound(events: Int64Array, triggers: Int64Array, offset_us: int, tolerance_us: float) -> int:
-    """An upper bound on the matching size at ``offset_us``: no more events
-    than have a trigger within tolerance, and no more triggers than have an
-    event within tolerance, can be matched."""
-    lo, hi = _candidate_ranges(events, triggers, offset_us, tolerance_us)
+def _chance_pairs(vote: _Vote, offset_us: int, tolerance_us: float) -> float:
+    """Pairs a ``2·tolerance`` window collects by chance near ``offset_us``.
+
+    The density of differences is not flat over the search range (it follows
+    the distribution of event spacings), so it is measured locally: in
+    ``offset ± BACKGROUND_TOLERANCES·tolerance`` leaving out the peak zone
+    ``offset ± 2·tolerance``. One pair is added to what is found there, so an
+    empty neighbourhood (few events) is not taken as proof of no chance."""
+    near_low = max(offset_us - BACKGROUND_TOLERANCES * tolerance_us, -vote.reach_us)
+    near_high = min(offset_us + BACKGROUND_TOLERANCES * tolerance_us, vote.reach_us)
+    peak_low = max(offset_us - 2.0 * tolerance_us, near_low)
+    peak_high = min(offset_us + 2.0 * tolerance_us, near_high)
+    peak_width = max(peak_high - peak_low, 0.0)
+    around = _count_between(vote.diffs, near_low, near_high)
+    if peak_width > 0:
+        around -= _count_between(vote.diffs, peak_low, peak_high)
+    measure = max(near_high - near_low - peak_width, 2.0 * tolerance_us)
+    return (around * vote.weight + 1.0) * 2.0 * tolerance_us / measure
+
+
+def _count_between(sorted_values: Int64Array, low: float, high: float) -> int:
+    return int(np.searchsorted(sorted_values, high, side="right") - np.searchsorted(sorted_values, low, side="left"))
+
+
+def _settle_offset(
+    events: Int64Array, triggers: Int64Array, offset_us: int, tolerance_us: float, iterations: int
+) -> tuple[int, Int64Array]:
+    """Move ``offset_us`` to the median residual of the events' nearest
+    triggers within tolerance until it stops moving (cheap and vectorised:
+    one-to-one does not matter for locating a mode); the offset and those
+    |residuals|."""
+    residuals = _nearest_residuals(events, triggers, offset_us, tolerance_us)
+    for _ in range(iterations):
+        if residuals.size == 0:
+            break
+        shift = int(np.rint(np.median(residuals)))
+        if shift == 0:
+            break
+        offset_us += shift
+        residuals = _nearest_residuals(events, triggers, offset_us, tolerance_us)
+    return offset_us, np.abs(residuals)
+
+
+def _nearest_residuals(events: Int64Array, triggers: Int64Array, offset_us: int, tolerance_us: float) -> Int64Array:
+    """Signed residual to the nearest trigger of each event that has one
+    within tolerance."""
     shifted = events + offset_us
-    elo = np.searchsorted(shifted, np.ceil(triggers - tolerance_us), side="left")
-    ehi = np.searchsorted(shifted, np.floor(triggers + tolerance_us), side="right")
-    return int(min(np.count_nonzero(hi > lo), np.count_nonzero(ehi > elo)))
+    right = np.clip(np.searchsorted(triggers, shifted), 0, triggers.size - 1)
+    left = np.clip(right - 1, 0, triggers.size - 1)
+    to_right, to_left = triggers[right] - shifted, triggers[left] - shifted
+    nearest = np.where(np.abs(to_right) < np.abs(to_left), to_right, to_left)
+    return nearest[np.abs(nearest) <= tolerance_us]
+
+
+def _spread(abs_residuals_us: Int64Array, tolerance_us: float) -> float:
+    """The 90th percentile of |residual| (robust to a few spurious matches),
+    at least the resolution."""
+    floor = min(RESOLUTION_US, tolerance_us)
+    return max(float(np.quantile(abs_residuals_us, 0.9)), floor) if abs_residuals_us.size else tolerance_us
+
+
+def _evidence(abs_residuals_us: Int64Array, chance_pairs: float, tolerance_us: float, reach_us: float) -> _Evidence:
+    """How far matches exceed chance: k matches within r (their spread)
+    against λ·r/tolerance, as the signed root of the Poisson likelihood
+    ratio, less the log of the number of ±r windows the search looked at
+    (the look-elsewhere effect: the best of many windows is a maximum)."""
+    if abs_residuals_us.size == 0:
+        return _Evidence(0, chance_pairs, 0.0)
+    spread = _spread(abs_residuals_us, tolerance_us)
+    precise = int(np.count_nonzero(abs_residuals_us <= spread))
+    chance = chance_pairs * spread / tolerance_us
+    if precise <= chance:
+        return _Evidence(precise, chance, 0.0)
+    log_ratio = precise * math.log(precise / chance) - (precise - chance)
+    log_ratio -= math.log(max(reach_us / spread, 1.0))
+    return _Evidence(precise, chance, math.sqrt(2.0 * max(log_ratio, 0.0)))
 
 
 # --------------------------------------------------------------- assignment
@@ -435,7 +580,7 @@ def _report(
     triggers: Int64Array | None = None,
 ) -> CorrectionReport:
     """The report for ``alignment`` (event indices already in input order,
-    trigger indices into the distinct sorted triggers)."""
+    trigger indices into the distinct sorted ``triggers``)."""
     pairs = alignment.pairs if alignment is not None else []
     matches = [(event, int(first_index[trigger])) for event, trigger in pairs]
     residuals: list[float] = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,9 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         session_id,
     )
     triggers, skipped, with_trigger = await trigger_edges(ctx, objects)
-    start_us = int(session["start_time"].timestamp() * 1_000_000)
+    start = session["start_time"]
+    # Integer arithmetic: float timestamps can be a microsecond off.
+    start_us = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     expected = [start_us + round(float(e["onset"]) * 1e6) for e in events]
     params = MatchParameters()
     corrected, report = match_events(expected, triggers, params)
