@@ -1,0 +1,206 @@
+"""Export API, compatible with the predecessor's BIDS exporter (spec §3.9)
+and with the app's task list, with authorization on every route."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
+from eeghub.core.context import AppContext
+from eeghub.core.errors import BadRequest, HttpError, NotFound, Unauthorized
+from eeghub.core.files import stream_object
+from eeghub.core.outbox import enqueue_json
+
+
+class ExportAccepted(msgspec.Struct):
+    task_id: uuid.UUID
+    status: str
+    message: str
+    status_url: str
+
+
+class ExportTask(msgspec.Struct):
+    task_id: uuid.UUID
+    experiment_id: uuid.UUID
+    status: str
+    progress: int
+    stage: str | None
+    sessions_done: int
+    sessions_total: int
+    bytes_done: int
+    size_bytes: int | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result_file_path: str | None
+    error_message: str | None
+    validation: dict[str, Any] | None
+    download_url: str | None
+
+
+def _task(row: Any) -> ExportTask:
+    return ExportTask(
+        task_id=row["task_id"],
+        experiment_id=row["experiment_id"],
+        status=row["status"],
+        progress=row["progress"],
+        stage=row["stage"],
+        sessions_done=row["sessions_done"],
+        sessions_total=row["sessions_total"],
+        bytes_done=row["bytes_done"],
+        size_bytes=row["size_bytes"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        result_file_path=row["result_file_path"],
+        error_message=row["error_message"],
+        validation=row["validation"],
+        download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
+    )
+
+
+def _task_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequest("task_id must be a UUID") from None
+
+
+@post("/api/v1/experiments/{experiment_id:str}/export", guards=[require_role("owner")], tags=["export"], status_code=202)
+async def start_export(experiment_id: str, ctx: AppContext, identity: Identity) -> ExportAccepted:
+    """Export the experiment as a BIDS dataset (owner). The task runs in the
+    background; poll ``status_url``."""
+    eid = parse_experiment_id(experiment_id)
+    task_id = uuid.uuid4()
+    async with ctx.database.transaction() as conn:
+        await conn.execute(
+            """INSERT INTO export_tasks (task_id, experiment_id, status, progress, requested_by, stage)
+               VALUES ($1, $2, 'pending', 0, $3, 'queued')""",
+            task_id,
+            eid,
+            identity.user_id,
+        )
+        await enqueue_json(
+            conn, {"task_id": str(task_id), "experiment_id": str(eid)}, queue=ctx.settings.broker.queues.export_queue
+        )
+    ctx.outbox.wake()
+    return ExportAccepted(
+        task_id=task_id,
+        status="pending",
+        message="BIDS export task has been accepted and is running in the background.",
+        status_url=f"/api/v1/export-tasks/{task_id}",
+    )
+
+
+async def _member_task(ctx: AppContext, task_id: str, identity: Identity, role: str = "participant") -> Any:
+    row = await ctx.database.fetchrow("SELECT * FROM export_tasks WHERE task_id = $1", _task_id(task_id))
+    if row is None:
+        raise NotFound("Task not found")
+    await check_role(ctx.database, row["experiment_id"], identity.user_id, role)  # type: ignore[arg-type]
+    return row
+
+
+@get("/api/v1/export-tasks/{task_id:str}", guards=[require_user], tags=["export"])
+async def get_export_task(task_id: str, ctx: AppContext, identity: Identity) -> ExportTask:
+    """Status and progress of an export (members of its experiment)."""
+    return _task(await _member_task(ctx, task_id, identity))
+
+
+@get("/api/v1/export-tasks", guards=[require_user], tags=["export"])
+async def list_export_tasks(
+    ctx: AppContext,
+    identity: Identity,
+    experiment_id: str | None = Parameter(default=None),
+    limit: int = Parameter(default=50, ge=1, le=500),
+) -> list[ExportTask]:
+    """Export tasks, newest first: of one experiment, or of every experiment
+    the caller belongs to (the app calls ``?limit=50``)."""
+    if experiment_id is not None:
+        eid = parse_experiment_id(experiment_id)
+        await check_role(ctx.database, eid, identity.user_id, "participant")
+        rows = await ctx.database.fetch(
+            "SELECT * FROM export_tasks WHERE experiment_id = $1 ORDER BY created_at DESC LIMIT $2", eid, limit
+        )
+    else:
+        rows = await ctx.database.fetch(
+            """SELECT t.* FROM export_tasks t JOIN experiment_participants p
+                 ON p.experiment_id = t.experiment_id AND p.user_id = $1
+               ORDER BY t.created_at DESC LIMIT $2""",
+            identity.user_id,
+            limit,
+        )
+    return [_task(r) for r in rows]
+
+
+@get("/api/v1/export-tasks/{task_id:str}/download", guards=[require_user], tags=["export"])
+async def download_export(task_id: str, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Any]:
+    """The export's ZIP (owner), streamed with ``Content-Length`` and HTTP
+    ``Range``. A storage error is an error status, never a truncated 200."""
+    row = await _member_task(ctx, task_id, identity, role="owner")
+    if row["status"] != "completed" or not row["result_file_path"]:
+        raise BadRequest(f"Task is not complete. Current status: {row['status']}")
+    return await stream_object(
+        ctx.objects,
+        ctx.settings.object_store.buckets.bids_exports,
+        row["result_file_path"],
+        file_name=f"eid_{row['experiment_id']}.zip",
+        content_type="application/zip",
+        inline=False,
+        range_header=request.headers.get("range"),
+        not_found="the export's archive is missing from storage",
+    )
+
+
+class InternalBuild(msgspec.Struct):
+    experiment_id: str
+
+
+class InternalBuilt(msgspec.Struct):
+    experiment_id: str
+    bids_path: str
+    message: str
+    validation: dict[str, Any] | None
+
+
+def _check_internal(ctx: AppContext, request: Request[Any, Any, Any]) -> None:
+    cfg = ctx.settings.export
+    if not cfg.internal_api_enabled:
+        raise HttpError("the internal API is disabled (export.internal_api_enabled)", status_code=404)
+    if not cfg.internal_token:
+        raise HttpError("the internal API needs export.internal_token to be configured", status_code=403)
+    supplied = request.headers.get("x-internal-token") or ""
+    authorization = request.headers.get("authorization") or ""
+    if authorization.lower().startswith("bearer "):
+        supplied = supplied or authorization[7:].strip()
+    if not supplied or not hmac.compare_digest(supplied.encode(), cfg.internal_token.encode()):
+        raise Unauthorized("a valid internal token is required (X-Internal-Token or Authorization: Bearer)")
+
+
+@post("/internal/v1/create-bids-for-analysis", tags=["export"], status_code=200)
+async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], ctx: AppContext) -> InternalBuilt:
+    """Build the experiment's uncompressed BIDS tree in the export output
+    directory for an analysis service (internal token required). Runs off
+    the event loop; concurrent builds never share a directory."""
+    _check_internal(ctx, request)
+    from .runner import build_for_analysis
+
+    eid = parse_experiment_id(data.experiment_id)
+    path, validation = await build_for_analysis(ctx, eid)
+    return InternalBuilt(
+        experiment_id=str(eid),
+        bids_path=str(path),
+        message="BIDS dataset created successfully for analysis.",
+        validation=validation,
+    )
+
+
+ROUTES = [start_export, get_export_task, list_export_tasks, download_export, internal_build]

@@ -1,0 +1,79 @@
+"""BIDS TSV and JSON files, and paths that cannot leave the dataset.
+
+BIDS TSVs are UTF-8, tab-separated, with ``n/a`` for missing values. Cell
+text comes partly from clients (trial types, values, session types), so tabs,
+newlines and other control characters are replaced by spaces: one of them
+would add a column or a row. Numbers are written positionally (no ``1e-05``)
+and as short as round-tripping allows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NA = "n/a"
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root/parts…``, refusing any result outside ``root`` (``..``, absolute
+    parts, symlinks pointing out)."""
+    base = Path(root).resolve()
+    target = base.joinpath(*parts).resolve()
+    if target != base and not target.is_relative_to(base):
+        raise ValueError(f"path {'/'.join(parts)!r} would leave the dataset")
+    return target
+
+
+def number(value: float) -> str:
+    """Shortest positional decimal that reads back as ``value`` (``4.936``, ``0.00390625``)."""
+    if not math.isfinite(value):
+        return NA
+    return str(np.format_float_positional(float(value), trim="-"))
+
+
+def cell(value: object) -> str:
+    if value is None:
+        return NA
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return number(float(value))
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(value)).strip()
+    return text or NA
+
+
+def write_tsv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(cell(row.get(column)) for column in columns) for row in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        return [], []
+    columns = lines[0].split("\t")
+    return columns, [dict(zip(columns, line.split("\t"), strict=False)) for line in lines[1:] if line]
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def iso_utc(moment: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ss.ffffffZ``: a BIDS datetime in UTC, to the µs."""
+    if moment.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,136 @@
+"""Issue 6's end-to-end flow (real PostgreSQL, RabbitMQ and S3): two
+subjects with calibration and main sessions, triggers and event logs →
+export → download → the BIDS validator reports 0 errors → mne_bids reads
+every recording back with the int16 values that were sent, the events on the
+trigger samples and the stimuli present."""
+
+from __future__ import annotations
+
+import base64
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import mne_bids
+import numpy as np
+import pandas as pd
+import pytest
+
+from eeghub.core.packet import compress_frame, decode_payload
+from eeghub.core.simulator import SimulatedDevice
+from tests.e2e.helpers import end_form, user, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3]
+
+OWNER = "lab-owner"
+T0 = 1_748_736_000_000
+RATE, PER_PACKET, SECONDS = 250.0, 250, 12
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, variant: str, seed: int) -> tuple[np.ndarray, list[int]]:
+    """Start, stream, end one session; return the int16 data sent and the trigger samples."""
+    triggers = [int(RATE * (1.0 + 1.1 * k)) for k in range(9)]
+    device = SimulatedDevice(user_id=subject, device_id=f"{subject}-dev", variant=variant, seed=seed,
+                             sampling_rate=RATE, samples_per_packet=PER_PACKET, trigger_samples=triggers)
+    r = await client.post("/api/v1/sessions/start", headers=user(subject), json={
+        "session_id": sid, "user_id": subject, "experiment_id": eid, "start_time": iso(start), "session_type": kind})
+    assert r.status_code == 201, r.text
+    sent = []
+    for i in range(SECONDS):
+        payload = device.payload(i)
+        sent.append(decode_payload(payload).signals)
+        body = {**device.envelope(i, start), "payload_base64": base64.b64encode(compress_frame(payload)).decode()}
+        assert (await client.post("/api/v1/data", json=body, headers=user(subject))).status_code == 202
+    onsets = [s / RATE - 0.08 for s in triggers]
+    files = ["choco.png", "chime.png"] if kind != "calibration" else ["n/a"]
+    csv = "onset,duration,trial_type,file_name,value\n" + "".join(
+        f"{o:.4f},0.5,{'target' if k % 2 else 'other'},{files[k % len(files)]},{k}\n" for k, o in enumerate(onsets))
+    meta = {"session_id": sid, "user_id": subject, "device_id": f"{subject}-dev", "end_time": iso(start + SECONDS * 1000)}
+    r = await client.post("/api/v1/sessions/end", headers=user(subject), **end_form(meta, csv.encode()))
+    assert r.status_code == 200, r.text
+    return np.concatenate(sent, axis=1), triggers
+
+
+async def test_export_two_subjects(app_client: Any, services_env: dict[str, str], tmp_path: Path) -> None:
+    subjects = ["subj-A_01", "subj.B"]  # not valid BIDS labels as they are
+    sent: dict[tuple[str, str], np.ndarray] = {}
+    async with app_client(services_env) as (client, _):
+        eid = (await client.post("/api/v1/experiments", json={"name": "Export study"}, headers=user(OWNER))).json()["experiment_id"]
+        files = [("stimuli_definition_csv", ("s.csv", b"file_name,trial_type\nchoco.png,target\nchime.png,other\n", "text/csv")),
+                 ("stimulus_files", ("choco.png", PNG, "image/png")), ("stimulus_files", ("chime.png", PNG[:-1], "image/png"))]
+        assert (await client.post(f"/api/v1/experiments/{eid}/stimuli", files=files, headers=user(OWNER))).status_code == 202
+        for n, subject in enumerate(subjects):
+            assert (await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user(subject))).status_code == 201
+            base = T0 + n * 3_600_000
+            for k, (kind, variant) in enumerate((("calibration", "app"), ("main_external", "v4"))):
+                sid = f"{subject}-{kind}"
+                data, _ = await record(client, eid, subject, sid, kind, base + k * 60_000, variant, seed=10 * n + k)
+                sent[(subject, kind)] = data
+
+        async def all_corrected() -> bool:
+            for subject in subjects:
+                for kind in ("calibration", "main_external"):
+                    info = (await client.get(f"/api/v1/sessions/{subject}-{kind}", headers=user(subject))).json()
+                    if info["event_correction_status"] != "completed":
+                        return False
+            return True
+
+        await wait_for(all_corrected, timeout=90)
+        r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
+        assert r.status_code == 202, r.text
+        status_url = r.json()["status_url"]
+
+        async def finished() -> Any:
+            task = (await client.get(status_url, headers=user(OWNER))).json()
+            return task if task["status"] in ("completed", "failed") else None
+
+        task = await wait_for(finished, timeout=180, interval=0.5)
+        assert task["status"] == "completed", task
+        assert task["validation"]["errors"] == 0 and task["progress"] == 100
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={eid}", headers=user(OWNER))).json()
+        assert [t["task_id"] for t in listed] == [task["task_id"]]
+        assert (await client.get(f"{status_url}/download", headers=user(subjects[0]))).status_code == 403
+        download = await client.get(f"{status_url}/download", headers=user(OWNER))
+        assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+        assert int(download.headers["content-length"]) == len(download.content) == task["size_bytes"]
+        partial = await client.get(f"{status_url}/download", headers={**user(OWNER), "Range": "bytes=10-99"})
+        assert partial.status_code == 206 and partial.content == download.content[10:100]
+
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = archive.namelist()
+        assert all(n.startswith("bids_dataset/") and ".." not in n for n in names)
+        archive.extractall(tmp_path)
+    root = tmp_path / "bids_dataset"
+    assert (root / "stimuli" / "choco.png").read_bytes() == PNG
+    participants = pd.read_csv(root / "participants.tsv", sep="\t")
+    assert len(participants) == 2 and all(p.startswith("sub-") and p[4:].isalnum() for p in participants["participant_id"])
+    vhdrs = sorted(root.rglob("*_eeg.vhdr"))
+    assert len(vhdrs) == 4
+    for vhdr in vhdrs:
+        path = mne_bids.get_bids_path_from_fname(vhdr)
+        raw = mne_bids.read_raw_bids(path, verbose="error")
+        ses = path.session
+        subject_label = path.subject
+        original = next(s for s in subjects if "".join(ch for ch in s if ch.isalnum()) == subject_label)
+        kind = "calibration" if path.task == "calibration" else "main_external"
+        expected = sent[(original, kind)]
+        data = raw.get_data()
+        lsb = SimulatedDevice(user_id="x", device_id="y").lsb_to_volts
+        eeg = np.rint(data[:-1] / lsb).astype(np.int64)
+        assert np.array_equal(eeg, expected[:-1].astype(np.int64)), f"{vhdr.name}: EEG differs"
+        trigger = np.rint(data[-1]).astype(np.int64)
+        assert np.array_equal(trigger, expected[-1].astype(np.int64)), f"{vhdr.name}: trigger differs"
+        events = pd.read_csv(str(vhdr).replace("_eeg.vhdr", "_events.tsv"), sep="\t")
+        rising = np.flatnonzero((trigger[1:] != 0) & (trigger[:-1] == 0)) + 1
+        on_trigger = events[events["onset_source"] == "trigger"]
+        assert len(on_trigger) == 9, ses
+        assert set(np.rint(on_trigger["onset"] * RATE).astype(int)) == set(rising.tolist())
+        assert raw.info["meas_date"] is not None
