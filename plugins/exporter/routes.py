@@ -44,6 +44,9 @@ class ExportTask(msgspec.Struct):
     error_message: str | None
     validation: dict[str, Any] | None
     download_url: str | None
+    report: dict[str, Any] | None = None
+    """What the export did per session: exported sessions (with undecodable
+    or inconsistent objects), skipped sessions with the reason, missing stimuli."""
 
 
 def _task(row: Any) -> ExportTask:
@@ -65,6 +68,7 @@ def _task(row: Any) -> ExportTask:
         error_message=row["error_message"],
         validation=row["validation"],
         download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
+        report=row["report"],
     )
 
 

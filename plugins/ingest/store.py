@@ -37,6 +37,9 @@ from .envelope import Envelope, from_amqp_headers
 
 log = logging.getLogger("eeghub.ingest")
 
+INLINE_DECOMPRESS_BYTES = 256 * 1024
+"""Frames up to this size are decompressed on the event loop, larger ones in a thread."""
+
 INSERT = """
 INSERT INTO raw_data_objects (object_id, user_id, device_id, timestamp_start_ms, timestamp_end_ms, sampling_rate,
     lsb_to_volts, content_sha256, num_samples, num_channels, channel_names, channel_types, payload_format,
@@ -54,10 +57,11 @@ def object_key(envelope: Envelope, sha256: str) -> str:
     )
 
 
-async def relink_if_late(conn: Any, ctx: AppContext, envelope: Envelope) -> None:
+async def relink_if_late(conn: Any, ctx: AppContext, envelope: Envelope) -> int:
     """Queue linking again for an ended session this packet belongs to that
     was already linked. Only a session whose status moves from completed or
-    failed back to pending gets a job, so a burst of late packets costs one."""
+    failed back to pending gets a job, so a burst of late packets costs one.
+    Returns how many linking jobs were put in the outbox."""
     rows = await conn.fetch(
         """UPDATE sessions SET link_status = 'pending'
            WHERE user_id = $1 AND (device_id IS NULL OR device_id = $2)
@@ -72,6 +76,7 @@ async def relink_if_late(conn: Any, ctx: AppContext, envelope: Envelope) -> None
     for row in rows:
         await enqueue_json(conn, {"session_id": row["session_id"]}, queue=ctx.settings.broker.queues.data_linker_queue)
         log.info("late packet for session %s: linking again", row["session_id"])
+    return len(rows)
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
@@ -84,29 +89,37 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
         except ValueError as exc:
             raise PermanentFailure(f"bad envelope: {exc}") from None
         try:
-            payload = await asyncio.to_thread(
-                decompress_frame, message.body, max_output_size=limits.max_decompressed_bytes
-            ) if message.content_encoding != "identity" else message.body
+            if message.content_encoding == "identity":
+                payload = message.body
+            elif len(message.body) <= INLINE_DECOMPRESS_BYTES:
+                # A usual packet (a few KiB) decompresses in microseconds: a
+                # thread hop would cost more than the work.
+                payload = decompress_frame(message.body, max_output_size=limits.max_decompressed_bytes)
+            else:
+                payload = await asyncio.to_thread(
+                    decompress_frame, message.body, max_output_size=limits.max_decompressed_bytes
+                )
             layout = parse_layout(payload, max_channels=limits.max_channels)
         except PacketError as exc:
             raise PermanentFailure(f"bad packet: {exc}") from None
         sha256 = hashlib.sha256(payload).hexdigest()
         key = object_key(envelope, sha256)
         bucket = ctx.settings.object_store.buckets.raw_data
-        info = await ctx.objects.head(bucket, key)
-        if info is None or info.size != len(payload):
-            await ctx.objects.put_bytes(
-                bucket,
-                key,
-                payload,
-                content_type="application/octet-stream",
-                metadata={
-                    "x-user-id": key_segment(envelope.user_id),
-                    "x-device-id": key_segment(envelope.device_id),
-                    "x-sampling-rate": repr(envelope.sampling_rate),
-                    "x-lsb-to-volts": repr(envelope.lsb_to_volts),
-                },
-            )
+        # No HEAD first: the key is content-addressed, so writing it again on
+        # a redelivery stores the same bytes; a HEAD on every packet would
+        # cost a second S3 request for the rare redelivery.
+        await ctx.objects.put_bytes(
+            bucket,
+            key,
+            payload,
+            content_type="application/octet-stream",
+            metadata={
+                "x-user-id": key_segment(envelope.user_id),
+                "x-device-id": key_segment(envelope.device_id),
+                "x-sampling-rate": repr(envelope.sampling_rate),
+                "x-lsb-to-volts": repr(envelope.lsb_to_volts),
+            },
+        )
         async with ctx.database.transaction() as conn:
             inserted = await conn.fetchval(
                 INSERT,
@@ -126,9 +139,10 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
                 len(payload),
                 envelope.session_id,
             )
-            if inserted is not None:
-                await relink_if_late(conn, ctx, envelope)
-        if inserted is not None:
+            relinks = await relink_if_late(conn, ctx, envelope) if inserted is not None else 0
+        if relinks:
+            # Only after a commit that enqueued something (see OutboxRelay): a
+            # wake per stored packet would cost the relay a transaction each.
             ctx.outbox.wake()
 
     return handle
