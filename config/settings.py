@@ -167,11 +167,25 @@ class ChannelQualitySettings(_Section):
 
 class AnalyzerSettings(_Section):
     buffer_seconds: float = 60.0
-    window_seconds: float = 2.0
-    interval_seconds: float = 10.0
+    """Recent samples kept per stream (user and device)."""
+    window_seconds: float = 4.0
+    """Window of the built-in PSD (the predecessor's ANALYSIS_WINDOW_SEC was 2)."""
+    coherence_window_seconds: float = 20.0
+    """Window of the built-in coherence: many 1 s segments, a low noise floor."""
+    coherence_band: list[float] = msgspec.field(default_factory=lambda: [8.0, 13.0])
+    psd_fmin: float = 1.0
+    psd_fmax: float = 45.0
+    quality_window_seconds: float = 10.0
+    """Channel quality looks at this much recent data (not since the start)."""
+    interval_seconds: float = 5.0
+    """How often the built-in analyses run per stream."""
     idle_eviction_seconds: float = 300.0
     max_streams: int = 5000
     workers: int = 2
+    """Threads per analysis plugin."""
+    plugin_timeout_seconds: float = 30.0
+    queue_max_length: int = 20000
+    """Packets waiting for the analyzer beyond this are dropped (it is a live view)."""
     channel_quality: ChannelQualitySettings = msgspec.field(default_factory=ChannelQualitySettings)
 
 

@@ -1,1 +1,156 @@
 """Live per-stream analysis (PSD, alpha coherence, channel quality) and the analysis plugin API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from eeghub.core.context import AppContext
+from eeghub.core.errors import PermanentFailure, PluginError
+from eeghub.core.extension import BackgroundTask, Consumer, PluginHealth
+from eeghub.core.hookspecs import hookimpl
+from eeghub.core.ports import Delivery
+
+from . import routes
+from .builtin import builtin_analyses
+from .contract import check_plugin
+from .host import AnalysisHost
+
+log = logging.getLogger("eeghub.analyzer")
+
+
+@hookimpl
+def eeghub_analyses(ctx: AppContext) -> list[Any]:
+    return builtin_analyses(ctx.settings.analyzer)
+
+
+@hookimpl
+def eeghub_routes(ctx: AppContext) -> list[Any]:
+    return list(routes.ROUTES)
+
+
+def _quality_factory(ctx: AppContext) -> Any:
+    from eeghub.core.quality import QualityThresholds, QualityWindow
+
+    cfg = ctx.settings.analyzer
+    thresholds = QualityThresholds.from_settings(cfg.channel_quality)
+
+    def make(layout: Any) -> Any:
+        return QualityWindow.for_seconds(
+            layout.channel_names, layout.channel_types, layout.sampling_rate, cfg.quality_window_seconds, thresholds
+        )
+
+    return make
+
+
+@hookimpl
+def eeghub_startup(ctx: AppContext) -> None:
+    cfg = ctx.settings.analyzer
+    plugins = []
+    for owner, plugin in ctx.host.analyses(ctx):
+        problems = check_plugin(plugin)
+        if problems:
+            raise PluginError(f"analysis plugin from {owner!r} is invalid: {'; '.join(problems)}")
+        plugins.append(plugin)
+    ctx.services["analyzer"] = AnalysisHost(
+        plugins,
+        buffer_seconds=cfg.buffer_seconds,
+        idle_eviction_seconds=cfg.idle_eviction_seconds,
+        max_streams=cfg.max_streams,
+        threads_per_plugin=cfg.workers,
+        quality_factory=_quality_factory(ctx),
+        plugin_timeout=cfg.plugin_timeout_seconds,
+    )
+    log.info("analyzer: %d analysis plugin(s): %s", len(plugins), ", ".join(p.id for p in plugins))
+
+
+def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
+    from eeghub.core.packet import PacketError, decode_payload, decompress_frame
+
+    limits = ctx.settings.ingest
+    quality_threshold = ctx.settings.analyzer.channel_quality.bad_impedance_threshold
+
+    async def handle(delivery: Delivery) -> None:
+        headers = delivery.message.headers
+        try:
+            user_id, device_id = str(headers["user_id"]), str(headers["device_id"])
+            rate = float(headers["sampling_rate"])  # type: ignore[arg-type]
+            lsb = float(headers.get("lsb_to_volts") or headers.get("lsb_to_volts_str") or 0)  # type: ignore[arg-type]
+            start_ms = int(headers["timestamp_start_ms"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PermanentFailure(f"bad envelope: {exc}") from None
+        if rate <= 0 or lsb <= 0:
+            raise PermanentFailure("sampling_rate and lsb_to_volts must be positive")
+        try:
+            payload = decompress_frame(delivery.message.body, max_output_size=limits.max_decompressed_bytes)
+            packet = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
+        except PacketError as exc:
+            raise PermanentFailure(f"bad packet: {exc}") from None
+        session = headers.get("session_id")
+        ctx.services["analyzer"].add_packet(
+            user_id=user_id,
+            device_id=device_id,
+            session_id=str(session) if session else None,
+            sampling_rate=rate,
+            lsb_to_volts=lsb,
+            channel_names=packet.layout.channel_names,
+            channel_types=packet.layout.channel_types,
+            signals=packet.signals,
+            start_us=start_ms * 1000,
+            stats=packet.stats,
+        )
+
+    return handle
+
+
+@hookimpl
+def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
+    queues = ctx.settings.broker.queues
+    name = f"eeghub.analyzer.{socket.gethostname()}.{os.getpid()}"
+    return [
+        Consumer(
+            queue=name,
+            handler=make_handler(ctx),
+            bind_to=queues.raw_data_exchange,
+            durable=False,
+            exclusive=True,
+            max_length=ctx.settings.analyzer.queue_max_length,
+            prefetch=64,
+            max_attempts=1,
+        )
+    ]
+
+
+@hookimpl
+def eeghub_background_tasks(ctx: AppContext) -> list[BackgroundTask]:
+    async def schedule() -> None:
+        host: AnalysisHost = ctx.services["analyzer"]
+        ticks = 0
+        while True:
+            await host.run_due()
+            ticks += 1
+            if ticks % 40 == 0:
+                host.evict_idle()
+            await asyncio.sleep(0.25)
+
+    return [BackgroundTask(name="analysis-scheduler", run=schedule)]
+
+
+@hookimpl
+def eeghub_health(ctx: AppContext) -> PluginHealth:
+    host: AnalysisHost | None = ctx.services.get("analyzer")
+    if host is None:
+        return PluginHealth(status="unhealthy", detail={"error": "not started"})
+    stats = host.stats()
+    failing = [p for p, s in stats["plugins"].items() if s["timeouts"]]
+    return PluginHealth(status="degraded" if failing else "ok", detail={"streams": stats["streams"], "packets": stats["packets"]})
+
+
+@hookimpl
+def eeghub_shutdown(ctx: AppContext) -> None:
+    host: AnalysisHost | None = ctx.services.pop("analyzer", None)
+    if host is not None:
+        host.close()

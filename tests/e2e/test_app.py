@@ -122,7 +122,9 @@ async def test_disabled_plugin_contributes_nothing(tmp_path: Path, database_url:
     async with AsyncTestClient(app) as c:
         assert (await c.get("/api/v1/probe")).status_code == 404
         assert (await c.get("/api/v1/calibrations", headers={"X-User-Id": "u"})).status_code == 404
-        assert app.state.ctx.host.consumer_count == 0
+        host = app.state.ctx.host
+        assert host.consumers_of("probe") == host.consumers_of("stimulus") == host.consumers_of("analyzer") == 0
+        assert host.consumers_of("ingest") == 2
         names = [p["name"] for p in (await c.get("/api/v1/plugins")).json()["plugins"]]
         assert "probe" not in names and "analyzer" not in names and "session" in names
         assert (await c.get("/api/v1/experiments", headers={"X-User-Id": "u"})).status_code == 200

@@ -1,0 +1,339 @@
+"""The live analysis host: streams in, due analyses out, latest results kept.
+
+- Packets arrive from the raw fanout exchange (an exclusive, length-bounded
+  queue of this process) and are appended to their stream's ring buffer. A
+  stream is (user, device); a change of channel layout or sampling rate, or a
+  new session id, starts a new buffer for that stream (spec seed 004).
+- Every ``tick`` the scheduler submits the analyses that are due for each
+  stream with enough data. Each analysis plugin has its own small thread
+  pool: a plugin that raises is logged and counted; a plugin that hangs only
+  ties up its own threads (it is then skipped until they free up) and never
+  the others, nor ingest, nor the event loop.
+- Idle streams are evicted after ``idle_eviction_seconds``; at most
+  ``max_streams`` are kept (the least recently seen goes first). Memory is
+  bounded by design: buffer_seconds × rate × channels × 2 bytes per stream.
+- The latest result per (stream, plugin) is kept with its time; listeners
+  (server-sent events) are told of each new result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from .buffers import RingBuffer, StreamLayout
+from .contract import AnalysisWindow
+
+log = logging.getLogger("eeghub.analyzer")
+
+ANALYSIS_TYPES = ("eeg", "emg", "eog")
+
+
+@dataclass
+class Stream:
+    user_id: str
+    device_id: str
+    session_id: str | None
+    layout: StreamLayout
+    buffer: RingBuffer
+    lsb_to_volts: float
+    quality: Any
+    last_seen: float
+    last_run: dict[str, float] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user_id, self.device_id)
+
+
+@dataclass
+class Result:
+    plugin_id: str
+    user_id: str
+    device_id: str
+    session_id: str | None
+    computed_at: float
+    """Wall-clock seconds (epoch)."""
+    window_start_us: int
+    window_end_us: int
+    value: Any
+    """The plugin's msgspec result."""
+    sequence: int
+    images: dict[str, str] | None = None
+
+
+@dataclass
+class PluginState:
+    plugin: Any
+    executor: ThreadPoolExecutor
+    in_flight: int = 0
+    runs: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    total_seconds: float = 0.0
+    last_error: str | None = None
+
+
+class AnalysisHost:
+    def __init__(
+        self,
+        plugins: list[Any],
+        *,
+        buffer_seconds: float = 60.0,
+        idle_eviction_seconds: float = 300.0,
+        max_streams: int = 5000,
+        threads_per_plugin: int = 2,
+        quality_factory: Callable[[StreamLayout], Any] | None = None,
+        plugin_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.buffer_seconds = buffer_seconds
+        self.idle_eviction_seconds = idle_eviction_seconds
+        self.max_streams = max_streams
+        self.plugin_timeout = plugin_timeout
+        self.quality_factory = quality_factory
+        self.clock = clock
+        self.streams: OrderedDict[tuple[str, str], Stream] = OrderedDict()
+        self.results: dict[tuple[str, str], dict[str, Result]] = {}
+        self.plugins: dict[str, PluginState] = {}
+        self.listeners: dict[str, set[asyncio.Queue[Result]]] = {}
+        self.packets = 0
+        self.evicted = 0
+        self._sequence = 0
+        for plugin in plugins:
+            if plugin.id in self.plugins:
+                raise ValueError(f"two analysis plugins share the id {plugin.id!r}")
+            self.plugins[plugin.id] = PluginState(
+                plugin=plugin,
+                executor=ThreadPoolExecutor(max_workers=threads_per_plugin, thread_name_prefix=f"analysis-{plugin.id}"),
+            )
+
+    # ------------------------------------------------------------ ingest side
+    def add_packet(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        session_id: str | None,
+        sampling_rate: float,
+        lsb_to_volts: float,
+        channel_names: tuple[str, ...],
+        channel_types: tuple[str, ...],
+        signals: np.ndarray,
+        start_us: int,
+        stats: Any = None,
+    ) -> Stream:
+        """Append a decoded packet to its stream (O(packet), no buffer copy)."""
+        key = (user_id, device_id)
+        layout = StreamLayout(channel_names, channel_types, float(sampling_rate))
+        stream = self.streams.get(key)
+        now = self.clock()
+        if stream is None or stream.layout != layout or (session_id and session_id != stream.session_id):
+            capacity = max(1, int(round(self.buffer_seconds * sampling_rate)))
+            stream = Stream(
+                user_id=user_id,
+                device_id=device_id,
+                session_id=session_id,
+                layout=layout,
+                buffer=RingBuffer(layout, capacity),
+                lsb_to_volts=lsb_to_volts,
+                quality=self.quality_factory(layout) if self.quality_factory else None,
+                last_seen=now,
+            )
+            self.streams[key] = stream
+            self.results.pop(key, None)
+        self.streams.move_to_end(key)
+        stream.last_seen = now
+        stream.lsb_to_volts = lsb_to_volts
+        n = signals.shape[1]
+        stream.buffer.append(signals, start_us + round((n - 1) * 1e6 / sampling_rate))
+        if stream.quality is not None and stats is not None:
+            stream.quality.update(stats, n)
+        self.packets += 1
+        while len(self.streams) > self.max_streams:
+            old, _ = self.streams.popitem(last=False)
+            self.results.pop(old, None)
+            self.evicted += 1
+        return stream
+
+    def evict_idle(self) -> int:
+        cutoff = self.clock() - self.idle_eviction_seconds
+        stale = [k for k, s in self.streams.items() if s.last_seen < cutoff]
+        for key in stale:
+            del self.streams[key]
+            self.results.pop(key, None)
+        self.evicted += len(stale)
+        return len(stale)
+
+    # ------------------------------------------------------------ analysis side
+    def window_for(self, stream: Stream, plugin: Any) -> AnalysisWindow | None:
+        layout = stream.layout
+        n = int(round(plugin.window_seconds * layout.sampling_rate))
+        if stream.buffer.available < n:
+            return None
+        picks = [i for i, t in enumerate(layout.channel_types) if t in plugin.channel_types]
+        if not picks:
+            return None
+        raw = stream.buffer.window(n)[picks]
+        quality = stream.quality.report().as_dict() if stream.quality is not None else {}
+        bad = tuple(sorted(quality.get("bad_channels", ()))) if isinstance(quality, dict) else ()
+        end_us = stream.buffer.last_sample_us
+        start_us = end_us - round((n - 1) * 1e6 / layout.sampling_rate)
+        scale = np.array(
+            [1.0 if layout.channel_types[i] == "stim" else stream.lsb_to_volts for i in picks], dtype=np.float64
+        )
+        return AnalysisWindow(
+            user_id=stream.user_id,
+            device_id=stream.device_id,
+            session_id=stream.session_id,
+            data=raw.astype(np.float64) * scale[:, None],
+            channel_names=tuple(layout.channel_names[i] for i in picks),
+            channel_types=tuple(layout.channel_types[i] for i in picks),
+            sampling_rate=layout.sampling_rate,
+            start_us=start_us,
+            end_us=end_us,
+            bad_channels=tuple(b for b in bad if b in {layout.channel_names[i] for i in picks}),
+            channel_quality=quality.get("channels", {}) if isinstance(quality, dict) else {},
+        )
+
+    def due(self) -> list[tuple[Stream, PluginState]]:
+        now = self.clock()
+        work = []
+        for stream in self.streams.values():
+            for pid, state in self.plugins.items():
+                if pid in stream.running:
+                    continue
+                if now - stream.last_run.get(pid, -1e18) < state.plugin.interval_seconds:
+                    continue
+                if state.in_flight >= state.executor._max_workers * 4:  # noqa: SLF001 - bounded backlog
+                    continue
+                work.append((stream, state))
+        return work
+
+    async def run_due(self) -> int:
+        """Submit every due analysis; return how many were started."""
+        started = 0
+        loop = asyncio.get_running_loop()
+        for stream, state in self.due():
+            window = self.window_for(stream, state.plugin)
+            if window is None:
+                continue
+            pid = state.plugin.id
+            stream.last_run[pid] = self.clock()
+            stream.running.add(pid)
+            state.in_flight += 1
+            future = loop.run_in_executor(state.executor, _timed, state.plugin.analyze, window)
+            asyncio.ensure_future(self._collect(stream, state, window, future))
+            started += 1
+        return started
+
+    async def _collect(self, stream: Stream, state: PluginState, window: AnalysisWindow, future: Any) -> None:
+        pid = state.plugin.id
+        try:
+            value, seconds = await asyncio.wait_for(asyncio.shield(future), self.plugin_timeout)
+        except TimeoutError:
+            state.timeouts += 1
+            state.last_error = f"timed out after {self.plugin_timeout} s"
+            log.warning("analysis %s on %s/%s timed out", pid, stream.user_id, stream.device_id)
+            # The thread keeps running; the stream stays marked until it returns.
+            future.add_done_callback(lambda _: self._release(stream, state))
+            return
+        except Exception as exc:  # noqa: BLE001 - isolate a failing plugin
+            state.failures += 1
+            state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("analysis %s failed on %s/%s: %s", pid, stream.user_id, stream.device_id, state.last_error)
+            self._release(stream, state)
+            return
+        self._release(stream, state)
+        state.runs += 1
+        state.total_seconds += seconds
+        if value is None or self.streams.get(stream.key) is not stream:
+            return  # nothing to show, or the stream was reset meanwhile
+        self._sequence += 1
+        result = Result(
+            plugin_id=pid,
+            user_id=stream.user_id,
+            device_id=stream.device_id,
+            session_id=stream.session_id,
+            computed_at=time.time(),
+            window_start_us=window.start_us,
+            window_end_us=window.end_us,
+            value=value,
+            sequence=self._sequence,
+        )
+        self.results.setdefault(stream.key, {})[pid] = result
+        for queue in list(self.listeners.get(stream.user_id, ())):
+            if queue.full():
+                try:
+                    queue.get_nowait()  # a slow listener loses the oldest event
+                except asyncio.QueueEmpty:
+                    pass
+            queue.put_nowait(result)
+
+    def _release(self, stream: Stream, state: PluginState) -> None:
+        stream.running.discard(state.plugin.id)
+        state.in_flight = max(0, state.in_flight - 1)
+
+    # ------------------------------------------------------------ reading
+    def results_for_user(self, user_id: str) -> list[tuple[Stream, dict[str, Result]]]:
+        out = []
+        for key, results in self.results.items():
+            if key[0] == user_id and key in self.streams and results:
+                out.append((self.streams[key], results))
+        out.sort(key=lambda item: max(r.computed_at for r in item[1].values()), reverse=True)
+        return out
+
+    def listen(self, user_id: str) -> asyncio.Queue[Result]:
+        queue: asyncio.Queue[Result] = asyncio.Queue(maxsize=100)
+        self.listeners.setdefault(user_id, set()).add(queue)
+        return queue
+
+    def unlisten(self, user_id: str, queue: asyncio.Queue[Result]) -> None:
+        listeners = self.listeners.get(user_id)
+        if listeners is not None:
+            listeners.discard(queue)
+            if not listeners:
+                del self.listeners[user_id]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "streams": len(self.streams),
+            "packets": self.packets,
+            "evicted": self.evicted,
+            "buffer_bytes": sum(s.buffer.nbytes for s in self.streams.values()),
+            "plugins": {
+                pid: {
+                    "runs": s.runs,
+                    "failures": s.failures,
+                    "timeouts": s.timeouts,
+                    "in_flight": s.in_flight,
+                    "mean_ms": round(1000 * s.total_seconds / s.runs, 3) if s.runs else None,
+                    "last_error": s.last_error,
+                }
+                for pid, s in self.plugins.items()
+            },
+        }
+
+    def close(self) -> None:
+        for state in self.plugins.values():
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(function: Callable[[AnalysisWindow], Any], window: AnalysisWindow) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = function(window)
+    return value, time.perf_counter() - started
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
