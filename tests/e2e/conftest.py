@@ -54,6 +54,31 @@ async def services_env(
         env[f"EEGHUB_BROKER__QUEUES__{key.upper()}"] = f"{unique_name}.{key}"
     yield env
     await _delete_queues(rabbitmq_url, [env[f"EEGHUB_BROKER__QUEUES__{k.upper()}"] for k in QUEUE_KEYS])
+    await _delete_buckets(s3_endpoint, [env[f"EEGHUB_OBJECT_STORE__BUCKETS__{k}"] for k in ("RAW_DATA", "MEDIA", "BIDS_EXPORTS")])
+
+
+async def _delete_buckets(s3: dict[str, str], buckets: list[str]) -> None:
+    import aioboto3
+    from botocore.config import Config
+
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    ) as client:
+        for bucket in buckets:
+            try:
+                paginator = client.get_paginator("list_objects_v2")
+                async for page in paginator.paginate(Bucket=bucket):
+                    for item in page.get("Contents", []):
+                        await client.delete_object(Bucket=bucket, Key=item["Key"])
+                await client.delete_bucket(Bucket=bucket)
+            except Exception:  # noqa: BLE001 - best-effort cleanup
+                pass
 
 
 async def _delete_queues(url: str, names: list[str]) -> None:
