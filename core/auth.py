@@ -185,8 +185,9 @@ def identity_of(connection: Any) -> Identity:
     return identity
 
 
-def require_user(connection: Any, _: Any) -> None:
-    """Guard: the request must carry a valid identity."""
+async def require_user(connection: Any, _: Any) -> None:
+    """Guard: the request must carry a valid identity. (Async on purpose:
+    Litestar runs a synchronous guard in a thread pool on every request.)"""
     identity_of(connection)
 
 
