@@ -4,7 +4,8 @@ Run by hand (never a test)::
 
     .venv/bin/python benchmarks/export.py [--sessions 10] [--minutes 30]
         [--predecessor-sessions N] [--predecessor-minutes M] [--profile] [--keep]
-        [--zip-chunk-mib X] [--zip-max-chunks N] [--store-eeg]
+        [--fetch-latency-ms L]
+        [--zip-chunk-mib X] [--zip-max-chunks N] [--deflate-eeg] [--prefetch-depth D] [--direct-fetch]
 
 What it does:
 
@@ -19,11 +20,16 @@ What it does:
 
   - **eeghub**: the dataset-level files (``dataset_description.json``,
     ``README``, ``participants.tsv/.json``), then per session
-    ``dataset.write_session`` with a ``get_signals`` that reads the payload
-    file and ``decode_payload``s it (numba), feeding the session's channel
-    quality as ``runner._write_one`` does; then the ZIP of
-    ``zip_directory(root, prefix="bids_dataset/")``, whose chunks are
-    written to a local file (where the service would stream them to S3);
+    ``runner.write_session_prefetched`` — the path ``runner._write_one``
+    takes: ``dataset.write_session`` in a worker thread, its packet objects
+    fetched on the event loop up to ``runner.PREFETCH_DEPTH`` ahead of the
+    writer by ``runner.PacketPrefetcher``, decoded (numba) in the writer
+    thread by ``runner.SessionSignals``, which feeds the session's channel
+    quality. The fetch stands in for ``ObjectStore.get_bytes``: it reads the
+    payload file on the event loop (page-cached, so it does not wait), after
+    ``--fetch-latency-ms`` of simulated round trip when that is set. Then
+    the ZIP of ``zip_directory(root, prefix="bids_dataset/")``, whose chunks
+    are written to a local file (where the service would stream them to S3);
   - **predecessor** (spec §5.5): ``dataset_description.json`` and
     ``participants.tsv``, then per session: read and parse every payload
     (``decode_payload_reference``, plain numpy), §5.4 quality counters,
@@ -43,17 +49,24 @@ What it does:
 Throughput is MB (10^6 bytes) of raw int16 samples per second of the
 export's wall time: samples × channels (9, TRIG included) × 2 bytes.
 The BIDS validator, which eeghub runs before zipping in production, is not
-part of either measurement. If the predecessor is too slow at full size,
-``--predecessor-sessions/--predecessor-minutes`` give it a smaller
+part of either measurement, nor are the database queries. Both methods read
+the payload files without a store round trip; with ``--fetch-latency-ms``
+eeghub's fetches wait that long first (the predecessor's reads do not: its
+GETs were sequential, it would pay the latency once per packet), so the
+ratios are then not like for like. If the predecessor is too slow at full
+size, ``--predecessor-sessions/--predecessor-minutes`` give it a smaller
 experiment; eeghub then runs at both sizes, and the side-by-side ratios are
 computed at the predecessor's size only. ``--profile`` adds a cProfile of
-eeghub's method (main thread; the ZIP runs in its own thread and is timed
-separately). ``--zip-chunk-mib``, ``--zip-max-chunks`` and ``--store-eeg``
-add a what-if row ``eeghub*``: the same method with ``zip_directory``'s
-chunk size or queue depth changed, or the ``.eeg`` files stored rather
-than deflated (a monkeypatch in that child only, never eeghub's default).
-Nothing is asserted: timings depend on the machine (the load average is
-printed).
+eeghub's method (main thread, i.e. the event loop and its fetches; the
+session writer and the ZIP run in threads of their own and are timed
+separately). ``--zip-chunk-mib``, ``--zip-max-chunks``, ``--deflate-eeg``,
+``--prefetch-depth`` and ``--direct-fetch`` add a what-if row ``eeghub*``:
+the same method with ``zip_directory``'s chunk size or queue depth changed,
+the ``.eeg`` files deflated rather than stored (a monkeypatch in that child
+only), the prefetch window changed (1: one GET at a time, as before the
+prefetch), or no prefetch at all (the writer thread reads each payload file
+itself, as this benchmark did before). Nothing is asserted: timings depend
+on the machine (the load average is printed).
 """
 
 from __future__ import annotations
@@ -178,18 +191,52 @@ def end_of_write_phase() -> None:
 ZIP_OPTIONS: dict[str, Any] = {}
 """``zip_directory`` keyword arguments of a what-if run (empty: eeghub's defaults)."""
 
+PREFETCH_OPTIONS: dict[str, Any] = {}
+"""``write_session_prefetched`` keyword arguments of a what-if run (empty: eeghub's defaults)."""
+
+FETCH_LATENCY_S = 0.0
+"""Simulated object-store round trip per packet object (``--fetch-latency-ms``)."""
+
+DIRECT_FETCH = False
+"""What-if ``--direct-fetch``: no prefetch; the writer thread reads each payload itself."""
+
+
+class _DirectRead:
+    """A stand-in for ``runner.PacketPrefetcher`` (``--direct-fetch``): ``get`` reads the payload file in
+    the calling (writer) thread."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+
+    def get(self, object_id: str) -> bytes:
+        with open(object_path(self.data, object_id), "rb") as handle:
+            return handle.read()
+
 
 def eeghub_export(sessions: list[dict[str, Any]], data: Path, out: Path) -> dict[str, Any]:
     import asyncio
 
-    import numpy as np
+    return asyncio.run(_eeghub_export(sessions, data, out))
 
-    from eeghub.core.packet import decode_payload
+
+async def _eeghub_export(sessions: list[dict[str, Any]], data: Path, out: Path) -> dict[str, Any]:
+    import asyncio
+
     from eeghub.core.timeline import Packet
     from eeghub.plugins.exporter import dataset
-    from eeghub.plugins.exporter.runner import _SessionQuality
+    from eeghub.plugins.exporter.runner import SessionSignals, _SessionQuality, write_session_prefetched
     from eeghub.plugins.exporter.session import EventSpec, SessionSpec
     from eeghub.plugins.exporter.zipstream import zip_directory
+
+    latency = FETCH_LATENCY_S
+
+    async def fetch(object_id: str) -> bytes:
+        # The object store's get_bytes: here a read of the payload file, on the event loop like aiobotocore's
+        # reads (page-cached, so it does not wait), after a simulated round trip when --fetch-latency-ms is set.
+        if latency:
+            await asyncio.sleep(latency)
+        with open(object_path(data, object_id), "rb") as handle:
+            return handle.read()
 
     t0 = time.perf_counter()
     root = out / "bids_dataset"
@@ -206,16 +253,6 @@ def eeghub_export(sessions: list[dict[str, Any]], data: Path, out: Path) -> dict
         packets = [Packet(oid, start, end, n, s["sampling_rate"]) for oid, start, end, n in s["packets"]]
         total = sum(p.num_samples for p in packets)
         quality = _SessionQuality(names, types, total, PACKET)
-        previous = [0]
-
-        def get_signals(object_id: str, quality: Any = quality, previous: list[int] = previous) -> np.ndarray:
-            with open(object_path(data, object_id), "rb") as handle:
-                payload = handle.read()
-            packet = decode_payload(payload, previous_trigger=previous[0])
-            previous[0] = packet.last_trigger
-            quality.add(packet.stats, packet.signals.shape[1])
-            return packet.signals
-
         spec = SessionSpec(
             subject=s["subject"],
             session=str(per_subject[s["subject"]]),
@@ -234,24 +271,30 @@ def eeghub_export(sessions: list[dict[str, Any]], data: Path, out: Path) -> dict
             EventSpec(onset_us=onset_us, logged_onset_s=logged, duration=1.0, trial_type="stimulus", value=1, event_id=k)
             for k, onset_us, logged in s["events"]
         ]
-        result = dataset.write_session(root, spec, packets, get_signals, events, quality, 50.0)
+        if DIRECT_FETCH:
+            # What-if: no prefetch; the writer thread reads each payload itself when it needs it
+            # (decoding as runner.SessionSignals does).
+            signals = SessionSignals(_DirectRead(data), packets, len(names), quality)  # type: ignore[arg-type]
+            result = await asyncio.to_thread(dataset.write_session, root, spec, packets, signals, events, quality, 50.0)
+        else:
+            # runner._write_one's path: packet objects prefetched on this loop, decoded in the writer thread.
+            result, signals = await write_session_prefetched(
+                root, spec, packets, events, quality, 50.0, fetch=fetch, **PREFETCH_OPTIONS
+            )
+        if signals.undecodable or signals.missing:
+            raise RuntimeError(f"{s['session_id']}: undecodable {signals.undecodable}, missing {signals.missing}")
         samples += result.samples
     t1 = time.perf_counter()
     end_of_write_phase()
 
     archive = out / "export.zip"
-
-    async def stream() -> int:
-        size = 0
-        with open(archive, "wb") as handle:
-            async for chunk in zip_directory(root, prefix="bids_dataset/", **ZIP_OPTIONS):
-                handle.write(chunk)
-                size += len(chunk)
-        return size
-
-    zip_bytes = asyncio.run(stream())
+    size = 0
+    with open(archive, "wb") as handle:
+        async for chunk in zip_directory(root, prefix="bids_dataset/", **ZIP_OPTIONS):
+            handle.write(chunk)
+            size += len(chunk)
     t2 = time.perf_counter()
-    return {"write_s": t1 - t0, "zip_s": t2 - t1, "samples": samples, "zip_bytes": zip_bytes,
+    return {"write_s": t1 - t0, "zip_s": t2 - t1, "samples": samples, "zip_bytes": size,
             "tree_bytes": _tree_size(root), "data_files": _data_files(root)}
 
 
@@ -404,16 +447,20 @@ METHODS = {"eeghub": eeghub_export, "predecessor": predecessor_export}
 
 def child(args: argparse.Namespace) -> None:
     """One method, in this fresh process; prints one JSON line."""
+    global DIRECT_FETCH, FETCH_LATENCY_S
     data, work = Path(args.data), Path(args.work)
     method = METHODS[args.child]
     if args.zip_chunk_mib is not None:
         ZIP_OPTIONS["chunk"] = int(args.zip_chunk_mib * 1024 * 1024)
     if args.zip_max_chunks is not None:
         ZIP_OPTIONS["max_chunks"] = args.zip_max_chunks
-    if args.store_eeg:
+    if args.deflate_eeg:
         from eeghub.plugins.exporter import zipstream
 
-        zipstream._STORE_SUFFIXES.add(".eeg")  # what-if only: store the int16 data uncompressed
+        zipstream._STORE_SUFFIXES.discard(".eeg")  # what-if only: deflate the int16 data (at the text level)
+    if args.prefetch_depth is not None:
+        PREFETCH_OPTIONS["depth"] = args.prefetch_depth
+    DIRECT_FETCH, FETCH_LATENCY_S = args.direct_fetch, args.fetch_latency_ms / 1000
     manifest = json.loads((data / "manifest.json").read_text())
     # Warm-up: the same method on 8 s of one session, one event (numba, lazy imports), then discarded.
     tiny = select(manifest, 1, 8 * PACKET / RATE / 60)
@@ -546,9 +593,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated payloads (prints where)")
     what_if = parser.add_argument_group(
         "what-if", "any of these adds a row 'eeghub*': eeghub's method with zip_directory tuned (not the defaults)")
-    what_if.add_argument("--zip-chunk-mib", type=float, default=None, help="zip_directory chunk (default 8 MiB)")
-    what_if.add_argument("--zip-max-chunks", type=int, default=None, help="zip_directory max_chunks (default 4)")
-    what_if.add_argument("--store-eeg", action="store_true", help="store .eeg files in the ZIP instead of deflating them")
+    what_if.add_argument("--zip-chunk-mib", type=float, default=None, help="zip_directory chunk (default 1 MiB)")
+    what_if.add_argument("--zip-max-chunks", type=int, default=None, help="zip_directory max_chunks (default 2)")
+    what_if.add_argument("--deflate-eeg", action="store_true", help="deflate .eeg files in the ZIP instead of storing them")
+    what_if.add_argument("--prefetch-depth", type=int, default=None,
+                         help="packet objects fetched ahead of the writer (default 16; 1 = one GET at a time)")
+    what_if.add_argument("--direct-fetch", action="store_true",
+                         help="no prefetch: the writer thread reads each payload file itself")
+    parser.add_argument("--fetch-latency-ms", type=float, default=0.0,
+                        help="simulated object-store round trip per packet for eeghub's rows (default 0)")
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -567,8 +620,13 @@ def main() -> None:
         variant += ["--zip-chunk-mib", str(args.zip_chunk_mib)]
     if args.zip_max_chunks is not None:
         variant += ["--zip-max-chunks", str(args.zip_max_chunks)]
-    if args.store_eeg:
-        variant.append("--store-eeg")
+    if args.deflate_eeg:
+        variant.append("--deflate-eeg")
+    if args.prefetch_depth is not None:
+        variant += ["--prefetch-depth", str(args.prefetch_depth)]
+    if args.direct_fetch:
+        variant.append("--direct-fetch")
+    latency = ("--fetch-latency-ms", str(args.fetch_latency_ms)) if args.fetch_latency_ms else ()
     temp = Path(tempfile.mkdtemp(prefix="eeghub-export-bench-"))
     try:
         data, work = temp / "payloads", temp / "work"
@@ -584,23 +642,26 @@ def main() -> None:
 
         if variant:
             print(f"eeghub* = eeghub's method with {' '.join(variant)} (a what-if, not eeghub's defaults)")
-        full = {"eeghub": run_child("eeghub", data, work, args.sessions, args.minutes)}
+        if latency:
+            print(f"eeghub's rows: every packet fetch waits {args.fetch_latency_ms:g} ms first (simulated store round "
+                  "trip); the predecessor's reads do not, so eeghub / predecessor ratios are not like for like")
+        full = {"eeghub": run_child("eeghub", data, work, args.sessions, args.minutes, variant=latency)}
         if not reduced:
             full["predecessor"] = run_child("predecessor", data, work, args.sessions, args.minutes)
         if variant:
-            full["eeghub*"] = run_child("eeghub", data, work, args.sessions, args.minutes, variant=tuple(variant))
+            full["eeghub*"] = run_child("eeghub", data, work, args.sessions, args.minutes, variant=(*variant, *latency))
         print_table("full size" if not reduced else "full size, eeghub only", full, args.sessions, args.minutes)
         if reduced:
             side = {
-                "eeghub": run_child("eeghub", data, work, p_sessions, p_minutes),
+                "eeghub": run_child("eeghub", data, work, p_sessions, p_minutes, variant=latency),
                 "predecessor": run_child("predecessor", data, work, p_sessions, p_minutes),
             }
             if variant:
-                side["eeghub*"] = run_child("eeghub", data, work, p_sessions, p_minutes, variant=tuple(variant))
+                side["eeghub*"] = run_child("eeghub", data, work, p_sessions, p_minutes, variant=(*variant, *latency))
             print_table("REDUCED size, side by side (the predecessor at full size was too slow)", side,
                         p_sessions, p_minutes)
         if args.profile:
-            profiled = run_child("eeghub", data, work, args.sessions, args.minutes, profile=True)
+            profiled = run_child("eeghub", data, work, args.sessions, args.minutes, profile=True, variant=latency)
             print(f"\n== cProfile of eeghub's method (main thread; write {profiled['write_s']:.2f} s, "
                   f"zip {profiled['zip_s']:.2f} s under the profiler) ==")
             print(profiled["profile"])

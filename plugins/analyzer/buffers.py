@@ -47,8 +47,10 @@ class RingBuffer:
         """Append channels × n int16 samples (only the last ``capacity`` kept)."""
         n = samples.shape[1]
         if n >= self.capacity:
-            self.data[:, :] = samples[:, n - self.capacity :]
+            # Keep the invariant (the newest sample at (written - 1) % capacity):
+            # rotate the last `capacity` samples so that `window` reads them in order.
             self.written += n
+            self.data[:, :] = np.roll(samples[:, n - self.capacity :], self.written % self.capacity, axis=1)
         else:
             start = self.written % self.capacity
             first = min(n, self.capacity - start)

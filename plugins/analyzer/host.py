@@ -332,6 +332,11 @@ class AnalysisHost:
 def _timed(function: Callable[[AnalysisWindow], Any], window: AnalysisWindow) -> tuple[Any, float]:
     started = time.perf_counter()
     value = function(window)
+    if value is not None:
+        # Fail here, as this plugin's failure, rather than later in every
+        # results request and event stream of the user (numpy scalars and
+        # arrays, for one, are not encodable).
+        msgspec.to_builtins(value)
     return value, time.perf_counter() - started
 
 

@@ -15,10 +15,13 @@ that fails is marked ``failed`` with the reason, never left ``processing``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import shutil
+import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,11 @@ from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
-from eeghub.core.timeline import Packet
+from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, validation
 from .labels import LabelMap
-from .session import EventSpec, SessionSpec
+from .session import EventSpec, SessionResult, SessionSpec
 from .zipstream import zip_directory
 
 log = logging.getLogger("eeghub.exporter")
@@ -95,6 +98,254 @@ class _SessionQuality(Mapping[str, Mapping[str, str]]):
         return len(self._build())
 
 
+PREFETCH_DEPTH = 16
+"""Packet objects requested ahead of the session writer (fetched or in flight)."""
+
+FETCH_TIMEOUT_S = 120.0
+"""How long the writer waits for one packet object."""
+
+Fetch = Callable[[str], Awaitable[bytes]]
+
+
+class PacketPrefetcher:
+    """Packet objects fetched on the event loop ahead of the writer thread.
+
+    The writer (a worker thread) asks for objects one at a time with
+    :meth:`get`, in the order given as ``order`` (a prediction). Up to
+    ``depth`` of the next ones are being fetched, or wait fetched, so the
+    writer finds a finished or running fetch instead of issuing one GET at
+    a time; memory is bounded by ``depth`` payloads. The writer hands the
+    loop more positions in batches (one wake-up per ``depth // 2`` objects);
+    on the loop, up to ``depth`` worker tasks run ``fetch``, a new worker
+    joining only while a fetch is actually waiting (a store that answers at
+    once is served by one worker, without a task per object). Objects the
+    writer skips are not fetched, or their payloads dropped; one it asks
+    for that is not ahead in ``order`` is fetched alone, as without
+    prefetching. A failed fetch (``ObjectNotFound`` too) raises from
+    :meth:`get` for that object only. :meth:`aclose` (on the loop) cancels
+    what still runs; a writer still waiting then gets a RuntimeError.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fetch: Fetch,
+        order: Sequence[str],
+        *,
+        depth: int = PREFETCH_DEPTH,
+        timeout: float = FETCH_TIMEOUT_S,
+    ) -> None:
+        self._loop, self._fetch, self._timeout = loop, fetch, timeout
+        self._order = list(order)
+        self._position: dict[str, int] = {}
+        for position, object_id in enumerate(self._order):
+            self._position.setdefault(object_id, position)
+        self._depth = max(1, depth)
+        self._batch = max(1, self._depth // 2)
+        self._ready = threading.Condition(threading.Lock())
+        # Guarded by self._ready (written by the writer thread, read by both):
+        self._results: dict[int, tuple[bytes | None, BaseException | None]] = {}
+        self._consumed = 0  # positions before this one are taken or skipped
+        self._closed = False
+        # Writer thread only:
+        self._requested = 0  # positions before this one were handed to the loop
+        # Loop thread only:
+        self._next = 0  # the next position a worker takes
+        self._allowed = 0  # workers take positions before this one
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._wake_pending = False
+
+    # -- writer thread
+    def get(self, object_id: str) -> bytes:
+        position = self._position.get(object_id, -1)
+        outcome: tuple[bytes | None, BaseException | None] | None = None
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("packet prefetch closed")
+            alone = position < self._consumed  # not predicted, or asked for again
+            if not alone:
+                for skipped in range(self._consumed, position):  # gone past: drop what was fetched for them
+                    self._results.pop(skipped, None)
+                outcome = self._results.pop(position, None)
+                self._consumed = position if outcome is None else position + 1
+        if alone:  # fetched by itself, as without prefetching
+            return asyncio.run_coroutine_threadsafe(self._fetch(object_id), self._loop).result(timeout=self._timeout)
+        stop = min(len(self._order), position + self._depth)
+        start = max(self._requested, position)
+        # Top up in batches; at once when the wanted object or the last ones are not requested yet.
+        if stop > start and (start == position or stop - start >= self._batch or stop == len(self._order)):
+            self._requested = stop
+            self._loop.call_soon_threadsafe(self._launch, stop)
+        if outcome is None:
+            deadline = time.monotonic() + self._timeout
+            with self._ready:
+                while position not in self._results:
+                    if self._closed:
+                        raise RuntimeError("packet prefetch closed")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"object {object_id} not fetched within {self._timeout:g} s")
+                    self._ready.wait(left)
+                outcome = self._results.pop(position)
+                self._consumed = position + 1
+        payload, error = outcome
+        if error is not None:
+            raise error
+        assert payload is not None
+        return payload
+
+    # -- event loop
+    def _launch(self, stop: int) -> None:
+        if self._closed:
+            return
+        self._allowed = max(self._allowed, stop)  # positions the writer went past are passed over by the workers
+        self._wake()
+
+    def _wake(self) -> None:
+        """Get one more worker going if there is work: an idle one, or a new one."""
+        self._wake_pending = False
+        if self._closed or self._next >= self._allowed:
+            return
+        if self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        elif len(self._workers) < self._depth:
+            task = self._loop.create_task(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _work(self) -> None:
+        while not self._closed:
+            if self._next >= self._allowed:
+                waiter = self._loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            position = self._next
+            self._next += 1
+            if position < self._consumed:
+                continue  # the writer has gone past it
+            if self._next < self._allowed and not self._wake_pending:
+                # Should this fetch wait, another worker takes the next position meanwhile.
+                self._wake_pending = True
+                self._loop.call_soon(self._wake)
+            outcome: tuple[bytes | None, BaseException | None]
+            try:
+                outcome = (await self._fetch(self._order[position]), None)
+            except Exception as exc:  # noqa: BLE001 - raised in the writer, for this object only
+                outcome = (None, exc)
+            with self._ready:
+                if position >= self._consumed and not self._closed:
+                    self._results[position] = outcome
+                    self._ready.notify()
+
+    async def aclose(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._results.clear()
+            self._ready.notify_all()
+        workers = list(self._workers)
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+        self._idle.clear()
+
+
+def fetch_order(packets: Sequence[Packet], start_ms: float | None, end_ms: float | None) -> list[str]:
+    """The order in which ``write_session`` will ask for ``packets``' signals,
+    as a cheap prediction: start-time order without exact duplicates (as
+    ``plan_stream`` keeps them), without packets wholly outside the session.
+    Packets later dropped as overlapped are in it; the prefetcher skips them."""
+    lower = float("-inf") if start_ms is None else start_ms - 1
+    upper = float("inf") if end_ms is None else end_ms + 1
+    try:
+        kept = plan_stream(packets).kept
+        return [p.object_id for p in kept if p.start_ms <= upper and p.start_ms + packet_duration_ms(p) >= lower]
+    except Exception:  # noqa: BLE001 - malformed packet metadata: write_session raises its own error for it
+        return [p.object_id for p in packets]
+
+
+class SessionSignals:
+    """``get_signals`` for ``dataset.write_session``: payloads from a
+    :class:`PacketPrefetcher`, decoded here, in the writer's thread, in order
+    (the trigger channel's decoding carries state from packet to packet),
+    feeding the session's channel quality. An undecodable or missing object
+    becomes a zero-filled packet, listed in ``undecodable`` or ``missing``."""
+
+    def __init__(
+        self,
+        prefetcher: PacketPrefetcher,
+        packets: Sequence[Packet],
+        num_channels: int,
+        quality: _SessionQuality | None,
+        max_channels: int = 128,
+    ) -> None:
+        self._prefetcher, self._quality = prefetcher, quality
+        self._num_channels, self._max_channels = num_channels, max_channels
+        self._sizes: dict[str, int] = {}
+        for p in packets:
+            self._sizes.setdefault(p.object_id, p.num_samples)
+        self._previous = 0
+        self.undecodable: list[str] = []
+        self.missing: list[str] = []
+
+    def __call__(self, object_id: str) -> np.ndarray:
+        try:
+            payload = self._prefetcher.get(object_id)
+        except ObjectNotFound:
+            self.missing.append(object_id)
+            return self._zeros(object_id)
+        try:
+            packet = decode_payload(payload, previous_trigger=self._previous, max_channels=self._max_channels)
+        except PacketError:
+            self.undecodable.append(object_id)
+            return self._zeros(object_id)
+        self._previous = packet.last_trigger
+        if self._quality is not None:
+            self._quality.add(packet.stats, packet.signals.shape[1])
+        return packet.signals
+
+    def _zeros(self, object_id: str) -> np.ndarray:
+        return np.zeros((self._num_channels, self._sizes[object_id]), dtype=np.int16)
+
+
+async def write_session_prefetched(
+    root: Path,
+    spec: SessionSpec,
+    packets: Sequence[Packet],
+    events: Sequence[EventSpec],
+    quality: _SessionQuality | None,
+    power_line_frequency: float | None,
+    *,
+    fetch: Fetch,
+    max_channels: int = 128,
+    depth: int = PREFETCH_DEPTH,
+) -> tuple[SessionResult, SessionSignals]:
+    """``dataset.write_session`` in a worker thread, its packet objects
+    fetched by ``fetch`` (a coroutine function of the object id, run on this
+    loop) up to ``depth`` ahead of the writer and decoded in its thread."""
+    order = await asyncio.to_thread(fetch_order, packets, spec.start_ms, spec.end_ms)
+    prefetcher = PacketPrefetcher(asyncio.get_running_loop(), fetch, order, depth=depth)
+    signals = SessionSignals(prefetcher, packets, len(spec.channel_names), quality, max_channels)
+    try:
+        result = await asyncio.to_thread(
+            dataset.write_session,
+            root,
+            spec,
+            packets,
+            signals,
+            events,
+            quality if quality is not None else {},
+            power_line_frequency,
+        )
+    finally:
+        await prefetcher.aclose()
+    return result, signals
+
+
 async def _fetch_all(ctx: AppContext, experiment_id: uuid.UUID) -> dict[str, Any]:
     db = ctx.database
     experiment = await db.fetchrow("SELECT * FROM experiments WHERE experiment_id = $1", experiment_id)
@@ -115,7 +366,6 @@ async def _fetch_all(ctx: AppContext, experiment_id: uuid.UUID) -> dict[str, Any
 
 async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, progress: Progress) -> dict[str, Any]:
     """Write the experiment's BIDS dataset into ``root``; return a report."""
-    loop = asyncio.get_running_loop()
     data = await _fetch_all(ctx, experiment_id)
     experiment, sessions = data["experiment"], data["sessions"]
     root.mkdir(parents=True, exist_ok=True)
@@ -158,7 +408,7 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
         per_subject[subject] = per_subject.get(subject, 0) + 1
         session_label = labels.assign("session", session["session_id"], preferred=str(per_subject[subject]), scope=subject)
         task = labels.assign("task", session["session_type"] or "default")
-        outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket, loop)
+        outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket)
         (report["sessions"] if "error" not in outcome else report["skipped_sessions"]).append(outcome)
         done = index + 1
         await progress(
@@ -182,7 +432,6 @@ async def _write_one(
     session_label: str,
     task: str,
     bucket: str,
-    loop: asyncio.AbstractEventLoop,
 ) -> dict[str, Any]:
     db = ctx.database
     sid = session["session_id"]
@@ -229,22 +478,6 @@ async def _write_one(
     ]
     total = sum(p.num_samples for p in packets)
     quality = _SessionQuality(names, types, total, total // max(1, len(packets)))
-    undecodable: list[str] = []
-    previous = [0]
-
-    def get_signals(object_id: str) -> np.ndarray:
-        # Runs in the writer's thread: fetch through the event loop, decode here.
-        payload = asyncio.run_coroutine_threadsafe(ctx.objects.get_bytes(bucket, object_id), loop).result(timeout=120)
-        try:
-            packet = decode_payload(payload, previous_trigger=previous[0], max_channels=ctx.settings.ingest.max_channels)
-        except PacketError:
-            undecodable.append(object_id)
-            size = next(p.num_samples for p in packets if p.object_id == object_id)
-            return np.zeros((len(names), size), dtype=np.int16)
-        previous[0] = packet.last_trigger
-        quality.add(packet.stats, packet.signals.shape[1])
-        return packet.signals
-
     spec = SessionSpec(
         subject=subject,
         session=session_label,
@@ -260,8 +493,15 @@ async def _write_one(
         device_id=session["device_id"],
     )
     try:
-        result = await asyncio.to_thread(
-            dataset.write_session, root, spec, packets, get_signals, specs, quality, ctx.settings.export.power_line_frequency
+        result, signals = await write_session_prefetched(
+            root,
+            spec,
+            packets,
+            specs,
+            quality,
+            ctx.settings.export.power_line_frequency,
+            fetch=lambda object_id: ctx.objects.get_bytes(bucket, object_id),
+            max_channels=ctx.settings.ingest.max_channels,
         )
     except Exception as exc:  # noqa: BLE001 - one bad session is reported, the rest exported
         log.warning("session %s not exported: %s", sid, exc)
@@ -282,7 +522,8 @@ async def _write_one(
         "events_from_log": result.events_from_log,
         "events_not_placed": result.events_not_placed,
         "missing_stimuli": result.missing_stimuli,
-        "undecodable_objects": undecodable,
+        "undecodable_objects": signals.undecodable,
+        "missing_objects": signals.missing,
         "inconsistent_objects": inconsistent,
     }
 
