@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -82,6 +82,13 @@ class PluginState:
     timeouts: int = 0
     total_seconds: float = 0.0
     last_error: str | None = None
+    queue: deque[Stream] = field(default_factory=deque)
+    """Streams due for this plugin, waiting for one of its ``capacity`` slots."""
+
+    @property
+    def capacity(self) -> int:
+        """Runs in flight at most (bounded backlog: windows alive, queue wait)."""
+        return self.executor._max_workers * 4  # noqa: SLF001
 
 
 class AnalysisHost:
@@ -110,6 +117,7 @@ class AnalysisHost:
         self.packets = 0
         self.evicted = 0
         self._sequence = 0
+        self._closed = False
         for plugin in plugins:
             if plugin.id in self.plugins:
                 raise ValueError(f"two analysis plugins share the id {plugin.id!r}")
@@ -211,26 +219,36 @@ class AnalysisHost:
         work = []
         for stream in self.streams.values():
             for pid, state in self.plugins.items():
-                if pid in stream.running:
+                if pid in stream.running:  # running or queued
                     continue
                 if now - stream.last_run.get(pid, -1e18) < state.plugin.interval_seconds:
-                    continue
-                if state.in_flight >= state.executor._max_workers * 4:  # noqa: SLF001 - bounded backlog
                     continue
                 work.append((stream, state))
         return work
 
     async def run_due(self) -> int:
-        """Submit every due analysis; return how many were started."""
-        started = 0
-        loop = asyncio.get_running_loop()
+        """Queue every due analysis, start what each plugin's backlog allows;
+        return how many were started. The rest start as runs finish."""
         for stream, state in self.due():
-            window = self.window_for(stream, state.plugin)
+            stream.running.add(state.plugin.id)  # queued: not queued again
+            state.queue.append(stream)
+        return sum(self._fill(state) for state in self.plugins.values())
+
+    def _fill(self, state: PluginState) -> int:
+        """Submit queued streams while the plugin has a free slot; each
+        window is built just before its run (bounded memory, fresh data)."""
+        if self._closed:
+            return 0
+        loop = asyncio.get_running_loop()
+        pid = state.plugin.id
+        started = 0
+        while state.queue and state.in_flight < state.capacity:
+            stream = state.queue.popleft()
+            window = self.window_for(stream, state.plugin) if self.streams.get(stream.key) is stream else None
             if window is None:
+                stream.running.discard(pid)
                 continue
-            pid = state.plugin.id
             stream.last_run[pid] = self.clock()
-            stream.running.add(pid)
             state.in_flight += 1
             future = loop.run_in_executor(state.executor, _timed, state.plugin.analyze, window)
             asyncio.ensure_future(self._collect(stream, state, window, future))
@@ -283,6 +301,7 @@ class AnalysisHost:
     def _release(self, stream: Stream, state: PluginState) -> None:
         stream.running.discard(state.plugin.id)
         state.in_flight = max(0, state.in_flight - 1)
+        self._fill(state)  # a slot is free: start the next queued stream
 
     # ------------------------------------------------------------ reading
     def results_for_user(self, user_id: str) -> list[tuple[Stream, dict[str, Result]]]:
@@ -325,7 +344,9 @@ class AnalysisHost:
         }
 
     def close(self) -> None:
+        self._closed = True
         for state in self.plugins.values():
+            state.queue.clear()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
 
