@@ -410,6 +410,7 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
         task = labels.assign("task", session["session_type"] or "default")
         outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket)
         (report["sessions"] if "error" not in outcome else report["skipped_sessions"]).append(outcome)
+        outcome["media"] = await _write_media(ctx, root, session, subject, session_label)
         done = index + 1
         await progress(
             stage=f"session {done}/{len(sessions)}",
@@ -422,6 +423,42 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
         ))
     await asyncio.to_thread(labels.write, root)
     return report
+
+
+async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, session_label: str) -> int:
+    """Photos and audio linked to the session, under ``sourcedata/media`` with
+    an index (``media.tsv``); BIDS has no place for them in the raw tree."""
+    rows = await ctx.database.fetch(
+        """SELECT object_id, 'image' AS kind, timestamp_utc AS captured_at, content_type, original_filename
+             FROM images WHERE session_id = $1
+           UNION ALL
+           SELECT object_id, 'audio', start_time, content_type, original_filename FROM audio_clips WHERE session_id = $1
+           ORDER BY 3, 1""",
+        session["session_id"],
+    )
+    items = []
+    bucket = ctx.settings.object_store.buckets.media
+    for row in rows:
+        try:
+            data = await ctx.objects.get_bytes(bucket, row["object_id"])
+        except ObjectNotFound:
+            continue
+        name = row["object_id"].rsplit("/", 1)[-1]  # a safe key segment, unique per object
+        items.append(
+            dataset.MediaItem(
+                media_id=row["object_id"],
+                subject=subject,
+                session=session_label,
+                kind=row["kind"],
+                file_name=name,
+                source=data,
+                captured_at=row["captured_at"],
+                content_type=row["content_type"],
+            )
+        )
+    if items:
+        await asyncio.to_thread(dataset.write_sourcedata_media, root, items)
+    return len(items)
 
 
 async def _write_one(

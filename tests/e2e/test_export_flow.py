@@ -74,6 +74,12 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
                 sid = f"{subject}-{kind}"
                 data, _ = await record(client, eid, subject, sid, kind, base + k * 60_000, variant, seed=10 * n + k)
                 sent[(subject, kind)] = data
+                if n == 0 and kind == "main_external":  # a photo taken during the session
+                    photo = {"user_id": subject, "session_id": sid, "mimetype": "image/png", "original_filename": "shelf.png",
+                             "timestamp_utc": iso(base + k * 60_000 + 3000)}
+                    r = await client.post("/api/v1/media", headers=user(subject),
+                                          files={"file": ("shelf.png", PNG, "image/png"), **{f: (None, v) for f, v in photo.items()}})
+                    assert r.status_code == 202, r.text
 
         async def all_corrected() -> bool:
             for subject in subjects:
@@ -110,6 +116,9 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
         archive.extractall(tmp_path)
     root = tmp_path / "bids_dataset"
     assert (root / "stimuli" / "choco.png").read_bytes() == PNG
+    media_index = pd.read_csv(root / "sourcedata" / "media" / "media.tsv", sep="\t")
+    assert len(media_index) == 1 and media_index["kind"][0] == "image"
+    assert (root / "sourcedata" / "media" / media_index["filename"][0]).read_bytes() == PNG
     participants = pd.read_csv(root / "participants.tsv", sep="\t")
     assert len(participants) == 2 and all(p.startswith("sub-") and p[4:].isalnum() for p in participants["participant_id"])
     vhdrs = sorted(root.rglob("*_eeg.vhdr"))
