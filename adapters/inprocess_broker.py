@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from eeghub.core.errors import BrokerError, BrokerUnavailable, PermanentFailure
+from eeghub.core.messaging import BOOKKEEPING_HEADERS, attempt_of, check_headers, dead_letter_from, error_text
 from eeghub.core.ports import (
     retry_delay,
     ATTEMPT_HEADER,
@@ -77,8 +78,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_BOOKKEEPING_HEADERS = (ATTEMPT_HEADER, ERROR_HEADER, ORIGIN_HEADER, FAILED_AT_HEADER)
-_MAX_ERROR_CHARS = 1000
 _POLL_INTERVAL = 0.5
 """Seconds between looks at the journal for rows another process inserted."""
 _LEASE = 30.0
@@ -89,25 +88,12 @@ so a broken journal does not turn into a hot loop."""
 
 
 # ---------------------------------------------------------------- messages
-def _check_headers(headers: dict[str, HeaderValue]) -> None:
-    for key, value in headers.items():
-        if not isinstance(key, str):
-            raise TypeError(f"header names must be str, not {type(key).__name__}")
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise TypeError(f"header {key!r}: {type(value).__name__} is not a str, int, float, bool or None")
-
-
 def _whole_seconds_utc(ts: datetime | None) -> datetime:
     """What AMQP carries: UTC, whole seconds (naive means UTC, as in pamqp)."""
     if ts is None:
         ts = datetime.now(UTC)
     ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     return ts.replace(microsecond=0)
-
-
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
 def _with_headers(message: Message, headers: dict[str, HeaderValue]) -> Message:
@@ -117,33 +103,13 @@ def _with_headers(message: Message, headers: dict[str, HeaderValue]) -> Message:
 def _split(message: Message) -> tuple[Message, dict[str, HeaderValue]]:
     """The message as published, and the eeghub bookkeeping headers apart."""
     headers = dict(message.headers)
-    bookkeeping = {k: headers.pop(k) for k in _BOOKKEEPING_HEADERS if k in headers}
+    bookkeeping = {k: headers.pop(k) for k in BOOKKEEPING_HEADERS if k in headers}
     return _with_headers(message, headers), bookkeeping
-
-
-def _attempt(bookkeeping: dict[str, HeaderValue]) -> int:
-    value = bookkeeping.get(ATTEMPT_HEADER)
-    try:
-        return max(1, int(value)) if value is not None else 1
-    except (TypeError, ValueError):
-        return 1
 
 
 def _dead_letter(stored: Message, queue: str) -> DeadLetter:
     message, bookkeeping = _split(stored)
-    failed_at: datetime | None = None
-    raw = bookkeeping.get(FAILED_AT_HEADER)
-    if isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            failed_at = datetime.fromisoformat(raw)
-    origin = bookkeeping.get(ORIGIN_HEADER)
-    return DeadLetter(
-        message=message,
-        queue=origin if isinstance(origin, str) and origin else queue,
-        error=str(bookkeeping.get(ERROR_HEADER) or ""),
-        attempts=_attempt(bookkeeping),
-        failed_at=failed_at,
-    )
+    return dead_letter_from(message, bookkeeping, queue)
 
 
 def _for_replay(stored: Message) -> Message:
@@ -607,7 +573,7 @@ class InProcessBroker:
         exchange now; journaled copies are committed before this returns."""
         if (queue is None) == (exchange is None):
             raise ValueError("publish needs exactly one of queue= or exchange=")
-        _check_headers(message.headers)
+        check_headers(message.headers)
         stored = Message(
             body=bytes(message.body),
             headers=dict(message.headers),
@@ -702,7 +668,7 @@ class InProcessBroker:
         entry.started = True
         queue = entry.queue
         message, bookkeeping = _split(entry.message)
-        attempt = _attempt(bookkeeping)
+        attempt = attempt_of(bookkeeping)
         delivery = Delivery(message=message, queue=queue.name, attempt=attempt, redelivered=entry.redelivered)
         try:
             await handler(delivery)
@@ -739,7 +705,7 @@ class InProcessBroker:
                 queue.name,
                 attempt,
                 max_attempts,
-                _error_text(exc),
+                error_text(exc),
             )
             await asyncio.sleep(retry_delay(attempt, self._retry_backoff))
             await self._move(entry, queue, _with_headers(message, {**message.headers, ATTEMPT_HEADER: attempt + 1}))
@@ -759,7 +725,7 @@ class InProcessBroker:
                 message.message_id,
                 queue.name,
                 attempt,
-                _error_text(exc),
+                error_text(exc),
             )
             await self._ack(entry)
             return
@@ -768,12 +734,12 @@ class InProcessBroker:
             message.message_id,
             queue.name,
             attempt,
-            _error_text(exc),
+            error_text(exc),
         )
         headers: dict[str, HeaderValue] = {
             **message.headers,
             ATTEMPT_HEADER: attempt,
-            ERROR_HEADER: _error_text(exc),
+            ERROR_HEADER: error_text(exc),
             ORIGIN_HEADER: queue.name,
             FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
         }

@@ -62,6 +62,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from eeghub.core.errors import BrokerError, BrokerUnavailable, PermanentFailure
+from eeghub.core.messaging import BOOKKEEPING_HEADERS, attempt_of, check_headers, dead_letter_from, error_text
 from eeghub.core.ports import (
     retry_delay,
     ATTEMPT_HEADER,
@@ -78,8 +79,6 @@ from eeghub.core.ports import (
 
 log = logging.getLogger(__name__)
 
-_BOOKKEEPING_HEADERS = (ATTEMPT_HEADER, ERROR_HEADER, ORIGIN_HEADER, FAILED_AT_HEADER)
-_MAX_ERROR_CHARS = 1000
 _REQUEUE_PAUSE = 1.0
 """Seconds to wait before returning a message we could not retry or
 dead-letter: without it a broker that refuses the republish (say the DLQ was
@@ -87,14 +86,6 @@ deleted) would make the message bounce in a hot loop."""
 
 
 # ---------------------------------------------------------------- messages
-def _check_headers(headers: dict[str, HeaderValue]) -> None:
-    for key, value in headers.items():
-        if not isinstance(key, str):
-            raise TypeError(f"header names must be str, not {type(key).__name__}")
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise TypeError(f"header {key!r}: {type(value).__name__} is not a str, int, float, bool or None")
-
-
 def _header_value(value: Any) -> HeaderValue:
     """Make a header of a foreign publisher fit ``HeaderValue``."""
     if value is None or isinstance(value, str | int | float | bool):
@@ -104,14 +95,9 @@ def _header_value(value: Any) -> HeaderValue:
     return str(value)
 
 
-def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
-
-
 def _to_amqp(message: Message, *, persistent: bool, extra: dict[str, HeaderValue] | None = None) -> aio_pika.Message:
     headers: dict[str, HeaderValue] = dict(message.headers)
-    _check_headers(headers)
+    check_headers(headers)
     if extra:
         headers.update(extra)
     timestamp = message.timestamp or datetime.now(UTC)
@@ -134,7 +120,7 @@ def _to_amqp(message: Message, *, persistent: bool, extra: dict[str, HeaderValue
 def _from_amqp(incoming: AbstractIncomingMessage) -> tuple[Message, dict[str, HeaderValue]]:
     """The message as published, and the eeghub bookkeeping headers apart."""
     headers = {str(k): _header_value(v) for k, v in (incoming.headers or {}).items()}
-    bookkeeping = {k: headers.pop(k) for k in _BOOKKEEPING_HEADERS if k in headers}
+    bookkeeping = {k: headers.pop(k) for k in BOOKKEEPING_HEADERS if k in headers}
     timestamp = incoming.timestamp
     if timestamp is not None and timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
@@ -147,30 +133,6 @@ def _from_amqp(incoming: AbstractIncomingMessage) -> tuple[Message, dict[str, He
         timestamp=timestamp.astimezone(UTC) if timestamp is not None else None,
     )
     return message, bookkeeping
-
-
-def _attempt(bookkeeping: dict[str, HeaderValue]) -> int:
-    value = bookkeeping.get(ATTEMPT_HEADER)
-    try:
-        return max(1, int(value)) if value is not None else 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _dead_letter(message: Message, bookkeeping: dict[str, HeaderValue], queue: str) -> DeadLetter:
-    failed_at: datetime | None = None
-    raw = bookkeeping.get(FAILED_AT_HEADER)
-    if isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            failed_at = datetime.fromisoformat(raw)
-    origin = bookkeeping.get(ORIGIN_HEADER)
-    return DeadLetter(
-        message=message,
-        queue=origin if isinstance(origin, str) and origin else queue,
-        error=str(bookkeeping.get(ERROR_HEADER) or ""),
-        attempts=_attempt(bookkeeping),
-        failed_at=failed_at,
-    )
 
 
 async def _close_channel_quietly(channel: AbstractChannel, timeout: float) -> None:
@@ -517,7 +479,7 @@ class RabbitMQBroker:
     ) -> None:
         """Run the handler on one delivery and settle it (ack, retry or DLQ)."""
         message, bookkeeping = _from_amqp(incoming)
-        attempt = _attempt(bookkeeping)
+        attempt = attempt_of(bookkeeping)
         delivery = Delivery(message=message, queue=queue, attempt=attempt, redelivered=bool(incoming.redelivered))
         persistent = incoming.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         try:
@@ -535,7 +497,7 @@ class RabbitMQBroker:
                     queue,
                     attempt,
                     max_attempts,
-                    _error_text(exc),
+                    error_text(exc),
                 )
                 # Back off while holding the prefetch slot, so a failing
                 # dependency is not hammered and has time to recover.
@@ -549,11 +511,11 @@ class RabbitMQBroker:
                     message.message_id,
                     queue,
                     attempt,
-                    _error_text(exc),
+                    error_text(exc),
                 )
                 extra: dict[str, HeaderValue] = {
                     ATTEMPT_HEADER: attempt,
-                    ERROR_HEADER: _error_text(exc),
+                    ERROR_HEADER: error_text(exc),
                     ORIGIN_HEADER: queue,
                     FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
                 }
@@ -567,7 +529,7 @@ class RabbitMQBroker:
                     message.message_id,
                     queue,
                     attempt,
-                    _error_text(exc),
+                    error_text(exc),
                 )
                 settled = True
             if not settled:
@@ -618,7 +580,7 @@ class RabbitMQBroker:
                 if incoming is None:
                     break
                 message, bookkeeping = _from_amqp(incoming)
-                letters.append(_dead_letter(message, bookkeeping, queue))
+                letters.append(dead_letter_from(message, bookkeeping, queue))
         return letters
 
     async def replay_dead_letters(self, queue: str, limit: int | None = None) -> int:
