@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import inspect
 import logging
+import random
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aioboto3
 import aiohttp
+import yarl
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +34,7 @@ from eeghub.core.keys import validate_bucket, validate_key, validate_prefix
 from eeghub.core.ports import ObjectInfo
 
 from .object_store_support import check_range, normalize_metadata
+from .s3_lean_put import SigV4Signer, s3_error
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,15 @@ _INVALID_KEY_CODES = frozenset({"KeyTooLongError", "InvalidObjectName", "XMinioI
 """Keys that pass ``validate_key`` but not the server's own rules: MinIO and
 SeaweedFS refuse path segments longer than 255 bytes, which AWS accepts."""
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"})
+_LEAN_INCOMPATIBLE_CODES = frozenset({"SignatureDoesNotMatch", "NotImplemented", "XAmzContentSHA256Mismatch"})
+"""A server answering these to a lean PUT gets botocore from then on."""
+_LEAN_DEFER_CODES = frozenset(
+    {"AuthorizationHeaderMalformed", "PermanentRedirect", "TemporaryRedirect", "IllegalLocationConstraintException"}
+)
+"""Answers botocore knows how to follow (region redirects): that request is
+sent again through botocore."""
 
 
 def _error_code(exc: ClientError) -> str:
@@ -112,11 +126,16 @@ class S3ObjectStore:
         read_timeout: float = 60,
         max_attempts: int = 3,
         ping_bucket: str | None = None,
+        lean_put: bool = True,
+        lean_put_max_bytes: int = 1024 * 1024,
+        max_connections: int = 32,
     ) -> None:
         """``endpoint_url=None`` means AWS; ``access_key=None`` means botocore's
         usual credential chain (environment, profile, instance role).
         ``ping_bucket``: health checks HEAD this bucket instead of listing all
-        buckets (production credentials often may not list buckets)."""
+        buckets (production credentials often may not list buckets).
+        ``lean_put``: ``put_bytes`` of at most ``lean_put_max_bytes`` goes
+        through the lean signed aiohttp PUT of ``s3_lean_put`` (see there)."""
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ConfigurationError(f"S3 part_size must be between 5 MiB and 5 GiB, not {part_size} bytes")
         if multipart_threshold < 1:
@@ -143,6 +162,15 @@ class S3ObjectStore:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._ping_bucket = ping_bucket
+        self._max_attempts = max_attempts
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_connections = max_connections
+        self._lean_wanted = lean_put
+        self._lean_max_bytes = lean_put_max_bytes
+        self._signer: SigV4Signer | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._credentials: Any = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -162,9 +190,41 @@ class S3ObjectStore:
         with self._translated("connect", "", None):
             self._client = await stack.enter_async_context(client_context)
         self._stack = stack
+        if self._lean_wanted:
+            await self._start_lean(session)
+
+    async def _start_lean(self, session: Any) -> None:
+        """Set up the lean PUT path; without credentials (anonymous access)
+        or with an endpoint it cannot sign for, botocore does every write."""
+        if self._access_key and self._secret_key:
+            credentials: Any = None
+        else:
+            credentials = session.get_credentials()
+            if inspect.isawaitable(credentials):
+                credentials = await credentials
+            if credentials is None:
+                log.info("S3: no credentials found for the lean PUT path; every write goes through botocore")
+                return
+        endpoint = self._endpoint_url or f"https://s3.{self._region}.amazonaws.com"
+        try:
+            signer = SigV4Signer(endpoint, self._region)
+        except ValueError as exc:
+            log.info("S3: lean PUT path disabled: %s", exc)
+            return
+        self._credentials = credentials
+        self._signer = signer
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type"),
+        )
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
+        http, self._http, self._signer = self._http, None, None
+        if http is not None:
+            await http.close()
         if stack is not None:
             await stack.aclose()
 
@@ -249,7 +309,84 @@ class S3ObjectStore:
         validate_bucket(bucket)
         validate_key(key)
         clean_metadata = normalize_metadata(metadata)
-        return await self._put_object(bucket, key, bytes(data), content_type, clean_metadata)
+        body = bytes(data)
+        if self._signer is not None and len(body) <= self._lean_max_bytes:
+            info = await self._lean_put(bucket, key, body, content_type, clean_metadata)
+            if info is not None:
+                return info
+        return await self._put_object(bucket, key, body, content_type, clean_metadata)
+
+    async def _lean_put(
+        self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]
+    ) -> ObjectInfo | None:
+        """PutObject through ``s3_lean_put``; ``None`` when botocore should
+        send this request instead (see ``_LEAN_DEFER_CODES``). Retries like
+        botocore's standard mode: connection errors, 5xx and throttling, up
+        to ``max_attempts`` tries with jittered exponential back-off (a PUT
+        of the same bytes to the same key is idempotent)."""
+        signer, http = self._signer, self._http
+        if signer is None or http is None:
+            return None
+        try:
+            path = signer.path(bucket, key)
+        except UnicodeEncodeError:
+            raise InvalidObjectKey(f"object key {key!r} is not valid UTF-8") from None
+        url = yarl.URL(signer.base_url + path, encoded=True)
+        headers = {"content-type": content_type}
+        for name, value in metadata.items():
+            headers[f"x-amz-meta-{name}"] = value
+        payload_sha256 = hashlib.sha256(data).hexdigest()
+        where = f"{bucket}/{key}"
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._credentials is None:
+                access_key, secret_key, token = self._access_key or "", self._secret_key or "", None
+            else:
+                frozen = await self._credentials.get_frozen_credentials()
+                access_key, secret_key, token = frozen.access_key, frozen.secret_key, frozen.token
+            signed = signer.sign(
+                "PUT", path, headers, payload_sha256, access_key=access_key, secret_key=secret_key, session_token=token
+            )
+            try:
+                async with http.put(url, data=data, headers=signed, allow_redirects=False) as response:
+                    status = response.status
+                    body = await response.read()
+                    etag = response.headers.get("ETag")
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                raise StorageError(self._redact(f"S3 upload of {where} failed: {type(exc).__name__}: {exc}")) from exc
+            if 200 <= status < 300:
+                return ObjectInfo(
+                    bucket=bucket,
+                    key=key,
+                    size=len(data),
+                    content_type=content_type,
+                    etag=_etag(etag),
+                    metadata=metadata,
+                )
+            code, message = s3_error(body)
+            if (status in _RETRY_STATUSES or code in _RETRY_CODES) and attempt < self._max_attempts:
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            if code in _LEAN_INCOMPATIBLE_CODES:
+                log.warning("S3 server answered %s to a lean PUT: sending every write through botocore from now on", code)
+                self._signer = None
+                return None
+            if code in _LEAN_DEFER_CODES or 300 <= status < 400:
+                return None
+            if code == "NoSuchBucket" or (status == 404 and not code):
+                raise StorageError(f"bucket {bucket!r} does not exist")
+            if code in _INVALID_KEY_CODES:
+                raise InvalidObjectKey(f"the S3 server refuses object key {key!r}: {code}")
+            raise StorageError(self._redact(f"S3 upload of {where} failed: {code or status} {message}"))
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        # botocore's standard mode: random up to base * 2^(attempt-1), capped.
+        return random.uniform(0, min(20.0, 0.05 * 2 ** (attempt - 1)))
 
     async def _put_object(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]

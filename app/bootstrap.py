@@ -122,6 +122,7 @@ async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectSto
             multipart_threshold=cfg.multipart_part_bytes,
             part_size=cfg.multipart_part_bytes,
             ping_bucket=cfg.buckets.raw_data,
+            lean_put=cfg.lean_put,
         )
     else:
         from eeghub.adapters.filesystem_store import FilesystemObjectStore

@@ -66,12 +66,16 @@ def bucket(unique_name: str) -> str:
     return unique_name
 
 
-@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(
+    params=["filesystem", pytest.param("s3", marks=pytest.mark.s3), pytest.param("s3-botocore", marks=pytest.mark.s3)]
+)
 async def store(request: pytest.FixtureRequest, tmp_path: Path, bucket: str) -> AsyncIterator[ObjectStore]:
     """A started store with an empty bucket ``bucket``.
 
     The S3 store gets 5 MiB parts and threshold, so a 20 MiB stream needs
-    several parts and a multipart upload is really exercised.
+    several parts and a multipart upload is really exercised. ``s3`` writes
+    small objects through the lean signed PUT (the default), ``s3-botocore``
+    through botocore only (``lean_put=False``): both paths keep the contract.
     """
     if request.param == "filesystem":
         fs_store = FilesystemObjectStore(tmp_path / "outer" / "store")
@@ -87,8 +91,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, bucket: str) -> 
         secret_key=endpoint["secret_key"],
         multipart_threshold=PART_SIZE,
         part_size=PART_SIZE,
+        lean_put=request.param == "s3",
     )
     await s3_store.start()
+    assert (s3_store._signer is not None) == (request.param == "s3")
     await s3_store.ensure_bucket(bucket)
     try:
         yield s3_store
@@ -591,3 +597,79 @@ async def test_filesystem_refuses_paths_redirected_outside_the_bucket(tmp_path: 
     with pytest.raises(StorageError):
         await store.get_bytes("bucket", "evil/k")
     assert list(outside.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the lean S3 PUT
+async def _lean_store(s3_endpoint: dict[str, str], bucket: str) -> S3ObjectStore:
+    store = S3ObjectStore(
+        endpoint_url=s3_endpoint["endpoint_url"],
+        access_key=s3_endpoint["access_key"],
+        secret_key=s3_endpoint["secret_key"],
+    )
+    await store.start()
+    await store.ensure_bucket(bucket)
+    return store
+
+
+@pytest.mark.s3
+async def test_s3_small_puts_do_not_go_through_botocore(s3_endpoint: dict[str, str], bucket: str) -> None:
+    store = await _lean_store(s3_endpoint, bucket)
+
+    async def botocore_put(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("botocore PutObject used for a small object")
+
+    try:
+        store._put_object = botocore_put  # type: ignore[method-assign]
+        info = await store.put_bytes(bucket, "raw/u 1/ü+%/x.bin", b"\x00" * 1000, metadata={"x-user-id": "u1"})
+        assert info.etag == hashlib.md5(b"\x00" * 1000).hexdigest()
+        head = await store.head(bucket, "raw/u 1/ü+%/x.bin")
+        assert head is not None and head.metadata == {"x-user-id": "u1"} and head.size == 1000
+    finally:
+        await store.close()
+        await drop_bucket(s3_endpoint, bucket)
+
+
+@pytest.mark.s3
+async def test_s3_lean_put_falls_back_to_botocore_when_the_server_refuses_its_signature(
+    s3_endpoint: dict[str, str], bucket: str
+) -> None:
+    """A server whose signature rules differ gets botocore from then on,
+    and the write that found out is not lost."""
+    store = await _lean_store(s3_endpoint, bucket)
+    signer = store._signer
+    assert signer is not None
+    real_sign = signer.sign
+
+    def bad_sign(*args: Any, **kwargs: Any) -> dict[str, str]:
+        headers = real_sign(*args, **kwargs)
+        headers["authorization"] = headers["authorization"][:-8] + "00000000"
+        return headers
+
+    try:
+        signer.sign = bad_sign  # type: ignore[method-assign]
+        await store.put_bytes(bucket, "k1", b"first")
+        assert store._signer is None
+        await store.put_bytes(bucket, "k2", b"second")
+        assert await store.get_bytes(bucket, "k1") == b"first"
+        assert await store.get_bytes(bucket, "k2") == b"second"
+    finally:
+        await store.close()
+        await drop_bucket(s3_endpoint, bucket)
+
+
+@pytest.mark.s3
+async def test_s3_lean_put_with_wrong_secret_fails_without_the_secret(s3_endpoint: dict[str, str], bucket: str) -> None:
+    store = await _lean_store(s3_endpoint, bucket)
+    await store.close()
+    secret = "wrong-secret-0b5d"
+    wrong = S3ObjectStore(
+        endpoint_url=s3_endpoint["endpoint_url"], access_key=s3_endpoint["access_key"], secret_key=secret
+    )
+    await wrong.start()
+    try:
+        with pytest.raises(StorageError) as raised:
+            await wrong.put_bytes(bucket, "k", b"x")
+        assert secret not in str(raised.value)
+    finally:
+        await wrong.close()
+        await drop_bucket(s3_endpoint, bucket)
