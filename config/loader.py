@@ -234,7 +234,11 @@ def _check(settings: Settings) -> None:
         settings.auth.jwt_secret or settings.auth.jwt_public_key_file or settings.auth.jwks_file
     ):
         raise ConfigError("auth.mode = 'jwt' needs auth.jwt_secret, auth.jwt_public_key_file or auth.jwks_file")
-    for key, value in (("broker.max_attempts", settings.broker.max_attempts), ("broker.prefetch", settings.broker.prefetch)):
+    for key, value in (
+        ("broker.max_attempts", settings.broker.max_attempts),
+        ("broker.prefetch", settings.broker.prefetch),
+        ("ingest.storage_concurrency", settings.ingest.storage_concurrency),
+    ):
         if value < 1:
             raise ConfigError(f"invalid value for configuration key {key!r}: must be at least 1")
 

@@ -150,6 +150,9 @@ class IngestSettings(_Section):
     """Decompression bound (no zstd bombs)."""
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
+    storage_concurrency: int = 64
+    """Raw packets the storage consumer handles at once (its prefetch): their
+    object writes overlap and their rows go to PostgreSQL together."""
 
 
 class ExportSettings(_Section):

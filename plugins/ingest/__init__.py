@@ -21,7 +21,12 @@ def eeghub_routes(ctx: AppContext) -> list[Any]:
 def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
     queues = ctx.settings.broker.queues
     return [
-        Consumer(queue=queues.processing_queue, handler=store.make_handler(ctx), bind_to=queues.raw_data_exchange),
+        Consumer(
+            queue=queues.processing_queue,
+            handler=store.make_handler(ctx),
+            bind_to=queues.raw_data_exchange,
+            prefetch=ctx.settings.ingest.storage_concurrency,
+        ),
         Consumer(queue=queues.media_processing_queue, handler=media.make_media_handler(ctx)),
     ]
 

@@ -86,6 +86,7 @@ def test_eeghub_env_wins_over_legacy() -> None:
         ({"EEGHUB_NOPE__X": "1"}, "nope.x"),
         ({"EEGHUB_SERVER__PORT": "eighty"}, "server.port"),
         ({"EEGHUB_BROKER__PREFETCH": "0"}, "broker.prefetch"),
+        ({"EEGHUB_INGEST__STORAGE_CONCURRENCY": "0"}, "ingest.storage_concurrency"),
         ({"EEGHUB_AUTH__MODE": "magic"}, "auth.mode"),
         ({"EEGHUB_SERVER__PORT": "70000"}, "server.port"),
     ],

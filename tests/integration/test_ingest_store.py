@@ -1,0 +1,137 @@
+"""The storage consumer against a real PostgreSQL: group commit, exactly
+once, late data relinking, and a bad row that must not fail its batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from eeghub.adapters.filesystem_store import FilesystemObjectStore
+from eeghub.adapters.postgres.database import PostgresDatabase
+from eeghub.adapters.postgres.migrate import migrate
+from eeghub.config.settings import Settings
+from eeghub.core.ports import Delivery
+from eeghub.core.simulator import SimulatedDevice
+from eeghub.plugins.ingest import store
+from eeghub.plugins.ingest.envelope import from_json
+from eeghub.plugins.ingest.routes import message_for, validate_frame
+
+pytestmark = pytest.mark.postgres
+
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+@pytest.fixture
+async def ctx(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    await migrate(database_url)
+    database = PostgresDatabase(database_url, max_size=4)
+    await database.start()
+    objects = FilesystemObjectStore(tmp_path / "objects")
+    await objects.start()
+    settings = Settings()
+    await objects.ensure_bucket(settings.object_store.buckets.raw_data)
+    yield SimpleNamespace(database=database, objects=objects, settings=settings, outbox=Outbox())
+    await objects.close()
+    await database.close()
+
+
+def deliveries(ctx: Any, device: SimulatedDevice, count: int, *, first: int = 0) -> list[Delivery]:
+    out = []
+    for envelope, frame in list(device.packets(START_MS, first + count))[first:]:
+        data = SimpleNamespace(**envelope, payload_base64="")
+        env = from_json(data)  # type: ignore[arg-type]
+        message = message_for(env, frame, validate_frame(ctx, frame))
+        out.append(Delivery(message=message, queue="processing_queue"))
+    return out
+
+
+async def rows(ctx: Any, user_id: str) -> list[Any]:
+    return await ctx.database.fetch(
+        "SELECT object_id, num_samples, channel_names, payload_format FROM raw_data_objects WHERE user_id = $1"
+        " ORDER BY timestamp_start_ms",
+        user_id,
+    )
+
+
+async def test_concurrent_packets_share_statements_and_are_stored_once(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    device = SimulatedDevice("u-batch", "d1")
+    batch = deliveries(ctx, device, 40)
+    await asyncio.gather(*(handle(d) for d in batch))
+    stored = await rows(ctx, "u-batch")
+    assert len(stored) == 40
+    assert all(r["num_samples"] == 250 and r["channel_names"][-1] == "TRIG" for r in stored)
+    assert {r["payload_format"] for r in stored} == {"v4"}
+    writer_batches = handle.__closure__  # the RowWriter is private to the handler
+    assert writer_batches is not None
+    writer = next(c.cell_contents for c in writer_batches if isinstance(c.cell_contents, store.RowWriter))
+    assert writer.batches < 40, "rows handled together must share statements"
+    # Redelivery of everything (a consumer died before its acks): no new row.
+    await asyncio.gather(*(handle(d) for d in batch[:10]))
+    await handle(batch[0])
+    assert len(await rows(ctx, "u-batch")) == 40
+    # Every row points at an object with the row's payload size.
+    for record in stored:
+        data = await ctx.objects.get_bytes(ctx.settings.object_store.buckets.raw_data, record["object_id"])
+        assert len(data) > 250 * 9 * 2
+
+
+async def test_a_bad_row_fails_alone(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    good = deliveries(ctx, SimulatedDevice("u-good", "d1"), 6)
+    bad = deliveries(ctx, SimulatedDevice("u-bad", "d1"), 1)[0]
+    # Longer than raw_data_objects.device_id (VARCHAR(255)): PostgreSQL
+    # refuses the row, as it would any row a future constraint rejects.
+    bad.message.headers["device_id"] = "d" * 300
+    results = await asyncio.gather(*(handle(d) for d in [*good[:3], bad, *good[3:]]), return_exceptions=True)
+    assert [isinstance(r, Exception) for r in results] == [False, False, False, True, False, False, False]
+    assert "too long" in str(results[3])
+    assert len(await rows(ctx, "u-good")) == 6
+    assert await rows(ctx, "u-bad") == []
+
+
+async def test_a_late_packet_queues_its_linked_session_again(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    device = SimulatedDevice("u-late", "dev-late")
+    start = datetime.fromtimestamp(START_MS / 1000, UTC)
+    await ctx.database.execute(
+        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status)
+           VALUES ('s-linked', 'u-late', 'dev-late', $1, $2, 'completed'),
+                  ('s-other-device', 'u-late', 'dev-other', $1, $2, 'completed'),
+                  ('s-later', 'u-late', NULL, $3, $4, 'completed')""",
+        start,
+        start + timedelta(seconds=60),
+        start + timedelta(hours=1),
+        start + timedelta(hours=2),
+    )
+    before = await ctx.database.fetchval("SELECT count(*) FROM eeghub_outbox")
+    late = deliveries(ctx, device, 3, first=10)
+    await asyncio.gather(*(handle(d) for d in late))
+    statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-late'"))
+    assert statuses == {"s-linked": "pending", "s-other-device": "completed", "s-later": "completed"}
+    jobs = await ctx.database.fetch(
+        "SELECT target, body, content_type FROM eeghub_outbox WHERE id > $1 ORDER BY id", before
+    )
+    assert [(j["target"], json.loads(bytes(j["body"])), j["content_type"]) for j in jobs] == [
+        (ctx.settings.broker.queues.data_linker_queue, {"session_id": "s-linked"}, "application/json")
+    ]
+    assert ctx.outbox.wakes >= 1
+    # The same packets again (redelivery) and more late ones while the
+    # session is still pending: no second job.
+    await asyncio.gather(*(handle(d) for d in [*late, *deliveries(ctx, device, 2, first=20)]))
+    assert await ctx.database.fetchval("SELECT count(*) FROM eeghub_outbox WHERE id > $1", before) == 1
