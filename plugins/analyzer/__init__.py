@@ -144,9 +144,8 @@ def eeghub_health(ctx: AppContext) -> PluginHealth:
     host: AnalysisHost | None = ctx.services.get("analyzer")
     if host is None:
         return PluginHealth(status="unhealthy", detail={"error": "not started"})
-    stats = host.stats()
-    failing = [p for p, s in stats["plugins"].items() if s["timeouts"]]
-    return PluginHealth(status="degraded" if failing else "ok", detail={"streams": stats["streams"], "packets": stats["packets"]})
+    status, detail = host.health()
+    return PluginHealth(status=status, detail=detail)  # type: ignore[arg-type]
 
 
 @hookimpl

@@ -80,6 +80,9 @@ class PluginState:
     runs: int = 0
     failures: int = 0
     timeouts: int = 0
+    hung: int = 0
+    """Runs past their timeout whose thread has not returned yet."""
+    last_timeout_at: float | None = None
     total_seconds: float = 0.0
     last_error: str | None = None
     queue: deque[Stream] = field(default_factory=deque)
@@ -261,10 +264,17 @@ class AnalysisHost:
             value, seconds = await asyncio.wait_for(asyncio.shield(future), self.plugin_timeout)
         except TimeoutError:
             state.timeouts += 1
+            state.hung += 1
+            state.last_timeout_at = self.clock()
             state.last_error = f"timed out after {self.plugin_timeout} s"
             log.warning("analysis %s on %s/%s timed out", pid, stream.user_id, stream.device_id)
+
+            def returned(_: Any) -> None:
+                state.hung = max(0, state.hung - 1)
+                self._release(stream, state)
+
             # The thread keeps running; the stream stays marked until it returns.
-            future.add_done_callback(lambda _: self._release(stream, state))
+            future.add_done_callback(returned)
             return
         except Exception as exc:  # noqa: BLE001 - isolate a failing plugin
             state.failures += 1
@@ -324,6 +334,26 @@ class AnalysisHost:
             if not listeners:
                 del self.listeners[user_id]
 
+    HEALTH_WINDOW_SECONDS = 300.0
+    """A timeout keeps the analyzer ``degraded`` this long after it happened."""
+
+    def health(self) -> tuple[str, dict[str, Any]]:
+        """``degraded`` while a plugin has a run stuck past its timeout or
+        timed out within ``HEALTH_WINDOW_SECONDS``; ``ok`` again afterwards
+        (a single slow window must not mark the service degraded forever)."""
+        now = self.clock()
+        troubled = {
+            pid: f"{s.hung} run(s) past the {self.plugin_timeout:g} s timeout"
+            if s.hung
+            else f"timed out {now - s.last_timeout_at:.0f} s ago"
+            for pid, s in self.plugins.items()
+            if s.hung or (s.last_timeout_at is not None and now - s.last_timeout_at < self.HEALTH_WINDOW_SECONDS)
+        }
+        detail: dict[str, Any] = {"streams": len(self.streams), "packets": self.packets}
+        if troubled:
+            detail["plugins"] = troubled
+        return ("degraded" if troubled else "ok"), detail
+
     def stats(self) -> dict[str, Any]:
         return {
             "streams": len(self.streams),
@@ -335,6 +365,7 @@ class AnalysisHost:
                     "runs": s.runs,
                     "failures": s.failures,
                     "timeouts": s.timeouts,
+                    "hung": s.hung,
                     "in_flight": s.in_flight,
                     "mean_ms": round(1000 * s.total_seconds / s.runs, 3) if s.runs else None,
                     "last_error": s.last_error,
