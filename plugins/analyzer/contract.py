@@ -13,8 +13,10 @@ An analysis plugin is any object with these attributes, returned from the
   not keep state between calls (streams are analysed concurrently).
 
 Optional: ``render(result, window_info) -> dict[str, str]`` returning images
-(base64 PNG) for apps that show pictures; it is called only when a client
-asks for images, and its output is cached until the next result.
+(base64 PNG) for apps that show pictures; it is called (in a thread) only when
+a client asks for images, and its output is cached until the next result.
+``window_info`` is a dict: ``plugin_id``, ``user_id``, ``device_id``,
+``session_id``, ``window_start_us``, ``window_end_us``.
 """
 
 from __future__ import annotations

@@ -201,3 +201,45 @@ async def test_a_failing_and_a_hanging_plugin_do_not_stop_the_others(app_client:
             assert health["plugins"]["analyzer"]["status"] == "degraded"
     finally:
         release.set()
+
+
+async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_reported(
+    app_client: Any, env: dict[str, str]
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def mean_power(window: Any) -> Alpha:
+        return Alpha(value=float(np.mean(window.data**2)))
+
+    def render(result: Alpha, info: dict[str, Any]) -> dict[str, str]:
+        calls.append(info)
+        return {"bar": base64.b64encode(f"power={result.value:.3e}".encode()).decode()}
+
+    def broken_render(result: Alpha, info: dict[str, Any]) -> dict[str, str]:
+        raise ValueError("no canvas")
+
+    drawn = analysis("drawn", mean_power)
+    drawn.render = render
+    broken = analysis("broken", mean_power)
+    broken.render = broken_render
+    lab = types.SimpleNamespace(eeghub_analyses=hookimpl(lambda ctx: [drawn, broken]))
+    device = SimulatedDevice(user_id=P, device_id="draw-dev", seed=6)
+    async with app_client(env, extra_plugins={"lab": lab}) as (client, _):
+        await stream(client, device, 3)
+
+        async def both() -> Any:
+            r = await client.get(f"/api/v1/users/{P}/analysis?format=json", headers=user(P))
+            results = r.json().get("results", {}) if r.status_code == 200 else {}
+            return results if {"drawn", "broken"} <= set(results) else None
+
+        as_json = await wait_for(both, timeout=30)
+        assert "images" not in as_json["drawn"] and calls == []  # json: render not called
+        body = (await client.get(f"/api/v1/users/{P}/analysis", headers=user(P))).json()
+        drawn_entry = body["results"]["drawn"]
+        assert base64.b64decode(drawn_entry["images"]["bar"]).startswith(b"power=")
+        assert calls and calls[0]["plugin_id"] == "drawn" and calls[0]["device_id"] == "draw-dev"
+        assert calls[0]["window_end_us"] > calls[0]["window_start_us"]
+        assert body["results"]["broken"]["images"] == {}
+        assert body["results"]["broken"]["images_error"] == "ValueError: no canvas"
+        assert "images" not in body["results"]["psd"]  # built-ins: the psd_coherence entry
+        assert body["applications"]["psd_coherence"]["psd_image"]
