@@ -46,10 +46,12 @@ class ExportTask(msgspec.Struct):
     download_url: str | None
     report: dict[str, Any] | None = None
     """What the export did per session: exported sessions (with undecodable
-    or inconsistent objects), skipped sessions with the reason, missing stimuli."""
+    or inconsistent objects), skipped sessions with the reason, missing
+    stimuli. Only for owners, and only from ``GET /export-tasks/{id}``: it
+    names every participant's sessions, and it can be large."""
 
 
-def _task(row: Any) -> ExportTask:
+def _task(row: Any, *, with_report: bool = False) -> ExportTask:
     return ExportTask(
         task_id=row["task_id"],
         experiment_id=row["experiment_id"],
@@ -68,7 +70,7 @@ def _task(row: Any) -> ExportTask:
         error_message=row["error_message"],
         validation=row["validation"],
         download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
-        report=row["report"],
+        report=row["report"] if with_report else None,
     )
 
 
@@ -106,17 +108,26 @@ async def start_export(experiment_id: str, ctx: AppContext, identity: Identity) 
 
 
 async def _member_task(ctx: AppContext, task_id: str, identity: Identity, role: str = "participant") -> Any:
+    row, _ = await _member_task_and_role(ctx, task_id, identity, role)
+    return row
+
+
+async def _member_task_and_role(
+    ctx: AppContext, task_id: str, identity: Identity, role: str = "participant"
+) -> tuple[Any, str]:
     row = await ctx.database.fetchrow("SELECT * FROM export_tasks WHERE task_id = $1", _task_id(task_id))
     if row is None:
         raise NotFound("Task not found")
-    await check_role(ctx.database, row["experiment_id"], identity.user_id, role)  # type: ignore[arg-type]
-    return row
+    held = await check_role(ctx.database, row["experiment_id"], identity.user_id, role)  # type: ignore[arg-type]
+    return row, held
 
 
 @get("/api/v1/export-tasks/{task_id:str}", guards=[require_user], tags=["export"])
 async def get_export_task(task_id: str, ctx: AppContext, identity: Identity) -> ExportTask:
-    """Status and progress of an export (members of its experiment)."""
-    return _task(await _member_task(ctx, task_id, identity))
+    """Status and progress of an export (members of its experiment); the
+    per-session ``report`` only for owners."""
+    row, role = await _member_task_and_role(ctx, task_id, identity)
+    return _task(row, with_report=role == "owner")
 
 
 @get("/api/v1/export-tasks", guards=[require_user], tags=["export"])

@@ -253,6 +253,10 @@ async def test_hostile_labels_empty_session_and_undecodable_object(
         # Members may read the status, but only the owner downloads.
         member_view = await client.get(f"/api/v1/export-tasks/{task['task_id']}", headers=user(WEIRD))
         assert member_view.status_code == 200 and member_view.json()["status"] == "completed"
+        # ...without the report, which names every participant's sessions.
+        assert member_view.json()["report"] is None
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={eid}", headers=user(OWNER))).json()
+        assert [t["task_id"] for t in listed] == [task["task_id"]] and listed[0]["report"] is None
         assert (await client.get(task["download_url"], headers=user(WEIRD))).status_code == 403
         download = await client.get(task["download_url"], headers=user(OWNER))
         assert download.status_code == 200
