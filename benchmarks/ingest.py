@@ -938,6 +938,23 @@ class Bench:
         print(f"{'no-op Litestar POST (202)':<42} {n_rate:10.0f}")
         print(f"{'ratio eeghub accepted / no-op':<42} {e_rate / n_rate:10.2f}   (target >= 0.50: {'met' if e_rate / n_rate >= 0.5 else 'NOT met'})")
         print(f"{'ratio eeghub stored / no-op':<42} {s_rate / n_rate:10.2f}")
+        # What the servers eeghub depends on cost per packet, and the rate the
+        # machine could reach if eeghub itself cost nothing: the ceiling that
+        # any implementation storing each packet in S3 + PostgreSQL through
+        # RabbitMQ meets on these cores.
+        per_packet = {k: med([r.cpu[k] / max(1, r.n) for r in e]) * 1000 for k in ("eeghub", "postgres", "rabbitmq", "seaweedfs")}
+        services = per_packet["postgres"] + per_packet["rabbitmq"] + per_packet["seaweedfs"]
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU per stored packet (median): eeghub {per_packet['eeghub']:.2f} ms, PostgreSQL {per_packet['postgres']:.2f} ms, "
+            f"RabbitMQ {per_packet['rabbitmq']:.2f} ms, SeaweedFS {per_packet['seaweedfs']:.2f} ms"
+        )
+        if services > 0:
+            print(
+                f"ceiling with a zero-cost eeghub on {cores} cores: {cores / services * 1000:.0f} packets/s "
+                f"({cores / services * 1000 / n_rate:.2f} of the no-op); with eeghub's own cost: "
+                f"{cores / (services + per_packet['eeghub']) * 1000:.0f} packets/s"
+            )
         print()
         ok = verdict["lost"] == 0 and verdict["duplicated"] == 0 and verdict["rows"] == verdict["accepted"]
         print(
