@@ -218,6 +218,8 @@ class S3ObjectStore:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type"),
+            # HTTP(S)_PROXY / NO_PROXY, as botocore honours them.
+            trust_env=True,
         )
 
     async def close(self) -> None:
