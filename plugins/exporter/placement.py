@@ -145,6 +145,21 @@ def _times_us(packet: Packet) -> np.ndarray:
     return packet.start_ms * 1000 + np.rint(np.arange(packet.num_samples) * 1e6 / packet.sampling_rate).astype(np.int64)
 
 
+def _time_us(packet: Packet, index: int) -> int | float:
+    """``_times_us(packet)[index]`` without the array (Python's round() rounds half to even, as np.rint)."""
+    return packet.start_ms * 1000 + round(index * 1e6 / packet.sampling_rate)
+
+
+def _starts_before(packet: Packet, lower: int) -> bool:
+    """Whether a sample of ``packet`` is before ``lower`` (its first one is: times never decrease)."""
+    return _time_us(packet, 0) < lower
+
+
+def _ends_after(packet: Packet, upper: int) -> bool:
+    """Whether a sample of ``packet`` is after ``upper`` (its last one is)."""
+    return _time_us(packet, packet.num_samples - 1) > upper
+
+
 def _index_at(packet: Packet, time_us: int) -> int:
     return round((time_us - packet.start_ms * 1000) * packet.sampling_rate / 1e6)
 
@@ -199,17 +214,22 @@ def plan_recording(
             outside.append(packet.object_id)
             trimmed += n
             continue
-        times = _times_us(packet)
+        # Sample times (never decreasing) are only needed for a packet that straddles a bound;
+        # whether it does follows from its first and last sample's time, computed as _times_us does.
+        times: np.ndarray | None = None
         head = 0  # samples before the session start (only before the first written sample)
-        if first_virtual is None and lower is not None:
-            head = int(np.searchsorted(times, lower, side="left"))  # times never decrease
+        if first_virtual is None and lower is not None and _starts_before(packet, lower):
+            times = _times_us(packet)
+            head = int(np.searchsorted(times, lower, side="left"))
         first = head
         if first_virtual is not None and offset + first < write_pos:
             dropped = min(write_pos - (offset + first), n - first)
             overlaps.append((packet.object_id, dropped))
             first += dropped
         stop = n
-        if upper is not None and first < n:
+        if upper is not None and first < n and _ends_after(packet, upper):
+            if times is None:
+                times = _times_us(packet)
             stop = first + int(np.searchsorted(times[first:], upper, side="right"))
             ended = stop < n
         trimmed += head + (n - stop)
@@ -219,7 +239,7 @@ def plan_recording(
             continue
         if first_virtual is None:
             first_virtual = write_pos = offset + first
-            start_us = int(times[first])
+            start_us = int(times[first]) if times is not None else int(_time_us(packet, first))
         elif offset + first > write_pos:
             steps.append(GapFill(write_pos - first_virtual, offset + first - write_pos, last_written))
         steps.append(Segment(packet.object_id, first, stop, offset + first - first_virtual, packet))
