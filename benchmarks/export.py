@@ -22,10 +22,12 @@ What it does:
     ``README``, ``participants.tsv/.json``), then per session
     ``runner.write_session_prefetched`` — the path ``runner._write_one``
     takes: ``dataset.write_session`` in a worker thread, its packet objects
-    fetched on the event loop up to ``runner.PREFETCH_DEPTH`` ahead of the
-    writer by ``runner.PacketPrefetcher``, decoded (numba) in the writer
-    thread by ``runner.SessionSignals``, which feeds the session's channel
-    quality. The fetch stands in for ``ObjectStore.get_bytes``: it reads the
+    fetched on the event loop ahead of the writer by
+    ``runner.PacketPrefetcher`` (a block's worth at a time, at most
+    ``runner.PREFETCH_DEPTH`` fetches running), decoded in the writer thread
+    by ``runner.SessionSignals`` (one numba call per block of
+    ``placement.BLOCK_SAMPLES`` samples, straight into the multiplexed
+    ``.eeg`` block), which feeds the session's channel quality. The fetch stands in for ``ObjectStore.get_bytes``: it reads the
     payload file on the event loop (page-cached, so it does not wait), after
     ``--fetch-latency-ms`` of simulated round trip when that is set. Then
     the ZIP of ``zip_directory(root, prefix="bids_dataset/")``, whose chunks
@@ -597,7 +599,8 @@ def main() -> None:
     what_if.add_argument("--zip-max-chunks", type=int, default=None, help="zip_directory max_chunks (default 2)")
     what_if.add_argument("--deflate-eeg", action="store_true", help="deflate .eeg files in the ZIP instead of storing them")
     what_if.add_argument("--prefetch-depth", type=int, default=None,
-                         help="packet objects fetched ahead of the writer (default 16; 1 = one GET at a time)")
+                         help="fetches running at once, and fetched ahead of the writer at least "
+                              "(default 16; 1 = one GET at a time)")
     what_if.add_argument("--direct-fetch", action="store_true",
                          help="no prefetch: the writer thread reads each payload file itself")
     parser.add_argument("--fetch-latency-ms", type=float, default=0.0,

@@ -5,8 +5,9 @@ volts-per-count factor (``lsb_to_volts``). BrainVision ``INT_16`` with a
 per-channel resolution stores exactly those counts, so the export is
 lossless; EDF needs a physical range per channel and MNE's EDF writer
 rescaled and dropped the trigger channel in the predecessor (spec §5.5).
-The writer appends packet after packet to the ``.eeg`` file and writes the
-two text headers at :meth:`BrainVisionWriter.close`, so no session is ever
+The writer appends block after block to the ``.eeg`` file (multiplexed
+blocks, as ``placement.iter_multiplexed`` builds them, go out without a
+transpose or copy) and writes the two text headers at :meth:`BrainVisionWriter.close`, so no session is ever
 held in memory (mne/pybv writers take the whole array, as float64).
 
 Units, as MNE reads them (``mne.io.read_raw_brainvision``): a value is
@@ -82,8 +83,9 @@ class BrainVisionWriter:
 
     ``resolutions`` are physical units per count: volts per count for
     channels whose unit is ``"V"`` (``lsb_to_volts``), and 1.0 for the
-    trigger. Call :meth:`write` with int16 (channels × samples) blocks in
-    time order, :meth:`add_marker` at any time, then :meth:`close` (or use
+    trigger. Call :meth:`write` with int16 (channels × samples) blocks, or
+    :meth:`write_multiplexed` with (samples × channels) ones, in time order,
+    :meth:`add_marker` at any time, then :meth:`close` (or use
     the writer as a context manager; on an exception the headers are not
     written, so a half-written recording cannot be mistaken for a whole one).
     """
@@ -135,6 +137,19 @@ class BrainVisionWriter:
         # Multiplexed: all channels of sample 0, then of sample 1, … (a per-block transpose copy).
         self._file.write(np.ascontiguousarray(block.T, dtype="<i2").tobytes())
         self._samples += block.shape[1]
+
+    def write_multiplexed(self, block: np.ndarray) -> None:
+        """Append an int16 (samples × channels) block, already multiplexed:
+        its bytes go to the file as they are (no transpose, no copy)."""
+        if block.dtype != np.int16:
+            raise TypeError(f"blocks must be int16, got {block.dtype}")
+        if block.ndim != 2 or block.shape[1] != len(self._names):
+            raise ValueError(f"expected (n, {len(self._names)}) samples, got shape {block.shape}")
+        if block.shape[0] == 0:
+            return
+        data = np.ascontiguousarray(block, dtype="<i2")  # a no-op for a C-contiguous block on a little-endian machine
+        self._file.write(memoryview(data).cast("B"))
+        self._samples += block.shape[0]
 
     def add_marker(self, kind: str, description: str, position: int, size: int = 1, channel: int = 0) -> None:
         """A marker at 0-based sample ``position`` (written 1-based, as BrainVision counts)."""

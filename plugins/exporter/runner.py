@@ -31,13 +31,15 @@ import numpy as np
 
 from eeghub.core.context import AppContext
 from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
-from eeghub.core.packet import PacketError, decode_payload
+from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
+from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, validation
 from .labels import LabelMap
+from .placement import BLOCK_PACKETS, Segment
 from .session import EventSpec, SessionResult, SessionSpec
 from .zipstream import zip_directory
 
@@ -76,6 +78,26 @@ class _SessionQuality(Mapping[str, Mapping[str, str]]):
         self.window.update(stats, samples)
         self._report = None
 
+    def add_batch(self, stats: np.ndarray, samples: Sequence[int]) -> None:
+        """Add packets' counters at once: ``stats`` is (packets × 5 × channels)
+        as ``MultiplexedDecoder.decode_into`` returns them, ``samples`` each
+        packet's sample count. While the window holds every sample added
+        (as here: it is sized to the whole session) it never evicts, so its
+        report depends only on the sums, the extremes and the sample total,
+        and one update with the batch's totals gives the same report as one
+        update per packet; otherwise the packets are added one by one."""
+        if len(samples) == 0:
+            return
+        total = int(sum(samples))
+        if self.window.samples + total > self.window.window_samples:
+            for row, n in zip(stats, samples, strict=True):
+                self.add(PacketStats(row[0], row[1], row[2], row[3], row[4]), n)
+            return
+        sums = stats.sum(axis=0)
+        self.add(
+            PacketStats(sums[0], stats[:, 1].min(axis=0), stats[:, 2].max(axis=0), sums[3], sums[4]), total
+        )
+
     def _build(self) -> dict[str, dict[str, str]]:
         if self._report is None:
             report = self.window.report().channel_report() if self.window.samples else {}
@@ -110,20 +132,23 @@ Fetch = Callable[[str], Awaitable[bytes]]
 class PacketPrefetcher:
     """Packet objects fetched on the event loop ahead of the writer thread.
 
-    The writer (a worker thread) asks for objects one at a time with
-    :meth:`get`, in the order given as ``order`` (a prediction). Up to
-    ``depth`` of the next ones are being fetched, or wait fetched, so the
-    writer finds a finished or running fetch instead of issuing one GET at
-    a time; memory is bounded by ``depth`` payloads. The writer hands the
-    loop more positions in batches (one wake-up per ``depth // 2`` objects);
-    on the loop, up to ``depth`` worker tasks run ``fetch``, a new worker
-    joining only while a fetch is actually waiting (a store that answers at
-    once is served by one worker, without a task per object). Objects the
-    writer skips are not fetched, or their payloads dropped; one it asks
-    for that is not ahead in ``order`` is fetched alone, as without
-    prefetching. A failed fetch (``ObjectNotFound`` too) raises from
-    :meth:`get` for that object only. :meth:`aclose` (on the loop) cancels
-    what still runs; a writer still waiting then gets a RuntimeError.
+    The writer (a worker thread) asks for objects a batch at a time with
+    :meth:`get_many` (or one at a time with :meth:`get`), in the order given
+    as ``order`` (a prediction). As many of the next ones as the batch holds
+    (at least ``depth``) are being fetched, or wait fetched, so the writer
+    finds finished or running fetches instead of issuing one GET at a time;
+    memory is bounded by two batches (or ``depth``) of payloads. The writer
+    hands the loop more positions once per batch (or per ``depth // 2``
+    objects with :meth:`get`) and is woken once per batch, when its last
+    awaited object arrives. On the loop, up to ``depth`` worker tasks run
+    ``fetch``, a new worker joining only while a fetch is actually waiting
+    (a store that answers at once is served by one worker, without a task
+    per object). Objects the writer skips are not fetched, or their payloads
+    dropped; one it asks for that is not ahead in ``order`` is fetched
+    alone, as without prefetching. A failed fetch (``ObjectNotFound`` too)
+    is that object's outcome only: raised by :meth:`get`, returned in
+    :meth:`get_many`'s list. :meth:`aclose` (on the loop) cancels what still
+    runs; a writer still waiting then gets a RuntimeError.
     """
 
     def __init__(
@@ -146,6 +171,7 @@ class PacketPrefetcher:
         # Guarded by self._ready (written by the writer thread, read by both):
         self._results: dict[int, tuple[bytes | None, BaseException | None]] = {}
         self._consumed = 0  # positions before this one are taken or skipped
+        self._waiting: set[int] = set()  # positions the writer waits for, not fetched yet
         self._closed = False
         # Writer thread only:
         self._requested = 0  # positions before this one were handed to the loop
@@ -158,44 +184,89 @@ class PacketPrefetcher:
 
     # -- writer thread
     def get(self, object_id: str) -> bytes:
-        position = self._position.get(object_id, -1)
-        outcome: tuple[bytes | None, BaseException | None] | None = None
-        with self._ready:
-            if self._closed:
-                raise RuntimeError("packet prefetch closed")
-            alone = position < self._consumed  # not predicted, or asked for again
-            if not alone:
-                for skipped in range(self._consumed, position):  # gone past: drop what was fetched for them
-                    self._results.pop(skipped, None)
-                outcome = self._results.pop(position, None)
-                self._consumed = position if outcome is None else position + 1
-        if alone:  # fetched by itself, as without prefetching
+        """One object's payload (raises what its fetch raised)."""
+        outcome = self.get_many([object_id])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def get_many(self, object_ids: Sequence[str]) -> list[bytes | Exception]:
+        """The payloads of ``object_ids``, in that order, with one wait (and
+        one wake-up of the loop) for a run of objects that are ahead in
+        ``order``; a fetch that failed gives its exception in the list. The
+        objects after the last one asked for are fetched meanwhile, as many
+        as were asked for (at least ``depth``), so the next call finds them
+        fetched. Raises RuntimeError when closed, TimeoutError when no
+        awaited object arrives within the timeout."""
+        ids = list(object_ids)
+        out: list[bytes | Exception] = []
+        i = 0
+        while i < len(ids):
+            position = self._position.get(ids[i], -1)
+            with self._ready:
+                if self._closed:
+                    raise RuntimeError("packet prefetch closed")
+                alone = position < self._consumed  # not predicted, or asked for again
+            if alone:  # fetched by itself, as without prefetching
+                out.append(self._fetch_alone(ids[i]))
+                i += 1
+                continue
+            run = [position]
+            for object_id in ids[i + 1 :]:  # the run: positions ahead of each other
+                following = self._position.get(object_id, -1)
+                if following <= run[-1]:
+                    break
+                run.append(following)
+            out += self._take(run, ids[i : i + len(run)])
+            i += len(run)
+        return out
+
+    def _fetch_alone(self, object_id: str) -> bytes | Exception:
+        try:
             return asyncio.run_coroutine_threadsafe(self._fetch(object_id), self._loop).result(timeout=self._timeout)
-        stop = min(len(self._order), position + self._depth)
-        start = max(self._requested, position)
-        # Top up in batches; at once when the wanted object or the last ones are not requested yet.
-        if stop > start and (start == position or stop - start >= self._batch or stop == len(self._order)):
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, for this object only
+            return exc
+
+    def _take(self, positions: list[int], object_ids: list[str]) -> list[bytes | Exception]:
+        first, last = positions[0], positions[-1]
+        stop = min(len(self._order), last + 1 + max(self._depth, len(positions)))
+        start = max(self._requested, first)
+        # Top up in batches; at once when a wanted object or the last ones are not requested yet.
+        if stop > start and (start <= last or stop - start >= self._batch or stop == len(self._order)):
             self._requested = stop
             self._loop.call_soon_threadsafe(self._launch, stop)
-        if outcome is None:
+        with self._ready:
+            for skipped in range(self._consumed, first):  # gone past: drop what was fetched for them
+                self._results.pop(skipped, None)
+            self._consumed = first
+            waiting = self._waiting = {p for p in positions if p not in self._results}
             deadline = time.monotonic() + self._timeout
-            with self._ready:
-                while position not in self._results:
-                    if self._closed:
-                        raise RuntimeError("packet prefetch closed")
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"object {object_id} not fetched within {self._timeout:g} s")
-                    self._ready.wait(left)
-                outcome = self._results.pop(position)
-                self._consumed = position + 1
-        payload, error = outcome
-        if error is not None:
-            raise error
-        assert payload is not None
-        return payload
+            left_before = len(waiting)
+            while waiting:
+                if self._closed:
+                    raise RuntimeError("packet prefetch closed")
+                now = time.monotonic()
+                if len(waiting) < left_before:  # progress: the timeout counts from the last arrival
+                    left_before, deadline = len(waiting), now + self._timeout
+                if now >= deadline:
+                    late = object_ids[positions.index(min(waiting))]
+                    raise TimeoutError(f"object {late} not fetched within {self._timeout:g} s")
+                self._ready.wait(min(deadline - now, 1.0))
+            outcomes = [self._results.pop(p) for p in positions]
+            for skipped in range(first, last):
+                self._results.pop(skipped, None)
+            self._consumed = last + 1
+        return [payload if error is None else error for payload, error in outcomes]  # type: ignore[misc]
 
     # -- event loop
+    def start(self, count: int) -> None:
+        """Start fetching the first ``count`` objects now, before the writer asks
+        (call on the loop, before the writer runs): they are fetched while the
+        writer plans the recording."""
+        stop = min(len(self._order), max(0, count))
+        self._requested = max(self._requested, stop)
+        self._launch(stop)
+
     def _launch(self, stop: int) -> None:
         if self._closed:
             return
@@ -239,7 +310,11 @@ class PacketPrefetcher:
             with self._ready:
                 if position >= self._consumed and not self._closed:
                     self._results[position] = outcome
-                    self._ready.notify()
+                    waiting = self._waiting
+                    if position in waiting:
+                        waiting.discard(position)
+                        if not waiting:  # one wake-up per wait of the writer
+                            self._ready.notify()
 
     async def aclose(self) -> None:
         with self._ready:
@@ -269,11 +344,18 @@ def fetch_order(packets: Sequence[Packet], start_ms: float | None, end_ms: float
 
 
 class SessionSignals:
-    """``get_signals`` for ``dataset.write_session``: payloads from a
-    :class:`PacketPrefetcher`, decoded here, in the writer's thread, in order
-    (the trigger channel's decoding carries state from packet to packet),
-    feeding the session's channel quality. An undecodable or missing object
-    becomes a zero-filled packet, listed in ``undecodable`` or ``missing``."""
+    """The packet source of ``dataset.write_session``: payloads from a
+    :class:`PacketPrefetcher`, decoded here, in the writer's thread, in time
+    order, feeding the session's channel quality. An undecodable or missing
+    object becomes a zero-filled packet, listed in ``undecodable`` or
+    ``missing``.
+
+    ``write_session`` calls :meth:`place` (a ``placement.SegmentSource``)
+    with a block's packets at a time: their payloads come in one
+    :meth:`PacketPrefetcher.get_many` and are decoded by one numba call
+    (``core.packet_batch``, which releases the GIL) straight into the
+    multiplexed block. Calling the object with one id gives that packet's
+    signals (channels × samples), as ``decode_payload`` does."""
 
     def __init__(
         self,
@@ -285,6 +367,7 @@ class SessionSignals:
     ) -> None:
         self._prefetcher, self._quality = prefetcher, quality
         self._num_channels, self._max_channels = num_channels, max_channels
+        self._decoder = MultiplexedDecoder(max_channels=max_channels)
         self._sizes: dict[str, int] = {}
         for p in packets:
             self._sizes.setdefault(p.object_id, p.num_samples)
@@ -308,6 +391,87 @@ class SessionSignals:
             self._quality.add(packet.stats, packet.signals.shape[1])
         return packet.signals
 
+    def place(self, segments: Sequence[Segment], block: np.ndarray, rows: Sequence[int]) -> None:
+        ids = [segment.object_id for segment in segments]
+        get_many = getattr(self._prefetcher, "get_many", None)
+        outcomes = get_many(ids) if get_many is not None else [self._get_one(object_id) for object_id in ids]
+        layouts: list[PacketLayout] | None = None
+        if all(type(outcome) is bytes for outcome in outcomes):  # the usual case: every payload is there
+            layout_of = self._decoder.layout
+            try:
+                layouts = [layout_of(payload) for payload in outcomes]  # type: ignore[arg-type]
+            except PacketError:
+                layouts = None
+        if layouts is None:  # missing or undecodable objects among them: one by one
+            self._place_some(segments, block, rows, outcomes)
+            return
+        self._check_shapes(segments, layouts)
+        stats = self._decoder.decode_into(
+            outcomes,  # type: ignore[arg-type]
+            layouts,
+            [segment.first for segment in segments],
+            [segment.stop for segment in segments],
+            rows,
+            block,
+        )
+        if self._quality is not None:
+            self._quality.add_batch(stats, [layout.num_samples for layout in layouts])
+
+    def _get_one(self, object_id: str) -> bytes | Exception:
+        try:
+            return self._prefetcher.get(object_id)
+        except ObjectNotFound as exc:
+            return exc
+
+    def _check_shapes(self, segments: Sequence[Segment], layouts: Sequence[PacketLayout]) -> None:
+        """ValueError, as ``placement.iter_recording`` raises it, for a packet
+        whose payload does not hold the channels and samples its metadata says."""
+        channels = self._num_channels
+        first = layouts[0]
+        if all(layout is first for layout in layouts) and len(first.channel_names) == channels:
+            n = first.num_samples
+            if all(segment.packet.num_samples == n for segment in segments):
+                return
+        for segment, layout in zip(segments, layouts, strict=True):
+            if layout.num_samples != segment.packet.num_samples or len(layout.channel_names) != channels:
+                shape = (len(layout.channel_names), layout.num_samples)
+                expected = (channels, segment.packet.num_samples)
+                raise ValueError(f"packet {segment.object_id} decodes to shape {shape}, expected {expected}")
+
+    def _place_some(
+        self, segments: Sequence[Segment], block: np.ndarray, rows: Sequence[int], outcomes: Sequence[bytes | Exception]
+    ) -> None:
+        """:meth:`place` when some objects are missing or undecodable: those
+        become zeros and are listed; the others are decoded together."""
+        kept: list[tuple[Segment, int, bytes, PacketLayout]] = []
+        for segment, row, outcome in zip(segments, rows, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, ObjectNotFound):
+                    raise outcome
+                self.missing.append(segment.object_id)
+                block[row : row + segment.samples] = 0
+                continue
+            try:
+                layout = self._decoder.layout(outcome)
+            except PacketError:
+                self.undecodable.append(segment.object_id)
+                block[row : row + segment.samples] = 0
+                continue
+            self._check_shapes([segment], [layout])
+            kept.append((segment, row, outcome, layout))
+        if not kept:
+            return
+        stats = self._decoder.decode_into(
+            [payload for _, _, payload, _ in kept],
+            [layout for _, _, _, layout in kept],
+            [segment.first for segment, _, _, _ in kept],
+            [segment.stop for segment, _, _, _ in kept],
+            [row for _, row, _, _ in kept],
+            block,
+        )
+        if self._quality is not None:
+            self._quality.add_batch(stats, [layout.num_samples for _, _, _, layout in kept])
+
     def _zeros(self, object_id: str) -> np.ndarray:
         return np.zeros((self._num_channels, self._sizes[object_id]), dtype=np.int16)
 
@@ -329,6 +493,7 @@ async def write_session_prefetched(
     loop) up to ``depth`` ahead of the writer and decoded in its thread."""
     order = await asyncio.to_thread(fetch_order, packets, spec.start_ms, spec.end_ms)
     prefetcher = PacketPrefetcher(asyncio.get_running_loop(), fetch, order, depth=depth)
+    prefetcher.start(max(depth, BLOCK_PACKETS))  # the first block's objects, while the writer plans
     signals = SessionSignals(prefetcher, packets, len(spec.channel_names), quality, max_channels)
     try:
         result = await asyncio.to_thread(

@@ -1,7 +1,8 @@
 """One session of a BIDS dataset: the recording, its sidecars, its events and its scans row.
 
 ``write_session`` streams the packets through ``placement.plan_recording``
-into a ``BrainVisionWriter`` (one decoded packet in memory at a time), then
+into a ``BrainVisionWriter`` (one multiplexed block of at most
+``placement.BLOCK_SAMPLES`` samples in memory at a time), then
 writes ``_eeg.json``, ``_channels.tsv``, ``_events.tsv``/``.json`` and the
 session's ``scans.tsv`` row. The conventions it follows (gaps as
 ``BAD_ACQ_SKIP`` events, ``onset_source``, ``stim_file`` relative to
@@ -24,7 +25,7 @@ from eeghub.core.timeline import Packet
 
 from .brainvision import BrainVisionWriter, resolutions_for_types, safe_channel_names, units_for_types
 from .labels import is_bids_label
-from .placement import RecordingLayout, iter_recording, plan_recording
+from .placement import CallableSource, RecordingLayout, iter_multiplexed, plan_recording
 from .tsv import NA, cell, inside, iso_utc, number, read_tsv, write_json, write_tsv
 
 GAP_TRIAL_TYPE = "BAD_ACQ_SKIP"
@@ -120,10 +121,13 @@ def write_session(
     quality: Mapping[str, Mapping[str, str]],
     power_line_frequency: float | None,
 ) -> SessionResult:
-    """Write one session's recording and sidecars, streaming packet by packet.
+    """Write one session's recording and sidecars, streaming block by block.
 
     ``get_signals(object_id)`` returns that packet's decoded int16 signals
-    (channels × samples, channels in ``spec.channel_names`` order).
+    (channels × samples, channels in ``spec.channel_names`` order). When it
+    also has a ``place`` method (a ``placement.SegmentSource``, as
+    ``runner.SessionSignals``), that is used instead: it decodes a block's
+    packets straight into the multiplexed block the ``.eeg`` file receives.
     ``quality`` maps a channel name to ``{"status": "good"|"bad",
     "description": …}``; missing channels are good. ``power_line_frequency``
     comes from configuration (None writes ``n/a``). Raises
@@ -155,9 +159,10 @@ def write_session(
         resolutions_for_types(types, spec.lsb_to_volts),
         start,
     )
+    source = get_signals if callable(getattr(get_signals, "place", None)) else CallableSource(get_signals, len(names))
     with writer:
-        for block in iter_recording(layout, get_signals, len(names)):
-            writer.write(block)
+        for block in iter_multiplexed(layout, source, len(names)):  # type: ignore[arg-type]
+            writer.write_multiplexed(block)
         for gap in layout.gaps:
             writer.add_marker("Comment", GAP_TRIAL_TYPE, gap.offset, gap.samples)
     if writer.samples_written != layout.total_samples:  # pragma: no cover - an internal invariant

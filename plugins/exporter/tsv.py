@@ -48,8 +48,10 @@ def cell(value: object) -> str:
         return str(int(value))
     if isinstance(value, float | np.floating):
         return number(float(value))
-    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(value)).strip()
-    return text or NA
+    text = str(value)
+    if not text.isprintable():  # printable text has no control (category C) character: nothing to replace
+        text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    return text.strip() or NA
 
 
 def write_tsv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:

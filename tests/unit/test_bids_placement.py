@@ -126,3 +126,49 @@ def test_iter_recording_streams_blocks_and_checks_shapes() -> None:
         list(iter_recording(layout, lambda oid: np.ones((3, N), np.int16), 2))
     with pytest.raises(ValueError, match="int16"):
         list(iter_recording(layout, lambda oid: np.ones((2, N), np.int32), 2))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_bounds_from_first_and_last_sample_equal_every_sample_time(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan_recording computes a packet's sample times only when its first or
+    last sample is outside the bounds; computing them for every packet (as
+    it did before) gives the same layout. Odd rates, float and jittered
+    start times, duplicates, gaps, overlaps and bounds anywhere."""
+    rng = np.random.default_rng(seed)
+    rate = float(rng.choice([100.0, 250.0, 256.0, 333.3, 1000.0 / 3]))
+    packets, t = [], 1_700_000_000_000.0 if seed % 2 else 1_700_000_000_000
+    for i in range(int(rng.integers(5, 60))):
+        n = int(rng.choice([1, 3, 64, 250]))
+        start = t + (float(rng.integers(-3, 4)) if seed % 2 else int(rng.integers(-3, 4)))
+        packets.append(Packet(f"p{i}", start, 0, n, rate))
+        if rng.random() < 0.1:
+            packets.append(Packet(f"p{i}-again", start, 0, n, rate))
+        t += n * 1000 / rate + float(rng.choice([0, 0, 0, 700, -40])) if seed % 2 else round(n * 1000 / rate) + int(
+            rng.choice([0, 0, 0, 700, -40])
+        )
+    ordered = sorted(packets, key=lambda p: p.start_ms)
+
+    def bound(packets: list[Packet]) -> float:
+        """On a sample time of one of the packets (first, second, last but one, last or any), or 1 µs off."""
+        packet = packets[int(rng.integers(len(packets)))]
+        n = packet.num_samples
+        index = int(rng.choice([0, min(1, n - 1), max(0, n - 2), n - 1, int(rng.integers(n))]))
+        return (sample_time_us(packet, index) + int(rng.integers(-1, 2))) / 1000  # type: ignore[arg-type]
+
+    start_ms = bound(ordered[: max(1, len(ordered) // 4)])
+    end_ms = bound(ordered[-max(1, len(ordered) // 4) :])
+
+    def plan() -> object:
+        try:
+            layout = plan_recording(packets, sampling_rate=rate, start_ms=start_ms, end_ms=end_ms)
+        except NoSamplesError:
+            return "no samples"
+        return (steps(layout), layout.start_us, layout.total_samples, layout.overlaps, layout.outside_bounds,
+                layout.trimmed_samples, layout.duplicates)
+
+    fast = plan()
+    from eeghub.plugins.exporter import placement
+
+    monkeypatch.setattr(placement, "_starts_before", lambda packet, lower: True)
+    monkeypatch.setattr(placement, "_ends_after", lambda packet, upper: True)
+    assert plan() == fast

@@ -399,3 +399,21 @@ def test_media_from_several_calls_never_overwrite(tmp_path: Path) -> None:
     ]
     assert (tmp_path / "sourcedata" / "media" / "sub-s1" / "ses-1" / "a-2.jpg").read_bytes() == b"two"
     assert not list(tmp_path.rglob("x.wav"))
+
+
+def test_tsv_cells_replace_every_control_character() -> None:
+    """cell() skips its per-character scan for printable text; the result is
+    the scan's for every code point (alone and inside text)."""
+    import sys
+    import unicodedata
+
+    from eeghub.plugins.exporter.tsv import cell
+
+    def scanned(text: str) -> str:
+        return "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text).strip() or "n/a"
+
+    for code in range(0, sys.maxunicode + 1, 7):
+        ch = chr(code)
+        for text in (ch, f" a{ch}b ", ch * 2):
+            assert cell(text) == scanned(text), hex(code)
+    assert cell("a\tb\nc\u200bd\u00a0e ") == "a b c d\u00a0e"
