@@ -22,6 +22,8 @@ import random
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aioboto3
 import aiohttp
@@ -211,6 +213,13 @@ class S3ObjectStore:
         except ValueError as exc:
             log.info("S3: lean PUT path disabled: %s", exc)
             return
+        # Behind an HTTP(S)_PROXY (which botocore honours) every write stays
+        # with botocore. Decided once here: aiohttp's trust_env would read the
+        # environment and ~/.netrc in a thread on every request.
+        scheme = urlsplit(endpoint).scheme
+        if getproxies().get(scheme) and not proxy_bypass(urlsplit(endpoint).hostname or ""):
+            log.info("S3: a proxy is configured for %s; every write goes through botocore", endpoint)
+            return
         self._credentials = credentials
         self._signer = signer
         self._http = aiohttp.ClientSession(
@@ -218,8 +227,6 @@ class S3ObjectStore:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type"),
-            # HTTP(S)_PROXY / NO_PROXY, as botocore honours them.
-            trust_env=True,
         )
 
     async def close(self) -> None:

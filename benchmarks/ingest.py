@@ -682,7 +682,7 @@ class Bench:
         assert self.eeghub is not None
         fmt = "flamegraph" if out.suffix == ".svg" else "raw"
         self.py_spy = subprocess.Popen(  # noqa: S603
-            [py_spy, "record", "-p", str(self.eeghub.pid), "-o", str(out.resolve()), "--format", fmt, "--rate", "200", "--nonblocking"],
+            [py_spy, "record", "-p", str(self.eeghub.pid), "-o", str(out.resolve()), "--format", fmt, "--rate", "200", "--nonblocking", *(["--gil"] if os.environ.get("EEGHUB_BENCH_PYSPY_GIL") else []), "--threads"],
             stdout=(self.workdir / "py-spy.log").open("ab"),
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,

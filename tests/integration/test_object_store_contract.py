@@ -673,3 +673,27 @@ async def test_s3_lean_put_with_wrong_secret_fails_without_the_secret(s3_endpoin
     finally:
         await wrong.close()
         await drop_bucket(s3_endpoint, bucket)
+
+
+@pytest.mark.s3
+async def test_s3_behind_a_proxy_writes_through_botocore(
+    s3_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore honours HTTP(S)_PROXY; the lean path then stays off."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    store = S3ObjectStore(endpoint_url=s3_endpoint["endpoint_url"], access_key="k", secret_key="s")
+    await store.start()
+    try:
+        assert store._signer is None
+    finally:
+        await store.close()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    store = S3ObjectStore(endpoint_url="http://127.0.0.1:1", access_key="k", secret_key="s")
+    await store.start()
+    try:
+        assert store._signer is not None
+    finally:
+        await store.close()
