@@ -37,7 +37,9 @@ What it does:
 * samples CPU time (from /proc) of each process involved per round, and
   marks rounds during which processes outside the benchmark were busy;
 * with ``--py-spy FILE``, samples the eeghub server with py-spy during the
-  rounds (``uv pip install -p .venv/bin/python py-spy``);
+  rounds (``uv pip install -p .venv/bin/python py-spy``), every thread;
+  with ``EEGHUB_BENCH_PYSPY_GIL=1`` only samples holding the GIL (what the
+  interpreter really spends, not where it waits to be scheduled);
 * removes the database, queues, exchange and buckets, and stops every
   process it started, also when something fails (SIGINT and SIGTERM
   included).
