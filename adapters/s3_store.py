@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
@@ -30,6 +31,7 @@ import aiohttp
 import yarl
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import get_cert_path
 
 from eeghub.core.errors import ConfigurationError, InvalidObjectKey, ObjectNotFound, StorageError
 from eeghub.core.keys import validate_bucket, validate_key, validate_prefix
@@ -49,7 +51,13 @@ _INVALID_KEY_CODES = frozenset({"KeyTooLongError", "InvalidObjectName", "XMinioI
 SeaweedFS refuse path segments longer than 255 bytes, which AWS accepts."""
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
-_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"})
+_RETRY_CODES = frozenset(
+    {
+        "SlowDown", "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "Throttling",
+        "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
+    }
+)  # fmt: skip
 _LEAN_INCOMPATIBLE_CODES = frozenset({"SignatureDoesNotMatch", "NotImplemented", "XAmzContentSHA256Mismatch"})
 """A server answering these to a lean PUT gets botocore from then on."""
 _LEAN_DEFER_CODES = frozenset(
@@ -207,9 +215,13 @@ class S3ObjectStore:
             if credentials is None:
                 log.info("S3: no credentials found for the lean PUT path; every write goes through botocore")
                 return
-        endpoint = self._endpoint_url or f"https://s3.{self._region}.amazonaws.com"
+        # The endpoint and region botocore resolved (AWS_ENDPOINT_URL_S3, the
+        # profile, partitions such as amazonaws.com.cn), so both paths always
+        # talk to the same server.
+        endpoint = str(self._client.meta.endpoint_url)
+        region = str(self._client.meta.region_name or self._region)
         try:
-            signer = SigV4Signer(endpoint, self._region)
+            signer = SigV4Signer(endpoint, region)
         except ValueError as exc:
             log.info("S3: lean PUT path disabled: %s", exc)
             return
@@ -220,10 +232,16 @@ class S3ObjectStore:
         if getproxies().get(scheme) and not proxy_bypass(urlsplit(endpoint).hostname or ""):
             log.info("S3: a proxy is configured for %s; every write goes through botocore", endpoint)
             return
+        ssl_context: ssl.SSLContext | bool = False
+        if urlsplit(endpoint).scheme == "https":
+            # The certificates botocore trusts (AWS_CA_BUNDLE, the profile's
+            # ca_bundle, else certifi's), not the system store aiohttp uses.
+            ca_bundle = session._session.get_config_variable("ca_bundle") or get_cert_path(True)
+            ssl_context = ssl.create_default_context(cafile=ca_bundle)
         self._credentials = credentials
         self._signer = signer
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=ssl_context),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type"),
@@ -358,16 +376,26 @@ class S3ObjectStore:
                 "PUT", path, headers, payload_sha256, access_key=access_key, secret_key=secret_key, session_token=token
             )
             try:
+                if http.closed:
+                    raise StorageError(f"S3 upload of {where} failed: the object store is closed")
                 async with http.put(url, data=data, headers=signed, allow_redirects=False) as response:
                     status = response.status
                     body = await response.read()
                     etag = response.headers.get("ETag")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                if attempt < self._max_attempts:
+            except aiohttp.ClientSSLError as exc:
+                # Not transient: botocore (its own TLS set-up) sends it, and
+                # says what is wrong if it fails too.
+                log.warning("S3 lean PUT: TLS error (%s); sending every write through botocore", type(exc).__name__)
+                self._signer = None
+                return None
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, RuntimeError) as exc:
+                # RuntimeError: aiohttp's "Session is closed" during close().
+                if attempt < self._max_attempts and not http.closed:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 raise StorageError(self._redact(f"S3 upload of {where} failed: {type(exc).__name__}: {exc}")) from exc
-            if 200 <= status < 300:
+            code, message = s3_error(body)
+            if 200 <= status < 300 and not code:
                 return ObjectInfo(
                     bucket=bucket,
                     key=key,
@@ -376,7 +404,10 @@ class S3ObjectStore:
                     etag=_etag(etag),
                     metadata=metadata,
                 )
-            code, message = s3_error(body)
+            if 200 <= status < 300:
+                # An <Error> body with a 200 (S3 may answer so when it fails
+                # late): botocore treats it as a 500, and so do we.
+                status = 500
             if (status in _RETRY_STATUSES or code in _RETRY_CODES) and attempt < self._max_attempts:
                 await asyncio.sleep(self._backoff(attempt))
                 continue
@@ -386,16 +417,20 @@ class S3ObjectStore:
                 return None
             if code in _LEAN_DEFER_CODES or 300 <= status < 400:
                 return None
-            if code == "NoSuchBucket" or (status == 404 and not code):
+            # The same errors as the botocore path (``_translated`` with
+            # missing_bucket_is_error): a missing bucket is a setup fault.
+            if code == "NoSuchBucket":
                 raise StorageError(f"bucket {bucket!r} does not exist")
+            if code in _NOT_FOUND_CODES or status == 404:
+                raise ObjectNotFound(bucket, key)
             if code in _INVALID_KEY_CODES:
                 raise InvalidObjectKey(f"the S3 server refuses object key {key!r}: {code}")
             raise StorageError(self._redact(f"S3 upload of {where} failed: {code or status} {message}"))
 
     @staticmethod
     def _backoff(attempt: int) -> float:
-        # botocore's standard mode: random up to base * 2^(attempt-1), capped.
-        return random.uniform(0, min(20.0, 0.05 * 2 ** (attempt - 1)))
+        # botocore's standard mode: random(0, 1) * min(2^(attempt-1), 20) s.
+        return random.random() * min(2.0 ** (attempt - 1), 20.0)
 
     async def _put_object(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]
