@@ -55,19 +55,38 @@ WITH batch AS (
         content_sha256, num_samples, num_channels, channel_names, channel_types, payload_format, stored_bytes,
         envelope_session_id
     FROM batch
+    ORDER BY object_id  -- the same lock order in every process: no deadlocks between batches
     ON CONFLICT (object_id) DO NOTHING
     RETURNING user_id, device_id, timestamp_start_ms, timestamp_end_ms
+), streams AS (
+    -- One index probe per stream of the batch, not per packet.
+    SELECT user_id, device_id, min(timestamp_start_ms) AS first_ms, max(timestamp_end_ms) AS last_ms
+    FROM inserted GROUP BY user_id, device_id
 ), relinked AS (
     -- Late data: an ended session these new packets fall into that was
     -- already linked goes back to pending. Only a status that moves gets a
-    -- job, so a burst of late packets costs one.
+    -- job, so a burst of late packets costs one. The LATERAL probe (OFFSET 0
+    -- keeps it from being flattened into a join) uses the index on
+    -- sessions(user_id, start_time) instead of scanning every linked session.
     UPDATE sessions s SET link_status = 'pending'
-    WHERE s.end_time IS NOT NULL AND s.link_status IN ('completed', 'failed')
-      AND EXISTS (
-        SELECT 1 FROM inserted i
-        WHERE i.user_id = s.user_id AND (s.device_id IS NULL OR s.device_id = i.device_id)
-          AND s.start_time <= to_timestamp(i.timestamp_end_ms / 1000.0)
-          AND s.end_time >= to_timestamp(i.timestamp_start_ms / 1000.0))
+    FROM (
+        SELECT DISTINCT hit.session_id
+        FROM streams g
+        CROSS JOIN LATERAL (
+            SELECT c.session_id, c.start_time, c.end_time FROM sessions c
+            WHERE c.user_id = g.user_id AND (c.device_id IS NULL OR c.device_id = g.device_id)
+              AND c.end_time IS NOT NULL AND c.link_status IN ('completed', 'failed')
+              AND c.start_time <= to_timestamp(g.last_ms / 1000.0)
+              AND c.end_time >= to_timestamp(g.first_ms / 1000.0)
+            OFFSET 0
+        ) hit
+        WHERE EXISTS (
+            SELECT 1 FROM inserted i
+            WHERE i.user_id = g.user_id AND i.device_id = g.device_id
+              AND hit.start_time <= to_timestamp(i.timestamp_end_ms / 1000.0)
+              AND hit.end_time >= to_timestamp(i.timestamp_start_ms / 1000.0))
+    ) h
+    WHERE s.session_id = h.session_id AND s.end_time IS NOT NULL AND s.link_status IN ('completed', 'failed')
     RETURNING s.session_id
 ), queued AS (
     INSERT INTO eeghub_outbox (target_kind, target, body, content_type)
@@ -122,8 +141,12 @@ class RowWriter:
                 try:
                     relinked = await self._insert([row for row, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - each row's own fate below
-                    if len(batch) == 1:
-                        _settle(batch[0][1], exc)
+                    if len(batch) == 1 or not _row_error(exc):
+                        # The database is unreachable or timed out: every
+                        # message of the batch fails now, together (the
+                        # broker retries them), rather than one by one.
+                        for _, future in batch:
+                            _settle(future, exc)
                         continue
                     log.warning("a batch of %d packet rows failed (%s); writing them one by one", len(batch), exc)
                     for row, future in batch:
@@ -138,9 +161,9 @@ class RowWriter:
                 for _, future in batch:
                     _settle(future, None)
                 self._woke(relinked)
-        except BaseException:
-            # Cancelled (shut-down): whoever waits is told, nothing hangs;
-            # their messages stay unacknowledged and come again.
+        except asyncio.CancelledError:
+            # Shut-down: whoever waits is told, nothing hangs; their
+            # messages stay unacknowledged and come again.
             for _, future in batch + self._pending:
                 if not future.done():
                     future.cancel()
@@ -156,11 +179,23 @@ class RowWriter:
         return int(record["relinked"])
 
     def _woke(self, relinked: int) -> None:
-        if relinked:
-            log.info("late packets: %d session(s) queued for linking again", relinked)
+        if not relinked:
+            return
+        log.info("late packets: %d session(s) queued for linking again", relinked)
+        try:
             # Only after a commit that enqueued something (see OutboxRelay): a
             # wake per stored packet would cost the relay a transaction each.
             self._ctx.outbox.wake()
+        except Exception as exc:  # noqa: BLE001 - the relay's poll picks the jobs up anyway
+            log.warning("cannot wake the outbox relay: %s", exc)
+
+
+def _row_error(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the data (SQLSTATE class 22 data exception
+    or 23 integrity constraint), i.e. a row of the batch is at fault and
+    writing the rows one by one isolates it."""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

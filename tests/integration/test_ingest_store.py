@@ -135,3 +135,52 @@ async def test_a_late_packet_queues_its_linked_session_again(ctx: Any) -> None:
     # session is still pending: no second job.
     await asyncio.gather(*(handle(d) for d in [*late, *deliveries(ctx, device, 2, first=20)]))
     assert await ctx.database.fetchval("SELECT count(*) FROM eeghub_outbox WHERE id > $1", before) == 1
+
+
+async def test_only_sessions_a_new_packet_overlaps_are_relinked(ctx: Any) -> None:
+    """A batch holding packets far apart in time relinks the sessions they
+    fall into, not a linked session between them."""
+    handle = store.make_handler(ctx)
+    device = SimulatedDevice("u-gap", "dev-gap")
+    start = datetime.fromtimestamp(START_MS / 1000, UTC)
+    await ctx.database.execute(
+        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status)
+           VALUES ('g-first', 'u-gap', 'dev-gap', $1, $2, 'completed'),
+                  ('g-between', 'u-gap', 'dev-gap', $3, $4, 'completed'),
+                  ('g-last', 'u-gap', 'dev-gap', $5, $6, 'failed')""",
+        start, start + timedelta(seconds=10),
+        start + timedelta(seconds=100), start + timedelta(seconds=200),
+        start + timedelta(seconds=1000), start + timedelta(seconds=1010),
+    )  # fmt: skip
+    packets = deliveries(ctx, device, 1, first=2) + deliveries(ctx, device, 1, first=1003)
+    await asyncio.gather(*(handle(d) for d in packets))
+    statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-gap'"))
+    assert statuses == {"g-first": "pending", "g-between": "completed", "g-last": "pending"}
+
+
+async def test_an_unreachable_database_fails_the_batch_at_once(ctx: Any) -> None:
+    """Not row by row: that would make every message wait for one timeout each."""
+    calls = 0
+    real = ctx.database
+
+    class Down:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def fetchrow(self, *args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.05)
+            raise ConnectionError("database unavailable")
+
+    ctx.database = Down()
+    try:
+        handle = store.make_handler(ctx)
+        results = await asyncio.gather(
+            *(handle(d) for d in deliveries(ctx, SimulatedDevice("u-down", "d1"), 8)), return_exceptions=True
+        )
+    finally:
+        ctx.database = real
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert calls <= 2, f"{calls} statements for 8 rows"
+    assert await rows(ctx, "u-down") == []
