@@ -70,6 +70,11 @@ class Result:
     """The plugin's msgspec result."""
     sequence: int
     images: dict[str, str] | None = None
+    images_error: str | None = None
+    """Why the plugin's ``render`` gave no images for this result (cached
+    like the images: it is not called again for the same result)."""
+    rendering: Any = None
+    """The ``render`` call in flight, shared by concurrent requests."""
 
 
 @dataclass
@@ -333,6 +338,57 @@ class AnalysisHost:
             listeners.discard(queue)
             if not listeners:
                 del self.listeners[user_id]
+
+    async def render(self, result: Result) -> None:
+        """Call the plugin's optional ``render`` for ``result`` once: on the
+        plugin's own bounded thread pool (a hanging render ties up only its
+        plugin's threads and shows in health like a hanging analysis),
+        shared by concurrent requests, its images or its failure cached on
+        the result."""
+        state = self.plugins.get(result.plugin_id)
+        render = getattr(state.plugin, "render", None) if state is not None else None
+        if state is None or not callable(render) or result.images is not None or result.images_error is not None:
+            return
+        if result.rendering is None:
+            info = {
+                "plugin_id": result.plugin_id,
+                "user_id": result.user_id,
+                "device_id": result.device_id,
+                "session_id": result.session_id,
+                "window_start_us": result.window_start_us,
+                "window_end_us": result.window_end_us,
+            }
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(state.executor, render, result.value, info)
+            result.rendering = asyncio.ensure_future(self._await_render(state, result, future))
+        await asyncio.shield(result.rendering)
+
+    async def _await_render(self, state: PluginState, result: Result, future: Any) -> None:
+        try:
+            images = await asyncio.wait_for(asyncio.shield(future), self.plugin_timeout)
+            if not isinstance(images, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in images.items()
+            ):
+                raise TypeError(f"render must return a dict of str to base64 str, not {type(images).__name__}")
+            result.images = images
+        except TimeoutError:
+            state.timeouts += 1
+            state.hung += 1
+            state.last_timeout_at = self.clock()
+            state.last_error = f"render timed out after {self.plugin_timeout} s"
+            result.images_error = f"render timed out after {self.plugin_timeout:g} s"
+
+            def returned(_: Any) -> None:
+                state.hung = max(0, state.hung - 1)
+
+            future.add_done_callback(returned)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not raised
+            state.failures += 1
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            state.last_error = f"render: {text}"[:500]
+            result.images_error = text[:300]
+        finally:
+            result.rendering = None
 
     HEALTH_WINDOW_SECONDS = 300.0
     """A timeout keeps the analyzer ``degraded`` this long after it happened."""

@@ -75,37 +75,21 @@ BUILTIN_PICTURES = frozenset({"psd", "coherence"})
 """Drawn by ``_images`` for the predecessor's entry, not by a ``render``."""
 
 
-def _valid_images(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise TypeError(f"render must return a dict of str to base64 str, not {type(value).__name__}")
-    return value
-
-
-async def _plugin_images(host: AnalysisHost, result: Result) -> dict[str, Any]:
-    """The optional ``render`` of a plugin's contract, called only when a
-    client asks for images, in a thread, once per result (cached). A render
-    that fails, hangs past the plugin timeout or returns something else than
-    ``{name: base64}`` gives ``images_error`` instead, never a 500."""
-    state = host.plugins.get(result.plugin_id)
-    render = getattr(state.plugin, "render", None) if state is not None else None
-    if not callable(render) or result.plugin_id in BUILTIN_PICTURES:
-        return {}
-    if result.images is None:
-        info = {
-            "plugin_id": result.plugin_id,
-            "user_id": result.user_id,
-            "device_id": result.device_id,
-            "session_id": result.session_id,
-            "window_start_us": result.window_start_us,
-            "window_end_us": result.window_end_us,
-        }
-        try:
-            images = await asyncio.wait_for(asyncio.to_thread(render, result.value, info), host.plugin_timeout)
-            result.images = _valid_images(images)
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported, not raised
-            message = f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
-            return {"images": {}, "images_error": message}
-    return {"images": result.images}
+async def _plugin_images(host: AnalysisHost, results: dict[str, Result]) -> dict[str, dict[str, Any]]:
+    """Images of every plugin with a ``render`` (see ``AnalysisHost.render``),
+    rendered concurrently; ``images_error`` instead when it failed."""
+    wanted = {
+        pid: r
+        for pid, r in results.items()
+        if pid not in BUILTIN_PICTURES
+        and pid in host.plugins
+        and callable(getattr(host.plugins[pid].plugin, "render", None))
+    }
+    await asyncio.gather(*(host.render(r) for r in wanted.values()))
+    return {
+        pid: {"images": r.images} if r.images is not None else {"images": {}, "images_error": r.images_error}
+        for pid, r in wanted.items()
+    }
 
 
 def _summaries(host: AnalysisHost) -> list[dict[str, Any]]:
@@ -160,6 +144,7 @@ async def get_analysis(
             status_code=202,
         )
     stream, results = streams[0]
+    images = await _plugin_images(host, results) if format == "images" else {}
     applications: dict[str, Any] = {"psd_coherence": await _compat_entry(stream, results, format == "images")}
     for pid, result in results.items():
         applications[pid] = msgspec.to_builtins(result.value)
@@ -169,10 +154,7 @@ async def get_analysis(
         "session_id": stream.session_id,
         "applications": applications,
         "available_applications": [{"id": "psd_coherence", "display_name": "PSD & Coherence", "description": "Power spectral density and coherence visualisation."}, *_summaries(host)],
-        "results": {
-            pid: {**_result_json(r), **(await _plugin_images(host, r) if format == "images" else {})}
-            for pid, r in results.items()
-        },
+        "results": {pid: {**_result_json(r), **images.get(pid, {})} for pid, r in results.items()},
         "streams": [{"device_id": s.device_id, "session_id": s.session_id, "plugins": sorted(r)} for s, r in streams],
     }
     return Response(body, status_code=200)

@@ -215,7 +215,10 @@ async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_repo
         calls.append(info)
         return {"bar": base64.b64encode(f"power={result.value:.3e}".encode()).decode()}
 
+    broken_calls: list[int] = []
+
     def broken_render(result: Alpha, info: dict[str, Any]) -> dict[str, str]:
+        broken_calls.append(1)
         raise ValueError("no canvas")
 
     drawn = analysis("drawn", mean_power)
@@ -241,5 +244,11 @@ async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_repo
         assert calls[0]["window_end_us"] > calls[0]["window_start_us"]
         assert body["results"]["broken"]["images"] == {}
         assert body["results"]["broken"]["images_error"] == "ValueError: no canvas"
+        sequence = body["results"]["broken"]["timestamp"]
+        again = (await client.get(f"/api/v1/users/{P}/analysis", headers=user(P))).json()
+        if again["results"]["broken"]["timestamp"] == sequence:  # the same result: its failure is cached
+            assert again["results"]["broken"]["images_error"] == "ValueError: no canvas" and len(broken_calls) == 1
+        stats = {p["id"]: p["stats"] for p in (await client.get("/api/v1/analysis/plugins")).json()["plugins"]}
+        assert "render: ValueError: no canvas" in stats["broken"]["last_error"]
         assert "images" not in body["results"]["psd"]  # built-ins: the psd_coherence entry
         assert body["applications"]["psd_coherence"]["psd_image"]

@@ -74,3 +74,42 @@ async def test_health_recovers_after_a_timeout() -> None:
     finally:
         release.set()
         host.close()
+
+
+async def test_a_hanging_render_uses_its_plugin_threads_and_shows_in_health() -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def hanging_render(result: Any, info: dict[str, Any]) -> dict[str, str]:
+        calls.append(1)
+        release.wait(10)
+        return {}
+
+    drawn = plugin("drawn", lambda w: 1.0)
+    drawn.render = hanging_render
+    clock = Clock()
+    host = AnalysisHost([drawn], plugin_timeout=0.2, clock=clock)
+    try:
+        from eeghub.plugins.analyzer.host import Result
+
+        result = Result(plugin_id="drawn", user_id="u", device_id="d", session_id=None, computed_at=0.0,
+                        window_start_us=0, window_end_us=1, value=1.0, sequence=1)  # fmt: skip
+        # Many requests at once: one render call, shared.
+        await asyncio.gather(*(host.render(result) for _ in range(10)))
+        assert calls == [1]
+        assert result.images is None and result.images_error == "render timed out after 0.2 s"
+        status, detail = host.health()
+        assert status == "degraded" and "past the 0.2 s timeout" in detail["plugins"]["drawn"]
+        await host.render(result)  # cached: not called again
+        assert calls == [1]
+        # Unrelated work on the loop's default pool is not held up.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 2) == 42
+        release.set()
+        for _ in range(100):
+            if host.plugins["drawn"].hung == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert host.plugins["drawn"].hung == 0
+    finally:
+        release.set()
+        host.close()
