@@ -51,7 +51,19 @@ class ExportTask(msgspec.Struct):
     names every participant's sessions, and it can be large."""
 
 
-def _task(row: Any, *, with_report: bool = False) -> ExportTask:
+def _participant_view(validation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The validator's counts without its issues (their locations name
+    subjects and sessions)."""
+    if validation is None:
+        return None
+    return {k: v for k, v in validation.items() if k != "issues"}
+
+
+def _task(row: Any, *, owner: bool, with_report: bool = False) -> ExportTask:
+    """``owner``: the owner's view. Participants see status, progress and
+    counts, not the per-session detail (the validator's issue locations, an
+    error message that names sessions). The report only with ``with_report``
+    (an owner reading one task)."""
     return ExportTask(
         task_id=row["task_id"],
         experiment_id=row["experiment_id"],
@@ -67,10 +79,12 @@ def _task(row: Any, *, with_report: bool = False) -> ExportTask:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         result_file_path=row["result_file_path"],
-        error_message=row["error_message"],
-        validation=row["validation"],
+        error_message=row["error_message"]
+        if owner or row["error_message"] is None
+        else "The export failed; an owner of the experiment can see why.",
+        validation=row["validation"] if owner else _participant_view(row["validation"]),
         download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
-        report=row["report"] if with_report else None,
+        report=row["report"] if owner and with_report else None,
     )
 
 
@@ -127,7 +141,7 @@ async def get_export_task(task_id: str, ctx: AppContext, identity: Identity) -> 
     """Status and progress of an export (members of its experiment); the
     per-session ``report`` only for owners."""
     row, role = await _member_task_and_role(ctx, task_id, identity)
-    return _task(row, with_report=role == "owner")
+    return _task(row, owner=role == "owner", with_report=True)
 
 
 @get("/api/v1/export-tasks", guards=[require_user], tags=["export"])
@@ -141,19 +155,23 @@ async def list_export_tasks(
     the caller belongs to (the app calls ``?limit=50``)."""
     if experiment_id is not None:
         eid = parse_experiment_id(experiment_id)
-        await check_role(ctx.database, eid, identity.user_id, "participant")
+        role = await check_role(ctx.database, eid, identity.user_id, "participant")
         rows = await ctx.database.fetch(
-            "SELECT * FROM export_tasks WHERE experiment_id = $1 ORDER BY created_at DESC LIMIT $2", eid, limit
+            "SELECT t.*, $3::text AS caller_role FROM export_tasks t WHERE experiment_id = $1"
+            " ORDER BY created_at DESC LIMIT $2",
+            eid,
+            limit,
+            role,
         )
     else:
         rows = await ctx.database.fetch(
-            """SELECT t.* FROM export_tasks t JOIN experiment_participants p
+            """SELECT t.*, p.role AS caller_role FROM export_tasks t JOIN experiment_participants p
                  ON p.experiment_id = t.experiment_id AND p.user_id = $1
                ORDER BY t.created_at DESC LIMIT $2""",
             identity.user_id,
             limit,
         )
-    return [_task(r) for r in rows]
+    return [_task(r, owner=r["caller_role"] == "owner") for r in rows]
 
 
 @get("/api/v1/export-tasks/{task_id:str}/download", guards=[require_user], tags=["export"])

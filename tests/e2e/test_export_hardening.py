@@ -253,8 +253,11 @@ async def test_hostile_labels_empty_session_and_undecodable_object(
         # Members may read the status, but only the owner downloads.
         member_view = await client.get(f"/api/v1/export-tasks/{task['task_id']}", headers=user(WEIRD))
         assert member_view.status_code == 200 and member_view.json()["status"] == "completed"
-        # ...without the report, which names every participant's sessions.
+        # ...without the report, which names every participant's sessions,
+        # and with the validator's counts but not its issue locations.
         assert member_view.json()["report"] is None
+        assert set(member_view.json()["validation"]) == {"errors", "warnings", "schema_version"}
+        assert "issues" in task["validation"]  # the owner's view
         listed = (await client.get(f"/api/v1/export-tasks?experiment_id={eid}", headers=user(OWNER))).json()
         assert [t["task_id"] for t in listed] == [task["task_id"]] and listed[0]["report"] is None
         assert (await client.get(task["download_url"], headers=user(WEIRD))).status_code == 403
@@ -327,6 +330,13 @@ async def test_nothing_to_export_fails_with_a_clear_message(app_client: Any, loc
         assert task["status"] == "failed", task
         assert "no-data" in task["error_message"] and "no data linked" in task["error_message"], task
         assert task["result_file_path"] is None
+        # The participant sees that it failed, not which sessions and why.
+        as_participant = (await client.get(f"/api/v1/export-tasks/{task['task_id']}", headers=user(subject))).json()
+        assert as_participant["status"] == "failed" and "no-data" not in as_participant["error_message"]
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={empty}", headers=user(subject))).json()
+        assert "no-data" not in listed[0]["error_message"]
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={empty}", headers=user(OWNER))).json()
+        assert "no-data" in listed[0]["error_message"]  # the owner's list keeps the detail
 
 
 async def test_export_authorization(app_client: Any, local_env: dict[str, str]) -> None:
