@@ -23,12 +23,15 @@ from eeghub.core.auth import (
 )
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam
 from eeghub.core.outbox import enqueue_json
 
 from .events import LoggedEvent, parse_events
 from .schemas import Message, SessionEnd, SessionEnded, SessionInfo, SessionPage, SessionStart
 
 MAX_CLOCK_OFFSET_JSON = 4096
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint."""
 
 
 def _aware(value: datetime, field: str) -> datetime:
@@ -223,7 +226,7 @@ def _session_info(row: Any) -> SessionInfo:
 
 
 @get("/api/v1/sessions/{session_id:str}", guards=[require_user], tags=["sessions"])
-async def get_session(session_id: str, ctx: AppContext, identity: Identity) -> SessionInfo:
+async def get_session(session_id: IdParam, ctx: AppContext, identity: Identity) -> SessionInfo:
     """A session's times, statuses and event counts: for the user who recorded
     it and for owners of its experiment."""
     row = await ctx.database.fetchrow(SESSION_QUERY + " WHERE s.session_id = $1", session_id)
@@ -238,9 +241,9 @@ async def list_sessions(
     experiment_id: str,
     ctx: AppContext,
     limit: int = Parameter(default=50, ge=1, le=500),
-    offset: int = Parameter(default=0, ge=0),
-    user_id: str | None = Parameter(default=None, max_length=255),
-    session_type: str | None = Parameter(default=None, max_length=50),
+    offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
+    user_id: str | None = Parameter(default=None, max_length=255, pattern=NO_CONTROL_CHARACTERS),
+    session_type: str | None = Parameter(default=None, max_length=50, pattern=NO_CONTROL_CHARACTERS),
 ) -> SessionPage:
     """An experiment's sessions in start order, paginated (owner)."""
     eid: uuid.UUID = parse_experiment_id(experiment_id)

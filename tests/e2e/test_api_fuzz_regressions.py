@@ -1,0 +1,78 @@
+"""Regressions found by fuzzing the HTTP API (schemathesis and hand-made
+probes against ``eeghub serve``): each input here used to get a 500 (or was
+accepted and then failed in the background) and must now be a 4xx that names
+the field, with nothing stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.e2e.helpers import user, wait_for
+from tests.e2e.test_bad_input import snapshot
+
+pytestmark = pytest.mark.postgres
+
+OWNER, PART, ADMIN = "owner", "part", "admin"
+START = "2025-06-01T10:00:00Z"
+
+
+async def world(client: Any) -> str:
+    """An experiment owned by OWNER, joined by PART, with PART's session s1."""
+    r = await client.post("/api/v1/experiments", json={"name": "e"}, headers=user(OWNER))
+    assert r.status_code == 201, r.text
+    eid = r.json()["experiment_id"]
+    assert (await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user(PART))).status_code == 201
+    start = {"session_id": "s1", "user_id": PART, "experiment_id": eid, "start_time": START, "session_type": "main_task"}
+    assert (await client.post("/api/v1/sessions/start", json=start, headers=user(PART))).status_code == 201
+    return eid
+
+
+def assert_400_naming(response: Any, field: str) -> None:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["status_code"] == 400 and body["error"]
+    assert field in json.dumps(body), body
+
+
+# PostgreSQL text cannot hold NUL: a path or query value with one used to reach
+# the query and fail there (CharacterNotInRepertoireError, a 500).
+NUL_PATHS = [
+    ("GET", "/api/v1/sessions/s%001", PART, "session_id"),
+    ("GET", "/api/v1/sessions/s%001/data", PART, "session_id"),
+    ("GET", "/api/v1/sessions/s%001/correction", PART, "session_id"),
+    ("GET", "/api/v1/stimuli/{eid}/download/a%00.png", PART, "filename"),
+    ("GET", "/api/v1/stimuli/calibration/download/a%00.png", PART, "filename"),
+    ("GET", "/api/v1/users/pa%00rt/analysis", OWNER, "user_id"),
+    ("GET", "/api/v1/users/pa%00rt/analysis/stream", OWNER, "user_id"),
+    ("PUT", "/api/v1/auth/experiments/{eid}/participants/pa%00rt", OWNER, "user_id"),
+    ("DELETE", "/api/v1/auth/experiments/{eid}/participants/pa%00rt", OWNER, "user_id"),
+    ("GET", "/api/v1/experiments/{eid}/sessions?user_id=pa%00rt", OWNER, "user_id"),
+    ("GET", "/api/v1/experiments/{eid}/sessions?session_type=main%00", OWNER, "session_type"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "caller", "field"), NUL_PATHS, ids=[f"{m} {p}" for m, p, _, _ in NUL_PATHS])
+async def test_nul_in_path_or_query_is_400(
+    method: str, path: str, caller: str, field: str, app_client: Any, local_env: dict[str, str]
+) -> None:
+    async with app_client(local_env) as (client, _):
+        eid = await world(client)
+        kwargs: dict[str, Any] = {"json": {"role": "owner"}} if method == "PUT" else {}
+        response = await client.request(method, path.format(eid=eid), headers=user(caller), **kwargs)
+    assert_400_naming(response, field)
+
+
+async def test_session_list_offset_beyond_bigint_is_400(app_client: Any, local_env: dict[str, str]) -> None:
+    async with app_client(local_env) as (client, _):
+        eid = await world(client)
+        base = f"/api/v1/experiments/{eid}/sessions"
+        largest = await client.get(f"{base}?offset={2**63 - 1}", headers=user(OWNER))
+        response = await client.get(f"{base}?offset={2**63}", headers=user(OWNER))
+    assert largest.status_code == 200, largest.text
+    assert largest.json()["items"] == []
+    assert_400_naming(response, "offset")
