@@ -5,7 +5,7 @@ experiment's sessions."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -40,7 +40,16 @@ def _aware(value: datetime, field: str) -> datetime:
             f"{field} must include a UTC offset (e.g. 2025-01-01T10:00:00Z or +09:00)",
             issues=[{"field": field, "message": "timezone offset required"}],
         )
-    return value
+    try:
+        # 0001-01-01T00:00+01:00 or 9999-12-31T23:00-12:00 parse, but their
+        # UTC instant is outside what a datetime (and PostgreSQL's driver)
+        # can hold.
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(
+            f"{field} is out of range once converted to UTC",
+            issues=[{"field": field, "message": "out of range in UTC"}],
+        ) from None
 
 
 def _clock_offset(info: Any) -> dict[str, Any] | None:

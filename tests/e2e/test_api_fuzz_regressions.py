@@ -76,3 +76,48 @@ async def test_session_list_offset_beyond_bigint_is_400(app_client: Any, local_e
     assert largest.status_code == 200, largest.text
     assert largest.json()["items"] == []
     assert_400_naming(response, "offset")
+
+
+# Times that parse but whose UTC instant no datetime can hold: asyncpg raised
+# OverflowError ("date value out of range"), a 500.
+OUT_OF_RANGE_TIMES = ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-12:00"]
+
+
+@pytest.mark.parametrize("when", OUT_OF_RANGE_TIMES)
+async def test_session_times_out_of_range_in_utc_are_400(
+    when: str, app_client: Any, local_env: dict[str, str], database_url: str
+) -> None:
+    async with app_client(local_env) as (client, _):
+        await world(client)
+        before = await snapshot(database_url)
+        start = await client.post(
+            "/api/v1/sessions/start",
+            json={"session_id": "s2", "user_id": PART, "start_time": when, "session_type": "calibration"},
+            headers=user(PART),
+        )
+        metadata = {"session_id": "s1", "user_id": PART, "device_id": "d1", "end_time": when}
+        end = await client.post("/api/v1/sessions/end", files={"metadata": (None, json.dumps(metadata))}, headers=user(PART))
+        after = await snapshot(database_url)
+    assert_400_naming(start, "start_time")
+    assert_400_naming(end, "end_time")
+    assert before == after
+
+
+async def test_session_time_with_offset_is_stored_in_utc(app_client: Any, local_env: dict[str, str]) -> None:
+    async with app_client(local_env) as (client, _):
+        start = {"session_id": "tz", "user_id": PART, "start_time": "2025-06-01T19:00:00+09:00", "session_type": "calibration"}
+        assert (await client.post("/api/v1/sessions/start", json=start, headers=user(PART))).status_code == 201
+        info = (await client.get("/api/v1/sessions/tz", headers=user(PART))).json()
+    assert info["start_time"] == START
+
+
+@pytest.mark.parametrize("when", OUT_OF_RANGE_TIMES)
+async def test_media_time_out_of_range_in_utc_is_400(when: str, app_client: Any, local_env: dict[str, str]) -> None:
+    fields = {"user_id": PART, "session_id": "s1", "mimetype": "image/png", "original_filename": "a.png", "timestamp_utc": when}
+    async with app_client(local_env) as (client, _):
+        response = await client.post(
+            "/api/v1/media",
+            files={**{k: (None, v) for k, v in fields.items()}, "file": ("a.png", b"PNG", "image/png")},
+            headers=user(PART),
+        )
+    assert_400_naming(response, "timestamp_utc")
