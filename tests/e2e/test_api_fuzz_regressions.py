@@ -121,3 +121,28 @@ async def test_media_time_out_of_range_in_utc_is_400(when: str, app_client: Any,
             headers=user(PART),
         )
     assert_400_naming(response, "timestamp_utc")
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("POST", {"name": "a\x00b"}, "name"),
+        ("POST", {"name": "ok", "description": "x\x00"}, "description"),
+        ("PATCH", {"name": "a\x00b"}, "name"),
+        ("PUT", {"description": "\x00"}, "description"),
+    ],
+)
+async def test_experiment_text_with_nul_is_400(
+    method: str, body: dict[str, Any], field: str, app_client: Any, local_env: dict[str, str], database_url: str
+) -> None:
+    async with app_client(local_env) as (client, _):
+        eid = await world(client)
+        before = await snapshot(database_url)
+        path = "/api/v1/experiments" if method == "POST" else f"/api/v1/experiments/{eid}"
+        response = await client.request(method, path, json=body, headers=user(OWNER))
+        after = await snapshot(database_url)
+        # Newlines and tabs in a description stay allowed.
+        ok = await client.patch(f"/api/v1/experiments/{eid}", json={"description": "line 1\n\tline 2"}, headers=user(OWNER))
+    assert_400_naming(response, field)
+    assert before == after
+    assert ok.status_code == 200 and ok.json()["description"] == "line 1\n\tline 2"
