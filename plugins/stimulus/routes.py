@@ -286,8 +286,13 @@ async def register_calibration_item(
     """Store a calibration file and upsert its ``calibration_items`` row
     (used by the admin API and by ``eeghub calibration add``)."""
     validate_file_name(file_name, field="file")
-    if not item_type or len(item_type) > 50:
-        raise BadRequest("item_type is required (at most 50 characters)", issues=[{"field": "item_type", "message": "required"}])
+    if not item_type or len(item_type) > 50 or any(ord(c) < 32 or ord(c) == 127 for c in item_type):
+        raise BadRequest(
+            "item_type is required (at most 50 characters, no control characters)",
+            issues=[{"field": "item_type", "message": "required, at most 50 characters, no control characters"}],
+        )
+    if description is not None and "\x00" in description:
+        raise BadRequest("description contains NUL", issues=[{"field": "description", "message": "contains NUL"}])
     size = file_size(handle)
     if size == 0:
         raise BadRequest("file is empty", issues=[{"field": "file", "message": "empty"}])

@@ -146,3 +146,21 @@ async def test_experiment_text_with_nul_is_400(
     assert_400_naming(response, field)
     assert before == after
     assert ok.status_code == 200 and ok.json()["description"] == "line 1\n\tline 2"
+
+
+@pytest.mark.parametrize(
+    ("item_type", "description", "field"),
+    [("tar\x00get", None, "item_type"), ("tar\x07get", None, "item_type"), ("target", "bad\x00", "description")],
+)
+async def test_calibration_fields_with_nul_are_400(
+    item_type: str, description: str | None, field: str, app_client: Any, local_env: dict[str, str], database_url: str
+) -> None:
+    files: dict[str, Any] = {"file": ("cal.png", b"PNG", "image/png"), "item_type": (None, item_type)}
+    if description is not None:
+        files["description"] = (None, description)
+    async with app_client(local_env, EEGHUB_AUTH__ADMIN_USERS=ADMIN) as (client, _):
+        before = await snapshot(database_url)
+        response = await client.post("/api/v1/calibrations", files=files, headers=user(ADMIN))
+        after = await snapshot(database_url)
+    assert_400_naming(response, field)
+    assert before == after
