@@ -164,3 +164,19 @@ async def test_calibration_fields_with_nul_are_400(
         after = await snapshot(database_url)
     assert_400_naming(response, field)
     assert before == after
+
+
+SECRET = "a-test-secret-that-is-long-enough-1234567890"
+
+
+@pytest.mark.parametrize("subject", ["a\x00b", "a\nb"])
+async def test_jwt_subject_with_control_character_is_401(
+    subject: str, app_client: Any, local_env: dict[str, str]
+) -> None:
+    token = jwt.encode({"sub": subject, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    async with app_client(local_env, EEGHUB_AUTH__MODE="jwt", EEGHUB_AUTH__JWT_SECRET=SECRET) as (client, _):
+        response = await client.post(
+            "/api/v1/experiments", json={"name": "e"}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 401, response.text
+    assert "sub" in response.json()["error"]
