@@ -77,6 +77,21 @@ def validate_file_name(name: str, *, field: str, row: int | None = None) -> str:
     return name
 
 
+_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def client_media_type(value: str | None) -> str | None:
+    """The ``type/subtype`` of a content type a client sent (a multipart
+    part's ``Content-Type``), or None when it is not one (RFC 6838 names, at
+    most 255 characters, parameters dropped). Such a value is stored in
+    ``VARCHAR(255)`` columns and sent as an object's ``Content-Type``, so it
+    must never carry control characters or run long."""
+    if not value:
+        return None
+    media_type = value.split(";", 1)[0].strip()
+    return media_type if _MEDIA_TYPE_RE.match(media_type) else None
+
+
 def content_type_for(name: str, fallback: str | None = None) -> str:
     ext = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if ext in CONTENT_TYPES:

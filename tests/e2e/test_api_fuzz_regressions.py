@@ -180,3 +180,38 @@ async def test_jwt_subject_with_control_character_is_401(
         )
     assert response.status_code == 401, response.text
     assert "sub" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("client_type", "stored"),
+    [
+        ("image/" + "x" * 300, "application/octet-stream"),  # longer than content_type VARCHAR(255)
+        ("image/png\x00", "application/octet-stream"),  # NUL
+        ("not a type", "application/octet-stream"),
+        ("image/png; charset=binary", "image/png"),  # parameters dropped, the type kept
+    ],
+)
+async def test_stimulus_part_content_type_is_sanitised(
+    client_type: str, stored: str, app_client: Any, local_env: dict[str, str]
+) -> None:
+    """A part's Content-Type used to be stored as sent: too long or with NUL,
+    the upload got 202 and its job then failed in the background forever
+    (dead-lettered, the job left ``pending``)."""
+    files = [
+        ("stimuli_definition_csv", ("s.csv", b"file_name,trial_type\nnoext,target\n", "text/csv")),
+        ("stimulus_files", ("noext", b"DATA", client_type)),
+    ]
+    async with app_client(local_env) as (client, _):
+        eid = await world(client)
+        r = await client.post(f"/api/v1/experiments/{eid}/stimuli", files=files, headers=user(OWNER))
+        assert r.status_code == 202, r.text
+        status_url = r.json()["status_url"]
+
+        async def finished() -> Any:
+            job = (await client.get(status_url, headers=user(OWNER))).json()
+            return job if job["status"] in ("completed", "failed") else None
+
+        job = await wait_for(finished)
+        listed = (await client.get(f"/api/v1/experiments/{eid}/stimuli", headers=user(PART))).json()
+    assert job["status"] == "completed", job
+    assert [(s["file_name"], s["content_type"]) for s in listed] == [("noext", stored)]
