@@ -54,6 +54,10 @@ def file_name_problem(name: str) -> str | None:
         return "is empty"
     if len(name) > MAX_FILE_NAME:
         return f"is longer than {MAX_FILE_NAME} characters"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
+        # File systems count bytes (NAME_MAX): the exporter writes stimuli
+        # under their own names, so a longer one would fail every export.
+        return f"is longer than {MAX_FILE_NAME} bytes in UTF-8"
     if name in (".", ".."):
         return "is '.' or '..'"
     if "/" in name or "\\" in name:

@@ -215,3 +215,33 @@ async def test_stimulus_part_content_type_is_sanitised(
         listed = (await client.get(f"/api/v1/experiments/{eid}/stimuli", headers=user(PART))).json()
     assert job["status"] == "completed", job
     assert [(s["file_name"], s["content_type"]) for s in listed] == [("noext", stored)]
+
+
+async def test_stimulus_file_name_over_255_utf8_bytes_is_400(
+    app_client: Any, local_env: dict[str, str], database_url: str
+) -> None:
+    """100 characters, 300 bytes: it used to be accepted (202), and every
+    export of the experiment then failed writing ``stimuli/<name>``
+    (OSError: File name too long)."""
+    name = "€" * 100
+    files = [
+        ("stimuli_definition_csv", ("s.csv", f"file_name,trial_type\n{name},target\n".encode(), "text/csv")),
+        ("stimulus_files", (name, b"DATA", "image/png")),
+    ]
+    async with app_client(local_env) as (client, _):
+        eid = await world(client)
+        before = await snapshot(database_url)
+        response = await client.post(f"/api/v1/experiments/{eid}/stimuli", files=files, headers=user(OWNER))
+        after = await snapshot(database_url)
+        fits = "€" * 85  # 255 bytes
+        ok = await client.post(
+            f"/api/v1/experiments/{eid}/stimuli",
+            files=[
+                ("stimuli_definition_csv", ("s.csv", f"file_name,trial_type\n{fits},target\n".encode(), "text/csv")),
+                ("stimulus_files", (fits, b"DATA", "image/png")),
+            ],
+            headers=user(OWNER),
+        )
+    assert_400_naming(response, "bytes in UTF-8")
+    assert before == after
+    assert ok.status_code == 202, ok.text
