@@ -245,3 +245,48 @@ async def test_stimulus_file_name_over_255_utf8_bytes_is_400(
     assert_400_naming(response, "bytes in UTF-8")
     assert before == after
     assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [("1e308,0,a", "onset"), ("-1e308,0,a", "onset"), ("1,1e308,a", "duration"), ("1000000001,0,a", "onset")],
+)
+async def test_event_onset_or_duration_beyond_bound_is_400(
+    row: str, field: str, app_client: Any, local_env: dict[str, str], database_url: str
+) -> None:
+    """Finite but huge: stored with 200, then the correction job failed on
+    every attempt (OverflowError converting the onset to microseconds)."""
+    metadata = json.dumps({"session_id": "s1", "user_id": PART, "device_id": "d1", "end_time": "2025-06-01T10:05:00Z"})
+    csv = f"onset,duration,trial_type\n0.5,0,ok\n{row}\n".encode()
+    async with app_client(local_env) as (client, _):
+        await world(client)
+        before = await snapshot(database_url)
+        response = await client.post(
+            "/api/v1/sessions/end",
+            files={"metadata": (None, metadata), "events_log_csv": ("e.csv", csv, "text/csv")},
+            headers=user(PART),
+        )
+        after = await snapshot(database_url)
+    assert_400_naming(response, field)
+    assert "line 3" in response.json()["error"]
+    assert before == after
+
+
+async def test_events_at_the_bound_are_corrected(app_client: Any, local_env: dict[str, str]) -> None:
+    metadata = json.dumps({"session_id": "s1", "user_id": PART, "device_id": "d1", "end_time": "2025-06-01T10:05:00Z"})
+    csv = b"onset,duration,trial_type\n1e9,1e9,a\n-1e9,0,b\n"
+    async with app_client(local_env) as (client, _):
+        await world(client)
+        response = await client.post(
+            "/api/v1/sessions/end",
+            files={"metadata": (None, metadata), "events_log_csv": ("e.csv", csv, "text/csv")},
+            headers=user(PART),
+        )
+        assert response.status_code == 200, response.text
+
+        async def settled() -> Any:
+            info = (await client.get("/api/v1/sessions/s1", headers=user(PART))).json()
+            return info if info["event_correction_status"] in ("completed", "failed") else None
+
+        info = await wait_for(settled)
+    assert info["event_correction_status"] == "completed", info
