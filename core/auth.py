@@ -119,7 +119,9 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject or len(subject) > 255:
+        # The same rule as the X-User-Id header: the user id goes into
+        # VARCHAR(255) columns, and PostgreSQL text cannot hold NUL.
+        if not isinstance(subject, str) or not subject or len(subject) > 255 or any(ord(c) < 32 for c in subject):
             raise Unauthorized("token has no usable 'sub' claim")
         return Identity(user_id=subject, claims=claims)
 

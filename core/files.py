@@ -54,6 +54,10 @@ def file_name_problem(name: str) -> str | None:
         return "is empty"
     if len(name) > MAX_FILE_NAME:
         return f"is longer than {MAX_FILE_NAME} characters"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
+        # File systems count bytes (NAME_MAX): the exporter writes stimuli
+        # under their own names, so a longer one would fail every export.
+        return f"is longer than {MAX_FILE_NAME} bytes in UTF-8"
     if name in (".", ".."):
         return "is '.' or '..'"
     if "/" in name or "\\" in name:
@@ -75,6 +79,21 @@ def validate_file_name(name: str, *, field: str, row: int | None = None) -> str:
             issue["row"] = row
         raise BadRequest(f"unsafe file name {name[:80]!r} in {field}: {problem}", issues=[issue])
     return name
+
+
+_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+def client_media_type(value: str | None) -> str | None:
+    """The ``type/subtype`` of a content type a client sent (a multipart
+    part's ``Content-Type``), or None when it is not one (RFC 6838 names, at
+    most 255 characters, parameters dropped). Such a value is stored in
+    ``VARCHAR(255)`` columns and sent as an object's ``Content-Type``, so it
+    must never carry control characters or run long."""
+    if not value:
+        return None
+    media_type = value.split(";", 1)[0].strip()
+    return media_type if _MEDIA_TYPE_RE.match(media_type) else None
 
 
 def content_type_for(name: str, fallback: str | None = None) -> str:

@@ -17,17 +17,30 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
 from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
 
 log = logging.getLogger("eeghub.http")
+
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
+"""What a user, session, device id or a stored file name may be: the rule
+the request bodies that create them already apply (``Identifier``). PostgreSQL
+text cannot hold NUL at all, so a path or query value that breaks this rule
+can match nothing and is a 400 before it reaches a query."""
+
+IdParam = Annotated[
+    str, Parameter(min_length=1, max_length=255, pattern=NO_CONTROL_CHARACTERS, description="1-255 characters, no control characters")
+]
+"""A path parameter naming a user, a session or a file (as stored: at most 255
+characters, no control characters)."""
 
 
 class Issue(msgspec.Struct, omit_defaults=True):

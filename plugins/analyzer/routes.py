@@ -17,6 +17,7 @@ from litestar.params import Parameter
 from eeghub.core.auth import Identity, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden
+from eeghub.core.http import IdParam
 
 from .host import AnalysisHost, Result, Stream
 from .render import coherence_png, psd_png
@@ -123,7 +124,7 @@ async def _compat_entry(stream: Stream, results: dict[str, Result], with_images:
 
 @get("/api/v1/users/{user_id:str}/analysis", guards=[require_user], tags=["analysis"])
 async def get_analysis(
-    user_id: str,
+    user_id: IdParam,
     ctx: AppContext,
     identity: Identity,
     format: str = Parameter(default="images", pattern="^(images|json)$", description="json: skip the PNG images"),  # noqa: A002
@@ -161,7 +162,7 @@ async def get_analysis(
 
 
 @get("/api/v1/users/{user_id:str}/analysis/stream", guards=[require_user], tags=["analysis"])
-async def stream_analysis(user_id: str, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> ServerSentEvent:
+async def stream_analysis(user_id: IdParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> ServerSentEvent:
     """Server-sent events: one ``result`` event (JSON) per new result of any
     of the user's streams, and a ``ping`` comment every 15 s."""
     await check_reader(ctx, identity.user_id, user_id)

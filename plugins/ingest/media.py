@@ -67,7 +67,10 @@ def _time(form: Any, name: str, required: bool) -> datetime | None:
         raise BadRequest(f"{name} is not an ISO 8601 time", issues=[{"field": name, "message": "not ISO 8601"}]) from None
     if value.tzinfo is None:
         raise BadRequest(f"{name} must include a UTC offset", issues=[{"field": name, "message": "offset required"}])
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC datetime exists
+        raise BadRequest(f"{name} is out of range once converted to UTC", issues=[{"field": name, "message": "out of range in UTC"}]) from None
 
 
 def _extension(name: str) -> str:

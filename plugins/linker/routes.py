@@ -10,6 +10,7 @@ from litestar import get
 from eeghub.core.auth import Identity, check_session_reader, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import NotFound
+from eeghub.core.http import IdParam
 from eeghub.core.timeline import Packet, plan_stream
 
 
@@ -22,7 +23,7 @@ async def _session(ctx: AppContext, session_id: str, identity: Identity) -> Any:
 
 
 @get("/api/v1/sessions/{session_id:str}/correction", guards=[require_user], tags=["sessions"])
-async def get_correction(session_id: str, ctx: AppContext, identity: Identity) -> dict[str, Any]:
+async def get_correction(session_id: IdParam, ctx: AppContext, identity: Identity) -> dict[str, Any]:
     """The session's event correction report: events matched and unmatched
     (by event id), extra triggers, the estimated clock offset and the
     residuals in ms, and each event's logged and corrected time."""
@@ -67,7 +68,7 @@ class DataReport(msgspec.Struct):
 
 
 @get("/api/v1/sessions/{session_id:str}/data", guards=[require_user], tags=["sessions"])
-async def get_data_report(session_id: str, ctx: AppContext, identity: Identity) -> DataReport:
+async def get_data_report(session_id: IdParam, ctx: AppContext, identity: Identity) -> DataReport:
     """Per device stream: packets, samples received against samples expected
     from the session's time span and sampling rate, gaps, overlaps and
     duplicates dropped."""

@@ -4,7 +4,8 @@ Columns: ``onset`` (seconds from the session start) and ``trial_type`` are
 required; ``duration`` (seconds, default 0), ``file_name``, ``description``
 and ``value`` are optional; other columns are ignored, as the predecessor
 did. Empty ``onset``/``duration`` cells become 0 as in the predecessor; a
-value that is not a finite number is a 400 naming its line and column.
+value that is not a finite number, or whose magnitude exceeds
+``MAX_EVENT_SECONDS``, is a 400 naming its line and column.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from eeghub.core.csvtable import parse_csv, parse_number
 from eeghub.core.errors import BadRequest
 
 WHAT = "events_log_csv"
+MAX_EVENT_SECONDS = 1e9
+"""About 31 years: beyond any recording, and small enough that an onset in
+microseconds from the session start (event correction, export) stays a
+64-bit integer. 1e308 used to be stored and then failed the correction job
+on every attempt (OverflowError)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ def parse_events(data: bytes) -> list[LoggedEvent]:
         v = row.values
         onset = parse_number(v["onset"], what=WHAT, line=row.line, field="onset", default=0.0)
         duration = parse_number(v.get("duration", ""), what=WHAT, line=row.line, field="duration", default=0.0)
+        for field, number in (("onset", onset), ("duration", duration)):
+            if abs(number) > MAX_EVENT_SECONDS:
+                raise BadRequest(
+                    f"invalid {WHAT}: line {row.line}, column {field!r}: more than {MAX_EVENT_SECONDS:g} seconds",
+                    issues=[{"row": row.line, "field": field, "message": f"more than {MAX_EVENT_SECONDS:g} seconds"}],
+                )
         if duration < 0:
             raise BadRequest(
                 f"invalid {WHAT}: line {row.line}, column 'duration': must not be negative",

@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from eeghub.core.http import IdParam
 
 from .passwords import hash_password, verify_password
 from .schemas import (
@@ -236,7 +237,7 @@ async def _lock_and_count_owners(conn: Any, eid: Any) -> int:
     guards=[require_role("owner")],
     tags=["participants"],
 )
-async def change_role(experiment_id: str, user_id: str, data: RoleChange, ctx: AppContext) -> Participant:
+async def change_role(experiment_id: str, user_id: IdParam, data: RoleChange, ctx: AppContext) -> Participant:
     """Change a member's role (owner). The last owner cannot be demoted."""
     eid = parse_experiment_id(experiment_id)
     async with ctx.database.transaction() as conn:
@@ -264,7 +265,7 @@ async def change_role(experiment_id: str, user_id: str, data: RoleChange, ctx: A
     tags=["participants"],
     status_code=200,
 )
-async def remove_participant(experiment_id: str, user_id: str, ctx: AppContext, identity: Identity) -> Message:
+async def remove_participant(experiment_id: str, user_id: IdParam, ctx: AppContext, identity: Identity) -> Message:
     """Remove a member (owner), or leave (the member themself). The last
     owner cannot be removed."""
     eid = parse_experiment_id(experiment_id)

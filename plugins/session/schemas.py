@@ -8,7 +8,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+NO_NUL = r"^[^\x00]*$"
+"""PostgreSQL text cannot hold NUL (``\u0000``): a 400 here, not a failed INSERT."""
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
+Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
 PresentationOrder = Literal["sequential", "random"]
@@ -23,7 +26,7 @@ class Message(msgspec.Struct):
 # ---------------------------------------------------------------- experiments
 class ExperimentCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    description: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    description: Description | None = None
     password: Password | None = None
     presentation_order: PresentationOrder = "random"
 
@@ -33,7 +36,7 @@ class ExperimentUpdate(msgspec.Struct, forbid_unknown_fields=True):
     removes the password."""
 
     name: Name | msgspec.UnsetType = msgspec.UNSET
-    description: Annotated[str, msgspec.Meta(max_length=10_000)] | None | msgspec.UnsetType = msgspec.UNSET
+    description: Description | None | msgspec.UnsetType = msgspec.UNSET
     password: Password | None | msgspec.UnsetType = msgspec.UNSET
     presentation_order: PresentationOrder | msgspec.UnsetType = msgspec.UNSET
 

@@ -5,7 +5,7 @@ experiment's sessions."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,12 +23,15 @@ from eeghub.core.auth import (
 )
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam
 from eeghub.core.outbox import enqueue_json
 
 from .events import LoggedEvent, parse_events
 from .schemas import Message, SessionEnd, SessionEnded, SessionInfo, SessionPage, SessionStart
 
 MAX_CLOCK_OFFSET_JSON = 4096
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint."""
 
 
 def _aware(value: datetime, field: str) -> datetime:
@@ -37,7 +40,16 @@ def _aware(value: datetime, field: str) -> datetime:
             f"{field} must include a UTC offset (e.g. 2025-01-01T10:00:00Z or +09:00)",
             issues=[{"field": field, "message": "timezone offset required"}],
         )
-    return value
+    try:
+        # 0001-01-01T00:00+01:00 or 9999-12-31T23:00-12:00 parse, but their
+        # UTC instant is outside what a datetime (and PostgreSQL's driver)
+        # can hold.
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(
+            f"{field} is out of range once converted to UTC",
+            issues=[{"field": field, "message": "out of range in UTC"}],
+        ) from None
 
 
 def _clock_offset(info: Any) -> dict[str, Any] | None:
@@ -223,7 +235,7 @@ def _session_info(row: Any) -> SessionInfo:
 
 
 @get("/api/v1/sessions/{session_id:str}", guards=[require_user], tags=["sessions"])
-async def get_session(session_id: str, ctx: AppContext, identity: Identity) -> SessionInfo:
+async def get_session(session_id: IdParam, ctx: AppContext, identity: Identity) -> SessionInfo:
     """A session's times, statuses and event counts: for the user who recorded
     it and for owners of its experiment."""
     row = await ctx.database.fetchrow(SESSION_QUERY + " WHERE s.session_id = $1", session_id)
@@ -238,9 +250,9 @@ async def list_sessions(
     experiment_id: str,
     ctx: AppContext,
     limit: int = Parameter(default=50, ge=1, le=500),
-    offset: int = Parameter(default=0, ge=0),
-    user_id: str | None = Parameter(default=None, max_length=255),
-    session_type: str | None = Parameter(default=None, max_length=50),
+    offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),
+    user_id: str | None = Parameter(default=None, max_length=255, pattern=NO_CONTROL_CHARACTERS),
+    session_type: str | None = Parameter(default=None, max_length=50, pattern=NO_CONTROL_CHARACTERS),
 ) -> SessionPage:
     """An experiment's sessions in start order, paginated (owner)."""
     eid: uuid.UUID = parse_experiment_id(experiment_id)

@@ -14,6 +14,7 @@ from eeghub.core.auth import Identity, parse_experiment_id, require_role, requir
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from eeghub.core.files import content_type_for, media_kind, stream_object, validate_file_name
+from eeghub.core.http import IdParam
 from eeghub.core.outbox import enqueue_json
 
 from .definitions import parse_definitions
@@ -225,7 +226,7 @@ async def list_stimuli(experiment_id: str, ctx: AppContext) -> list[Stimulus]:
     tags=["stimuli"],
 )
 async def download_stimulus(
-    experiment_id: str, filename: str, request: Request[Any, Any, Any], ctx: AppContext
+    experiment_id: str, filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext
 ) -> Response[Any]:
     """Stream a stimulus (members); falls back to a calibration item of that
     name, as the predecessor did."""
@@ -261,7 +262,7 @@ async def list_calibrations(ctx: AppContext) -> list[CalibrationItem]:
 
 
 @get("/api/v1/stimuli/calibration/download/{filename:str}", guards=[require_user], tags=["calibration"])
-async def download_calibration(filename: str, request: Request[Any, Any, Any], ctx: AppContext) -> Response[Any]:
+async def download_calibration(filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext) -> Response[Any]:
     """Stream a calibration item."""
     row = await ctx.database.fetchrow(
         "SELECT object_id, content_type FROM calibration_items WHERE file_name = $1", filename
@@ -285,8 +286,13 @@ async def register_calibration_item(
     """Store a calibration file and upsert its ``calibration_items`` row
     (used by the admin API and by ``eeghub calibration add``)."""
     validate_file_name(file_name, field="file")
-    if not item_type or len(item_type) > 50:
-        raise BadRequest("item_type is required (at most 50 characters)", issues=[{"field": "item_type", "message": "required"}])
+    if not item_type or len(item_type) > 50 or any(ord(c) < 32 or ord(c) == 127 for c in item_type):
+        raise BadRequest(
+            "item_type is required (at most 50 characters, no control characters)",
+            issues=[{"field": "item_type", "message": "required, at most 50 characters, no control characters"}],
+        )
+    if description is not None and "\x00" in description:
+        raise BadRequest("description contains NUL", issues=[{"field": "description", "message": "contains NUL"}])
     size = file_size(handle)
     if size == 0:
         raise BadRequest("file is empty", issues=[{"field": "file", "message": "empty"}])

@@ -8,7 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
-from eeghub.core.files import content_type_for
+from eeghub.core.files import client_media_type, content_type_for
 from eeghub.core.keys import key_segment
 from eeghub.core.ports import ObjectStore
 
@@ -56,7 +56,9 @@ async def store_file(
     store: ObjectStore, bucket: str, key: str, handle: BinaryIO, *, file_name: str, client_type: str | None
 ) -> str:
     """Stream ``handle`` to ``bucket/key``; return the content type stored."""
-    content_type = client_type if client_type and client_type not in ("application/octet-stream", "") else None
+    content_type = client_media_type(client_type)
+    if content_type is not None and content_type.lower() == "application/octet-stream":
+        content_type = None
     content_type = content_type_for(file_name, content_type)
     await store.put_stream(
         bucket,
