@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -42,6 +43,14 @@ IdParam = Annotated[
 """A path parameter naming a user, a session or a file (as stored: at most 255
 characters, no control characters)."""
 
+UuidParam = Annotated[
+    str, Parameter(description="a UUID; a malformed one is a 400", schema_extra={"format": "uuid"})
+]
+"""A path parameter holding a UUID (an experiment, a job, an export task).
+Declared ``format: uuid`` in the schema, but parsed by the route (or its
+guard) so that a malformed id stays a 400 naming the field, as it always was;
+Litestar's ``{x:uuid}`` path type would answer differently."""
+
 
 class Issue(msgspec.Struct, omit_defaults=True):
     message: str
@@ -56,6 +65,28 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     status_code: int
     issues: list[Issue] | None = None
     request_id: str | None = None
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request (the body names the field or the CSV row)",
+    401: "No identity, or an invalid one (the X-User-Id header or a bearer token)",
+    403: "The caller lacks the role, or a user_id in the request is not the caller",
+    404: "Not found (or a member of it is not)",
+    409: "Conflicts with the current state",
+    413: "Request body or an uploaded file is too large",
+    415: "Unsupported media type",
+    416: "Range not satisfiable (Content-Range: bytes */size)",
+    503: "A dependency (database, object store or broker) is unavailable; retry after Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The ``responses=`` of a route: each error status it can return, with
+    the ``ErrorBody`` every error carries, e.g. ``error_responses(400, 401, 404)``."""
+    return {
+        status: ResponseSpec(data_container=ErrorBody, description=ERROR_DESCRIPTIONS[status], generate_examples=False)
+        for status in statuses
+    }
 
 
 def error_response(

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from .context import AppContext
 from .extension import PluginHealth
@@ -97,7 +98,12 @@ def _safe_calls(ctx: AppContext) -> list[tuple[str, Any]]:
 def system_routes(ctx: AppContext) -> list[Any]:
     from eeghub import __version__
 
-    @get("/health", tags=["system"], summary="Liveness and readiness")
+    @get(
+        "/health",
+        tags=["system"],
+        summary="Liveness and readiness",
+        responses={503: ResponseSpec(dict[str, str], description='A port is down: {"status": "unhealthy"}')},
+    )
     async def health() -> Response[dict[str, str]]:
         """200 ``{"status": "ok"}`` when the database, the object store and the
         broker all answer; 503 ``{"status": "unhealthy"}`` otherwise."""
@@ -105,7 +111,12 @@ def system_routes(ctx: AppContext) -> list[Any]:
         ok = all(c.status == "ok" for c in ports.values())
         return Response({"status": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503)
 
-    @get("/api/v1/health", tags=["system"], summary="Component health")
+    @get(
+        "/api/v1/health",
+        tags=["system"],
+        summary="Component health",
+        responses={503: ResponseSpec(HealthReport, description="A port is down (the same report, status unhealthy)")},
+    )
     async def api_health() -> Response[HealthReport]:
         """Each port's and each plugin's status. 200 unless a port is down
         (503); an unhealthy plugin makes the overall status ``degraded``."""

@@ -12,12 +12,13 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 from litestar.response import ServerSentEvent
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from eeghub.core.auth import Identity, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden
-from eeghub.core.http import IdParam
+from eeghub.core.http import IdParam, error_responses
 
 from .host import AnalysisHost, Result, Stream
 from .render import coherence_png, psd_png
@@ -122,7 +123,19 @@ async def _compat_entry(stream: Stream, results: dict[str, Result], with_images:
     return entry
 
 
-@get("/api/v1/users/{user_id:str}/analysis", guards=[require_user], tags=["analysis"])
+NOT_READY = ResponseSpec(
+    data_container=dict[str, Any],
+    description="No results for the user yet: `status` and `available_applications`",
+    generate_examples=False,
+)
+
+
+@get(
+    "/api/v1/users/{user_id:str}/analysis",
+    guards=[require_user],
+    tags=["analysis"],
+    responses={202: NOT_READY, **error_responses(400, 401, 403, 503)},
+)
 async def get_analysis(
     user_id: IdParam,
     ctx: AppContext,
@@ -161,7 +174,12 @@ async def get_analysis(
     return Response(body, status_code=200)
 
 
-@get("/api/v1/users/{user_id:str}/analysis/stream", guards=[require_user], tags=["analysis"])
+@get(
+    "/api/v1/users/{user_id:str}/analysis/stream",
+    guards=[require_user],
+    tags=["analysis"],
+    responses=error_responses(400, 401, 403, 503),
+)
 async def stream_analysis(user_id: IdParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> ServerSentEvent:
     """Server-sent events: one ``result`` event (JSON) per new result of any
     of the user's streams, and a ``ping`` comment every 15 s."""

@@ -16,6 +16,7 @@ from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, HttpError, NotFound, Unauthorized
 from eeghub.core.files import stream_object
+from eeghub.core.http import UuidParam, error_responses
 from eeghub.core.outbox import enqueue_json
 
 
@@ -95,8 +96,14 @@ def _task_id(value: str) -> uuid.UUID:
         raise BadRequest("task_id must be a UUID") from None
 
 
-@post("/api/v1/experiments/{experiment_id:str}/export", guards=[require_role("owner")], tags=["export"], status_code=202)
-async def start_export(experiment_id: str, ctx: AppContext, identity: Identity) -> ExportAccepted:
+@post(
+    "/api/v1/experiments/{experiment_id:str}/export",
+    guards=[require_role("owner")],
+    tags=["export"],
+    status_code=202,
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def start_export(experiment_id: UuidParam, ctx: AppContext, identity: Identity) -> ExportAccepted:
     """Export the experiment as a BIDS dataset (owner). The task runs in the
     background; poll ``status_url``."""
     eid = parse_experiment_id(experiment_id)
@@ -136,19 +143,31 @@ async def _member_task_and_role(
     return row, held
 
 
-@get("/api/v1/export-tasks/{task_id:str}", guards=[require_user], tags=["export"])
-async def get_export_task(task_id: str, ctx: AppContext, identity: Identity) -> ExportTask:
+@get(
+    "/api/v1/export-tasks/{task_id:str}",
+    guards=[require_user],
+    tags=["export"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def get_export_task(task_id: UuidParam, ctx: AppContext, identity: Identity) -> ExportTask:
     """Status and progress of an export (members of its experiment); the
     per-session ``report`` only for owners."""
     row, role = await _member_task_and_role(ctx, task_id, identity)
     return _task(row, owner=role == "owner", with_report=True)
 
 
-@get("/api/v1/export-tasks", guards=[require_user], tags=["export"])
+@get(
+    "/api/v1/export-tasks",
+    guards=[require_user],
+    tags=["export"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
 async def list_export_tasks(
     ctx: AppContext,
     identity: Identity,
-    experiment_id: str | None = Parameter(default=None),
+    experiment_id: str | None = Parameter(
+        default=None, description="an experiment UUID; a malformed one is a 400", schema_extra={"format": "uuid"}
+    ),
     limit: int = Parameter(default=50, ge=1, le=500),
 ) -> list[ExportTask]:
     """Export tasks, newest first: of one experiment, or of every experiment
@@ -174,8 +193,13 @@ async def list_export_tasks(
     return [_task(r, owner=r["caller_role"] == "owner") for r in rows]
 
 
-@get("/api/v1/export-tasks/{task_id:str}/download", guards=[require_user], tags=["export"])
-async def download_export(task_id: str, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Any]:
+@get(
+    "/api/v1/export-tasks/{task_id:str}/download",
+    guards=[require_user],
+    tags=["export"],
+    responses=error_responses(400, 401, 403, 404, 416, 503),
+)
+async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Any]:
     """The export's ZIP (owner), streamed with ``Content-Length`` and HTTP
     ``Range``. A storage error is an error status, never a truncated 200."""
     row = await _member_task(ctx, task_id, identity, role="owner")
@@ -218,7 +242,12 @@ def _check_internal(ctx: AppContext, request: Request[Any, Any, Any]) -> None:
         raise Unauthorized("a valid internal token is required (X-Internal-Token or Authorization: Bearer)")
 
 
-@post("/internal/v1/create-bids-for-analysis", tags=["export"], status_code=200)
+@post(
+    "/internal/v1/create-bids-for-analysis",
+    tags=["export"],
+    status_code=200,
+    responses=error_responses(400, 401, 403, 404, 413, 503),
+)
 async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], ctx: AppContext) -> InternalBuilt:
     """Build the experiment's uncompressed BIDS tree in the export output
     directory for an analysis service (internal token required). Runs off

@@ -24,6 +24,7 @@ from litestar.datastructures import UploadFile
 from eeghub.core.auth import Identity, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, HttpError, PayloadTooLarge, PermanentFailure
+from eeghub.core.http import error_responses
 from eeghub.core.keys import key_segment
 from eeghub.core.ports import Delivery, Message
 
@@ -78,7 +79,13 @@ def _extension(name: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-@post("/api/v1/media", guards=[require_user], tags=["ingest"], status_code=202)
+@post(
+    "/api/v1/media",
+    guards=[require_user],
+    tags=["ingest"],
+    status_code=202,
+    responses=error_responses(400, 401, 403, 413, 415, 503),
+)
 async def post_media(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Accepted]:
     """Multipart ``file`` with ``user_id``, ``session_id``, ``mimetype``,
     ``original_filename`` and ``timestamp_utc`` (images) or

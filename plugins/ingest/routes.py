@@ -14,6 +14,7 @@ from litestar import Request, Response, post
 from eeghub.core.auth import identity_of, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
+from eeghub.core.http import error_responses
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.ports import Message
 
@@ -52,7 +53,13 @@ def message_for(envelope: Envelope, frame: bytes, layout: Any) -> Message:
     )
 
 
-@post("/api/v1/data", guards=[require_user], tags=["ingest"], status_code=202)
+@post(
+    "/api/v1/data",
+    guards=[require_user],
+    tags=["ingest"],
+    status_code=202,
+    responses=error_responses(400, 401, 403, 413, 503),
+)
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     """Accept one EEG packet: the predecessor's JSON envelope with
     ``payload_base64``, or the zstd frame itself as an

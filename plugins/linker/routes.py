@@ -10,7 +10,7 @@ from litestar import get
 from eeghub.core.auth import Identity, check_session_reader, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import NotFound
-from eeghub.core.http import IdParam
+from eeghub.core.http import IdParam, error_responses
 from eeghub.core.timeline import Packet, plan_stream
 
 
@@ -22,7 +22,12 @@ async def _session(ctx: AppContext, session_id: str, identity: Identity) -> Any:
     return session
 
 
-@get("/api/v1/sessions/{session_id:str}/correction", guards=[require_user], tags=["sessions"])
+@get(
+    "/api/v1/sessions/{session_id:str}/correction",
+    guards=[require_user],
+    tags=["sessions"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
 async def get_correction(session_id: IdParam, ctx: AppContext, identity: Identity) -> dict[str, Any]:
     """The session's event correction report: events matched and unmatched
     (by event id), extra triggers, the estimated clock offset and the
@@ -67,7 +72,12 @@ class DataReport(msgspec.Struct):
     streams: list[StreamReport]
 
 
-@get("/api/v1/sessions/{session_id:str}/data", guards=[require_user], tags=["sessions"])
+@get(
+    "/api/v1/sessions/{session_id:str}/data",
+    guards=[require_user],
+    tags=["sessions"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
 async def get_data_report(session_id: IdParam, ctx: AppContext, identity: Identity) -> DataReport:
     """Per device stream: packets, samples received against samples expected
     from the session's time span and sampling rate, gaps, overlaps and

@@ -13,7 +13,7 @@ from litestar.params import Parameter
 from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import Conflict, Forbidden, NotFound, Unauthorized
-from eeghub.core.http import IdParam
+from eeghub.core.http import IdParam, UuidParam, error_responses
 
 from .passwords import hash_password, verify_password
 from .schemas import (
@@ -48,7 +48,13 @@ def _experiment(row: Any, cls: type[Experiment] = Experiment, **extra: Any) -> A
     )
 
 
-@post("/api/v1/experiments", guards=[require_user], tags=["experiments"], status_code=201)
+@post(
+    "/api/v1/experiments",
+    guards=[require_user],
+    tags=["experiments"],
+    status_code=201,
+    responses=error_responses(400, 401, 413, 503),
+)
 async def create_experiment(data: ExperimentCreate, ctx: AppContext, identity: Identity) -> ExperimentCreated:
     """Create an experiment; the caller becomes its owner."""
     password_hash = await hash_password(data.password) if data.password else None
@@ -74,7 +80,7 @@ async def create_experiment(data: ExperimentCreate, ctx: AppContext, identity: I
     )
 
 
-@get("/api/v1/experiments", guards=[require_user], tags=["experiments"])
+@get("/api/v1/experiments", guards=[require_user], tags=["experiments"], responses=error_responses(401, 503))
 async def list_experiments(ctx: AppContext, identity: Identity) -> list[Experiment]:
     """Experiments where the caller is owner or participant, by name."""
     rows = await ctx.database.fetch(
@@ -90,8 +96,9 @@ async def list_experiments(ctx: AppContext, identity: Identity) -> list[Experime
     "/api/v1/experiments/{experiment_id:str}",
     guards=[require_role("participant")],
     tags=["experiments"],
+    responses=error_responses(400, 401, 403, 404, 503),
 )
-async def get_experiment(experiment_id: str, ctx: AppContext, identity: Identity) -> ExperimentDetail:
+async def get_experiment(experiment_id: UuidParam, ctx: AppContext, identity: Identity) -> ExperimentDetail:
     """One experiment with counts (members only)."""
     row = await ctx.database.fetchrow(
         """SELECT e.*, p.role,
@@ -139,14 +146,24 @@ async def _update(experiment_id: str, data: ExperimentUpdate, ctx: AppContext) -
     return _experiment(row)
 
 
-@patch("/api/v1/experiments/{experiment_id:str}", guards=[require_role("owner")], tags=["experiments"])
-async def patch_experiment(experiment_id: str, data: ExperimentUpdate, ctx: AppContext) -> Experiment:
+@patch(
+    "/api/v1/experiments/{experiment_id:str}",
+    guards=[require_role("owner")],
+    tags=["experiments"],
+    responses=error_responses(400, 401, 403, 404, 413, 503),
+)
+async def patch_experiment(experiment_id: UuidParam, data: ExperimentUpdate, ctx: AppContext) -> Experiment:
     """Change an experiment's name, description, password or presentation order (owner)."""
     return await _update(experiment_id, data, ctx)
 
 
-@put("/api/v1/experiments/{experiment_id:str}", guards=[require_role("owner")], tags=["experiments"])
-async def put_experiment(experiment_id: str, data: ExperimentUpdate, ctx: AppContext) -> Experiment:
+@put(
+    "/api/v1/experiments/{experiment_id:str}",
+    guards=[require_role("owner")],
+    tags=["experiments"],
+    responses=error_responses(400, 401, 403, 404, 413, 503),
+)
+async def put_experiment(experiment_id: UuidParam, data: ExperimentUpdate, ctx: AppContext) -> Experiment:
     """Same as PATCH (the fields sent are changed)."""
     return await _update(experiment_id, data, ctx)
 
@@ -156,8 +173,9 @@ async def put_experiment(experiment_id: str, data: ExperimentUpdate, ctx: AppCon
     guards=[require_role("owner")],
     tags=["experiments"],
     status_code=200,
+    responses=error_responses(400, 401, 403, 404, 503),
 )
-async def delete_experiment(experiment_id: str, ctx: AppContext) -> Message:
+async def delete_experiment(experiment_id: UuidParam, ctx: AppContext) -> Message:
     """Delete an experiment (owner). Its memberships, stimuli and export tasks
     go with it; its sessions and raw data are kept, detached from it."""
     eid = parse_experiment_id(experiment_id)
@@ -179,9 +197,10 @@ async def delete_experiment(experiment_id: str, ctx: AppContext) -> Message:
     guards=[require_user],
     tags=["participants"],
     status_code=201,
+    responses=error_responses(400, 401, 403, 404, 413, 503),
 )
 async def join_experiment(
-    experiment_id: str, ctx: AppContext, identity: Identity, data: JoinRequest | None = None
+    experiment_id: UuidParam, ctx: AppContext, identity: Identity, data: JoinRequest | None = None
 ) -> Message:
     """Join as a participant, with the experiment's password if it has one.
     The caller joins; nobody enrols someone else. Joining again is a no-op."""
@@ -210,8 +229,9 @@ async def join_experiment(
     "/api/v1/auth/experiments/{experiment_id:str}/participants",
     guards=[require_role("owner")],
     tags=["participants"],
+    responses=error_responses(400, 401, 403, 404, 503),
 )
-async def list_participants(experiment_id: str, ctx: AppContext) -> list[ParticipantSummary]:
+async def list_participants(experiment_id: UuidParam, ctx: AppContext) -> list[ParticipantSummary]:
     """Members of the experiment with their roles (owner)."""
     rows = await ctx.database.fetch(
         """SELECT user_id, role, joined_at FROM experiment_participants
@@ -236,8 +256,9 @@ async def _lock_and_count_owners(conn: Any, eid: Any) -> int:
     "/api/v1/auth/experiments/{experiment_id:str}/participants/{user_id:str}",
     guards=[require_role("owner")],
     tags=["participants"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 503),
 )
-async def change_role(experiment_id: str, user_id: IdParam, data: RoleChange, ctx: AppContext) -> Participant:
+async def change_role(experiment_id: UuidParam, user_id: IdParam, data: RoleChange, ctx: AppContext) -> Participant:
     """Change a member's role (owner). The last owner cannot be demoted."""
     eid = parse_experiment_id(experiment_id)
     async with ctx.database.transaction() as conn:
@@ -264,8 +285,9 @@ async def change_role(experiment_id: str, user_id: IdParam, data: RoleChange, ct
     guards=[require_role("participant")],
     tags=["participants"],
     status_code=200,
+    responses=error_responses(400, 401, 403, 404, 409, 503),
 )
-async def remove_participant(experiment_id: str, user_id: IdParam, ctx: AppContext, identity: Identity) -> Message:
+async def remove_participant(experiment_id: UuidParam, user_id: IdParam, ctx: AppContext, identity: Identity) -> Message:
     """Remove a member (owner), or leave (the member themself). The last
     owner cannot be removed."""
     eid = parse_experiment_id(experiment_id)
@@ -286,7 +308,13 @@ async def remove_participant(experiment_id: str, user_id: IdParam, ctx: AppConte
     return Message(message="Participant removed.")
 
 
-@post("/api/v1/auth/check", guards=[require_user], tags=["participants"], status_code=200)
+@post(
+    "/api/v1/auth/check",
+    guards=[require_user],
+    tags=["participants"],
+    status_code=200,
+    responses=error_responses(400, 401, 403, 413, 503),
+)
 async def auth_check(data: AuthCheck, ctx: AppContext, identity: Identity) -> Response[AuthCheckResult]:
     """The predecessor's internal role check, for the caller's own user id."""
     if data.user_id != identity.user_id:

@@ -23,7 +23,7 @@ from eeghub.core.auth import (
 )
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam
+from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam, UuidParam, error_responses
 from eeghub.core.outbox import enqueue_json
 
 from .events import LoggedEvent, parse_events
@@ -71,7 +71,13 @@ def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
         raise BadRequest(f"{field} is not valid JSON: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
 
 
-@post("/api/v1/sessions/start", guards=[require_user], tags=["sessions"], status_code=201)
+@post(
+    "/api/v1/sessions/start",
+    guards=[require_user],
+    tags=["sessions"],
+    status_code=201,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 503),
+)
 async def start_session(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Message]:
     """Record a session's start. 201 when created, 200 when the caller already
     started it, 409 when the id belongs to someone else."""
@@ -144,7 +150,13 @@ async def _map_events(conn: Any, events: list[LoggedEvent], session: Any) -> tup
     return records, [n for n in names if n not in mapping]
 
 
-@post("/api/v1/sessions/end", guards=[require_user], tags=["sessions"], status_code=200)
+@post(
+    "/api/v1/sessions/end",
+    guards=[require_user],
+    tags=["sessions"],
+    status_code=200,
+    responses=error_responses(400, 401, 403, 404, 413, 503),
+)
 async def end_session(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> SessionEnded:
     """Record a session's end (multipart: ``metadata`` JSON and an optional
     ``events_log_csv``). Replaces the session's events when a log is sent,
@@ -234,7 +246,12 @@ def _session_info(row: Any) -> SessionInfo:
     )
 
 
-@get("/api/v1/sessions/{session_id:str}", guards=[require_user], tags=["sessions"])
+@get(
+    "/api/v1/sessions/{session_id:str}",
+    guards=[require_user],
+    tags=["sessions"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
 async def get_session(session_id: IdParam, ctx: AppContext, identity: Identity) -> SessionInfo:
     """A session's times, statuses and event counts: for the user who recorded
     it and for owners of its experiment."""
@@ -245,9 +262,14 @@ async def get_session(session_id: IdParam, ctx: AppContext, identity: Identity) 
     return _session_info(row)
 
 
-@get("/api/v1/experiments/{experiment_id:str}/sessions", guards=[require_role("owner")], tags=["sessions"])
+@get(
+    "/api/v1/experiments/{experiment_id:str}/sessions",
+    guards=[require_role("owner")],
+    tags=["sessions"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
 async def list_sessions(
-    experiment_id: str,
+    experiment_id: UuidParam,
     ctx: AppContext,
     limit: int = Parameter(default=50, ge=1, le=500),
     offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET),

@@ -14,7 +14,7 @@ from eeghub.core.auth import Identity, parse_experiment_id, require_role, requir
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from eeghub.core.files import content_type_for, media_kind, stream_object, validate_file_name
-from eeghub.core.http import IdParam
+from eeghub.core.http import IdParam, UuidParam, error_responses
 from eeghub.core.outbox import enqueue_json
 
 from .definitions import parse_definitions
@@ -72,9 +72,10 @@ def _files(form: Any, field: str) -> list[UploadFile]:
     guards=[require_role("owner")],
     tags=["stimuli"],
     status_code=202,
+    responses=error_responses(400, 401, 403, 404, 413, 503),
 )
 async def upload_stimuli(
-    experiment_id: str, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity
+    experiment_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity
 ) -> Accepted:
     """Register stimuli (owner): multipart ``stimuli_definition_csv`` (one
     file) and ``stimulus_files`` (repeated). The CSV's ``file_name`` values and
@@ -182,8 +183,13 @@ async def _delete_unreferenced(ctx: AppContext, bucket: str, keys: list[str]) ->
             log.warning("could not clean up stimulus object %s", key)
 
 
-@get("/api/v1/experiments/{experiment_id:str}/stimuli/jobs/{job_id:str}", guards=[require_role("owner")], tags=["stimuli"])
-async def get_stimulus_job(experiment_id: str, job_id: str, ctx: AppContext) -> StimulusJob:
+@get(
+    "/api/v1/experiments/{experiment_id:str}/stimuli/jobs/{job_id:str}",
+    guards=[require_role("owner")],
+    tags=["stimuli"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def get_stimulus_job(experiment_id: UuidParam, job_id: UuidParam, ctx: AppContext) -> StimulusJob:
     """Progress of a stimulus registration job (owner)."""
     try:
         jid = uuid.UUID(job_id)
@@ -208,8 +214,13 @@ async def get_stimulus_job(experiment_id: str, job_id: str, ctx: AppContext) -> 
     )
 
 
-@get("/api/v1/experiments/{experiment_id:str}/stimuli", guards=[require_role("participant")], tags=["stimuli"])
-async def list_stimuli(experiment_id: str, ctx: AppContext) -> list[Stimulus]:
+@get(
+    "/api/v1/experiments/{experiment_id:str}/stimuli",
+    guards=[require_role("participant")],
+    tags=["stimuli"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def list_stimuli(experiment_id: UuidParam, ctx: AppContext) -> list[Stimulus]:
     """The experiment's stimuli by file name (members)."""
     rows = await ctx.database.fetch(
         """SELECT stimulus_id, file_name, stimulus_type, trial_type, description, item_name, brand_name,
@@ -224,9 +235,10 @@ async def list_stimuli(experiment_id: str, ctx: AppContext) -> list[Stimulus]:
     "/api/v1/stimuli/{experiment_id:str}/download/{filename:str}",
     guards=[require_role("participant")],
     tags=["stimuli"],
+    responses=error_responses(400, 401, 403, 404, 416, 503),
 )
 async def download_stimulus(
-    experiment_id: str, filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext
+    experiment_id: UuidParam, filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext
 ) -> Response[Any]:
     """Stream a stimulus (members); falls back to a calibration item of that
     name, as the predecessor did."""
@@ -252,7 +264,7 @@ async def download_stimulus(
     )
 
 
-@get("/api/v1/calibrations", guards=[require_user], tags=["calibration"])
+@get("/api/v1/calibrations", guards=[require_user], tags=["calibration"], responses=error_responses(401, 503))
 async def list_calibrations(ctx: AppContext) -> list[CalibrationItem]:
     """Calibration items (global, not per experiment) by file name."""
     rows = await ctx.database.fetch(
@@ -261,7 +273,12 @@ async def list_calibrations(ctx: AppContext) -> list[CalibrationItem]:
     return [CalibrationItem(**dict(r)) for r in rows]
 
 
-@get("/api/v1/stimuli/calibration/download/{filename:str}", guards=[require_user], tags=["calibration"])
+@get(
+    "/api/v1/stimuli/calibration/download/{filename:str}",
+    guards=[require_user],
+    tags=["calibration"],
+    responses=error_responses(400, 401, 404, 416, 503),
+)
 async def download_calibration(filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext) -> Response[Any]:
     """Stream a calibration item."""
     row = await ctx.database.fetchrow(
@@ -323,7 +340,13 @@ async def register_calibration_item(
     return CalibrationItem(**dict(row))  # type: ignore[arg-type]
 
 
-@post("/api/v1/calibrations", guards=[require_user], tags=["calibration"], status_code=201)
+@post(
+    "/api/v1/calibrations",
+    guards=[require_user],
+    tags=["calibration"],
+    status_code=201,
+    responses=error_responses(400, 401, 403, 413, 503),
+)
 async def add_calibration(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> CalibrationItem:
     """Register or replace a calibration item (administrators, listed in
     ``auth.admin_users``): multipart ``file``, ``item_type``, ``description``."""
