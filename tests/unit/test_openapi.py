@@ -1,0 +1,140 @@
+"""The OpenAPI schema declares what the routes really answer: the error
+statuses with the shared error body, and UUID parameters as UUIDs. Generated
+clients and schemathesis's conformance checks read it.
+
+Building the schema connects to nothing, so this needs no services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+
+from eeghub.bootstrap import create_app
+from eeghub.config import load_settings
+from eeghub.core.auth import require_user
+
+ERROR_REF = "#/components/schemas/ErrorBody"
+UUID_PARAMETERS = {"experiment_id", "job_id", "task_id"}
+ROLE_GUARDS = {"require_owner", "require_participant"}
+
+NOT_AN_ERROR_BODY = {
+    ("GET", "/health", "503"),
+    ("GET", "/api/v1/health", "503"),
+}
+"""Health answers 503 with its own report, not the error body."""
+
+UNKNOWN_IS_NOT_404 = {
+    ("GET", "/api/v1/users/{user_id}/analysis"),
+    ("GET", "/api/v1/users/{user_id}/analysis/stream"),
+}
+"""Analysis of a user nobody knows is a 403 for others and an empty 202/stream
+for the user themself: there is nothing to look up, so never a 404."""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Litestar:
+    data_dir: Path = tmp_path_factory.mktemp("openapi")
+    return create_app(load_settings(env={"EEGHUB_SERVER__DATA_DIR": str(data_dir)}))
+
+
+@pytest.fixture(scope="module")
+def schema(app: Litestar) -> dict[str, Any]:
+    return app.openapi_schema.to_schema()
+
+
+def operations(app: Litestar) -> list[tuple[str, str, Any]]:
+    """(method, OpenAPI path, handler) of every route in the schema."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not handler.resolve_include_in_schema():
+                continue
+            for method in handler.http_methods:
+                if method not in ("HEAD", "OPTIONS"):
+                    found.append((method, route.path_format, handler))
+    return found
+
+
+def operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    return schema["paths"][path][method.lower()]  # type: ignore[no-any-return]
+
+
+def is_guarded(handler: Any) -> bool:
+    return any(g is require_user or getattr(g, "__name__", "") in ROLE_GUARDS for g in handler.resolve_guards())
+
+
+def test_the_schema_lists_every_route(app: Litestar, schema: dict[str, Any]) -> None:
+    ops = operations(app)
+    assert len(ops) > 30
+    for method, path, _ in ops:
+        assert method.lower() in schema["paths"][path], (method, path)
+
+
+def test_guarded_routes_declare_401(app: Litestar, schema: dict[str, Any]) -> None:
+    guarded = [(m, p) for m, p, h in operations(app) if is_guarded(h)]
+    assert len(guarded) > 25
+    missing = [(m, p) for m, p in guarded if "401" not in operation(schema, m, p)["responses"]]
+    assert missing == []
+
+
+def test_role_guarded_routes_declare_403_and_404(app: Litestar, schema: dict[str, Any]) -> None:
+    for method, path, handler in operations(app):
+        if any(getattr(g, "__name__", "") in ROLE_GUARDS for g in handler.resolve_guards()):
+            responses = operation(schema, method, path)["responses"]
+            assert {"400", "403", "404"} <= set(responses), (method, path)
+
+
+def test_routes_with_path_parameters_declare_404(app: Litestar, schema: dict[str, Any]) -> None:
+    missing = []
+    for method, path, _ in operations(app):
+        op = operation(schema, method, path)
+        has_path_parameter = any(p["in"] == "path" for p in op.get("parameters", []))
+        if has_path_parameter and (method, path) not in UNKNOWN_IS_NOT_404 and "404" not in op["responses"]:
+            missing.append((method, path))
+    assert missing == []
+
+
+def test_error_responses_use_the_error_body(app: Litestar, schema: dict[str, Any]) -> None:
+    assert set(schema["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "detail", "status_code"}
+    wrong = []
+    for method, path, _ in operations(app):
+        for status, response in operation(schema, method, path)["responses"].items():
+            if int(status) < 400 or (method, path, status) in NOT_AN_ERROR_BODY:
+                continue
+            ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+            if ref != ERROR_REF:
+                wrong.append((method, path, status, ref))
+    assert wrong == []
+
+
+def test_statuses_the_routes_raise_are_declared(schema: dict[str, Any]) -> None:
+    expect = {
+        ("PUT", "/api/v1/auth/experiments/{experiment_id}/participants/{user_id}"): {"409"},
+        ("DELETE", "/api/v1/auth/experiments/{experiment_id}/participants/{user_id}"): {"409"},
+        ("POST", "/api/v1/sessions/start"): {"409", "413"},
+        ("POST", "/api/v1/media"): {"413", "415", "503"},
+        ("POST", "/api/v1/data"): {"413", "503"},
+        ("GET", "/api/v1/stimuli/{experiment_id}/download/{filename}"): {"416"},
+        ("GET", "/api/v1/stimuli/calibration/download/{filename}"): {"416"},
+        ("GET", "/api/v1/export-tasks/{task_id}/download"): {"416"},
+        ("GET", "/api/v1/users/{user_id}/analysis"): {"202", "403"},
+        ("POST", "/internal/v1/create-bids-for-analysis"): {"401", "403", "404"},
+    }
+    for (method, path), statuses in expect.items():
+        assert statuses <= set(operation(schema, method, path)["responses"]), (method, path)
+
+
+def test_uuid_parameters_are_declared_as_uuids(app: Litestar, schema: dict[str, Any]) -> None:
+    seen = set()
+    for method, path, _ in operations(app):
+        for parameter in operation(schema, method, path).get("parameters", []):
+            if parameter["name"] in UUID_PARAMETERS:
+                seen.add((parameter["name"], parameter["in"]))
+                assert parameter["schema"].get("format") == "uuid", (method, path, parameter["name"])
+    assert {("experiment_id", "path"), ("job_id", "path"), ("task_id", "path"), ("experiment_id", "query")} <= seen
