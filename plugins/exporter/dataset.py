@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import eeghub
-from eeghub.core.files import validate_file_name
+from eeghub.core.files import MAX_FILE_NAME, file_name_problem, validate_file_name
 
 from .labels import is_bids_label
 from .session import EventSpec, SessionResult, SessionSpec, write_session
@@ -200,6 +200,25 @@ def _copy_source(source: Source, target: Path) -> int:
     else:
         shutil.copyfile(source, target)
     return target.stat().st_size
+
+
+def exported_stimulus_name(name: str) -> str:
+    """The name a stimulus gets under ``stimuli/``: its own, or, when only
+    its length is wrong (rows stored before uploads were limited to 255
+    UTF-8 bytes, or adopted from a predecessor database), a shortened one
+    that keeps the extension and ends with ``~`` and a hash of the original
+    (so two long names never collide). Any other problem is left for
+    ``write_stimuli`` to refuse."""
+    if file_name_problem(name) is None:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext.encode("utf-8", "surrogatepass")) > 16:
+        stem, ext = name, ""
+    suffix = "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12] + (f".{ext}" if ext else "")
+    budget = MAX_FILE_NAME - len(suffix.encode("utf-8"))
+    cut = stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore").rstrip()
+    candidate = cut + suffix
+    return candidate if file_name_problem(candidate) is None else name
 
 
 def write_stimuli(root: Path, items: Iterable[tuple[str, Source]]) -> list[str]:

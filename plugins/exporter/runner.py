@@ -559,21 +559,30 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
     bucket_media = ctx.settings.object_store.buckets.media
     stimuli_items: list[tuple[str, bytes]] = []
     missing_stimuli: list[str] = []
+    renamed: dict[str, str] = {}
     for row in data["stimuli"]:
+        name = dataset.exported_stimulus_name(row["file_name"])
+        if name != row["file_name"]:
+            renamed[row["file_name"]] = name
         try:
-            stimuli_items.append((row["file_name"], await ctx.objects.get_bytes(bucket_media, row["object_id"])))
+            stimuli_items.append((name, await ctx.objects.get_bytes(bucket_media, row["object_id"])))
         except ObjectNotFound:
             missing_stimuli.append(row["file_name"])
     if stimuli_items:
         await asyncio.to_thread(dataset.write_stimuli, root, stimuli_items)
-    report: dict[str, Any] = {"sessions": [], "skipped_sessions": [], "missing_stimuli": missing_stimuli}
+    report: dict[str, Any] = {
+        "sessions": [],
+        "skipped_sessions": [],
+        "missing_stimuli": missing_stimuli,
+        "renamed_stimuli": renamed,
+    }
     raw_bucket = ctx.settings.object_store.buckets.raw_data
     for index, session in enumerate(sessions):
         subject = labels.label("subject", session["user_id"])
         per_subject[subject] = per_subject.get(subject, 0) + 1
         session_label = labels.assign("session", session["session_id"], preferred=str(per_subject[subject]), scope=subject)
         task = labels.assign("task", session["session_type"] or "default")
-        outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket)
+        outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket, renamed)
         (report["sessions"] if "error" not in outcome else report["skipped_sessions"]).append(outcome)
         outcome["media"] = await _write_media(ctx, root, session, subject, session_label)
         done = index + 1
@@ -634,9 +643,13 @@ async def _write_one(
     session_label: str,
     task: str,
     bucket: str,
+    stimulus_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``stimulus_names``: stimuli exported under another name than their
+    own (``dataset.exported_stimulus_name``), for the events' ``stim_file``."""
     db = ctx.database
     sid = session["session_id"]
+    renamed = stimulus_names or {}
     objects = await db.fetch(
         """SELECT r.object_id, r.timestamp_start_ms, r.timestamp_end_ms, r.num_samples, r.sampling_rate,
                   r.lsb_to_volts, r.content_sha256, r.channel_names, r.channel_types
@@ -673,7 +686,7 @@ async def _write_one(
             duration=float(e["duration"]),
             trial_type=e["trial_type"],
             value=e["value"],
-            stim_file=e["file_name"],
+            stim_file=renamed.get(e["file_name"], e["file_name"]),
             event_id=e["event_id"],
         )
         for e in events

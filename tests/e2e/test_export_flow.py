@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import mne_bids
 import numpy as np
 import pandas as pd
@@ -90,6 +92,20 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
             return True
 
         await wait_for(all_corrected, timeout=90)
+        # A stimulus stored before names were limited to 255 UTF-8 bytes (or
+        # adopted from the predecessor): exported under a shortened name.
+        legacy = "chime-" + "é" * 150 + ".png"
+        conn = await asyncpg.connect(services_env["EEGHUB_DATABASE__URL"])
+        try:
+            renamed = await conn.fetch(
+                "UPDATE experiment_stimuli SET file_name = $1 WHERE experiment_id = $2 AND file_name = 'chime.png'"
+                " RETURNING stimulus_id",
+                legacy,
+                uuid.UUID(eid),
+            )
+            assert len(renamed) == 1
+        finally:
+            await conn.close()
         r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
         assert r.status_code == 202, r.text
         status_url = r.json()["status_url"]
@@ -116,6 +132,11 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
         archive.extractall(tmp_path)
     root = tmp_path / "bids_dataset"
     assert (root / "stimuli" / "choco.png").read_bytes() == PNG
+    shortened = task["report"]["renamed_stimuli"][legacy]
+    assert shortened.endswith(".png") and len(shortened.encode()) <= 255
+    assert (root / "stimuli" / shortened).read_bytes() == PNG[:-1]
+    all_events = pd.concat(pd.read_csv(p, sep="\t") for p in root.rglob("*_events.tsv"))
+    assert shortened in set(all_events["stim_file"]) and legacy not in set(all_events["stim_file"])
     media_index = pd.read_csv(root / "sourcedata" / "media" / "media.tsv", sep="\t")
     assert len(media_index) == 1 and media_index["kind"][0] == "image"
     assert (root / "sourcedata" / "media" / media_index["filename"][0]).read_bytes() == PNG

@@ -417,3 +417,21 @@ def test_tsv_cells_replace_every_control_character() -> None:
         for text in (ch, f" a{ch}b ", ch * 2):
             assert cell(text) == scanned(text), hex(code)
     assert cell("a\tb\nc\u200bd\u00a0e ") == "a b c d\u00a0e"
+
+
+def test_exported_stimulus_name_shortens_only_names_too_long_to_write() -> None:
+    from eeghub.core.files import file_name_problem
+    from eeghub.plugins.exporter.dataset import exported_stimulus_name
+
+    assert exported_stimulus_name("choco.png") == "choco.png"
+    long_a, long_b = "€" * 100 + "a.png", "€" * 100 + "b.png"  # 305 bytes each, same first 240 bytes
+    short_a, short_b = exported_stimulus_name(long_a), exported_stimulus_name(long_b)
+    for short in (short_a, short_b):
+        assert file_name_problem(short) is None and short.endswith(".png") and "~" in short
+        assert len(short.encode()) <= 255
+    assert short_a != short_b, "the hash keeps two long names apart"
+    assert exported_stimulus_name(long_a) == short_a, "stable"
+    no_ext = "x" * 300
+    assert exported_stimulus_name(no_ext).startswith("x" * 200) and len(exported_stimulus_name(no_ext)) <= 255
+    # Other problems are not papered over: write_stimuli refuses them.
+    assert exported_stimulus_name("../etc.png") == "../etc.png"
