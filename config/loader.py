@@ -238,6 +238,9 @@ def _check(settings: Settings) -> None:
         ("broker.max_attempts", settings.broker.max_attempts),
         ("broker.prefetch", settings.broker.prefetch),
         ("ingest.storage_concurrency", settings.ingest.storage_concurrency),
+        ("ingest.publish_batch_packets", settings.ingest.publish_batch_packets),
+        ("ingest.publish_batch_bytes", settings.ingest.publish_batch_bytes),
+        ("ingest.publishes_in_flight", settings.ingest.publishes_in_flight),
     ):
         if value < 1:
             raise ConfigError(f"invalid value for configuration key {key!r}: must be at least 1")

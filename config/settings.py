@@ -151,8 +151,19 @@ class IngestSettings(_Section):
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
     storage_concurrency: int = 64
-    """Raw packets the storage consumer handles at once (its prefetch): their
+    """Messages the storage consumer handles at once (its prefetch): their
     object writes overlap and their rows go to PostgreSQL together."""
+    publish_batch_packets: int = 64
+    """Most packets one message on ``raw_data_exchange`` carries. Packets that
+    arrive while the broker confirms earlier ones leave together in one
+    message, stored as one segment object. 1: every packet is its own message
+    and object, as the predecessor published and stored them (for consumers
+    of the exchange or the bucket outside eeghub)."""
+    publish_batch_bytes: int = 512 * 1024
+    """Most compressed bytes one message carries."""
+    publishes_in_flight: int = 2
+    """Messages awaiting the broker's confirm at once; a packet that finds a
+    free slot goes out alone, at once."""
 
 
 class ExportSettings(_Section):

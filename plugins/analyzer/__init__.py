@@ -69,12 +69,13 @@ def eeghub_startup(ctx: AppContext) -> None:
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     from eeghub.core.packet import PacketError, decode_payload, decompress_frame
+    from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
 
     limits = ctx.settings.ingest
     quality_threshold = ctx.settings.analyzer.channel_quality.bad_impedance_threshold
 
-    async def handle(delivery: Delivery) -> None:
-        headers = delivery.message.headers
+    def add(packet: RawPacket) -> None:
+        headers = packet.headers
         try:
             user_id, device_id = str(headers["user_id"]), str(headers["device_id"])
             rate = float(headers["sampling_rate"])  # type: ignore[arg-type]
@@ -85,8 +86,11 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
         if rate <= 0 or lsb <= 0:
             raise PermanentFailure("sampling_rate and lsb_to_volts must be positive")
         try:
-            payload = decompress_frame(delivery.message.body, max_output_size=limits.max_decompressed_bytes)
-            packet = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
+            if packet.content_encoding == "identity":
+                payload = packet.frame
+            else:
+                payload = decompress_frame(packet.frame, max_output_size=limits.max_decompressed_bytes)
+            decoded = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
         except PacketError as exc:
             raise PermanentFailure(f"bad packet: {exc}") from None
         session = headers.get("session_id")
@@ -96,12 +100,27 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             session_id=str(session) if session else None,
             sampling_rate=rate,
             lsb_to_volts=lsb,
-            channel_names=packet.layout.channel_names,
-            channel_types=packet.layout.channel_types,
-            signals=packet.signals,
+            channel_names=decoded.layout.channel_names,
+            channel_types=decoded.layout.channel_types,
+            signals=decoded.signals,
             start_us=start_ms * 1000,
-            stats=packet.stats,
+            stats=decoded.stats,
         )
+
+    async def handle(delivery: Delivery) -> None:
+        try:
+            packets = packets_of(delivery.message)
+        except BadBatch as exc:
+            raise PermanentFailure(str(exc)) from None
+        failures: list[str] = []
+        for index, packet in enumerate(packets):
+            try:
+                add(packet)
+            except PermanentFailure as exc:
+                # The others of the message still reach the buffers.
+                failures.append(f"packet {index}: {exc}")
+        if failures:
+            raise PermanentFailure(f"{len(failures)} of {len(packets)} packet(s) skipped: {'; '.join(failures[:3])}")
 
     return handle
 

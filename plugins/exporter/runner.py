@@ -35,6 +35,7 @@ from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_pa
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
+from eeghub.core.raw_objects import RawLocation, read_raw_payload
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, validation
@@ -652,7 +653,8 @@ async def _write_one(
     renamed = stimulus_names or {}
     objects = await db.fetch(
         """SELECT r.object_id, r.timestamp_start_ms, r.timestamp_end_ms, r.num_samples, r.sampling_rate,
-                  r.lsb_to_volts, r.content_sha256, r.channel_names, r.channel_types
+                  r.lsb_to_volts, r.content_sha256, r.channel_names, r.channel_types,
+                  r.segment_key, r.segment_offset, r.stored_bytes
            FROM session_object_links l JOIN raw_data_objects r ON r.object_id = l.object_id
            WHERE l.session_id = $1 ORDER BY r.timestamp_start_ms, r.object_id""",
         sid,
@@ -671,6 +673,7 @@ async def _write_one(
         Packet(o["object_id"], o["timestamp_start_ms"], o["timestamp_end_ms"], o["num_samples"] or 0, rate, o["content_sha256"])
         for o in usable
     ]
+    locations = {o["object_id"]: RawLocation.of(o) for o in usable}
     events = await db.fetch(
         """SELECT e.event_id, e.onset, e.duration, e.trial_type, e.value, e.onset_corrected_us,
                   COALESCE(s.file_name, c.file_name) AS file_name
@@ -715,7 +718,7 @@ async def _write_one(
             specs,
             quality,
             ctx.settings.export.power_line_frequency,
-            fetch=lambda object_id: ctx.objects.get_bytes(bucket, object_id),
+            fetch=lambda object_id: read_raw_payload(ctx.objects, bucket, locations[object_id]),
             max_channels=ctx.settings.ingest.max_channels,
         )
     except Exception as exc:  # noqa: BLE001 - one bad session is reported, the rest exported

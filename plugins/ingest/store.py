@@ -5,9 +5,21 @@ Object key: ``raw/{user}/{device}/start_ms={start}/end_ms={end}_{sha256[:16]}.bi
 decompressed payload. The same packet delivered twice therefore maps to the
 same key and the same ``raw_data_objects`` row (``ON CONFLICT DO NOTHING``).
 
-Order: the object is written first, then the row. A crash between the two
-leaves an object without a row, which the redelivery repairs (same key,
-same bytes, then the row). A row never points at a missing object.
+A message carrying one packet (the predecessor's form, and eeghub's when
+the server is quiet) is stored as that object. A message carrying several
+(``core.packet_messages``: packets published together under load) is stored
+as one *segment*: ``raw/segments/date={day}/{hash}.seg``, the payloads one
+after another, the hash over the packets' keys in order. Each packet keeps
+its own ``object_id`` (the key above) as the row's unique identity; its row
+adds ``segment_key`` and ``segment_offset`` (``core.raw_objects`` reads it).
+One S3 PUT per message instead of one per packet: the object store's cost per
+request dominated the cost of a stored packet. A packet the client sent
+twice and that ended up in two different messages is stored in both
+segments, but has one row (the first): the second copy is unreferenced bytes.
+
+Order: the object is written first, then the rows. A crash between the two
+leaves an object without rows, which the redelivery repairs (same message,
+same key, same bytes, then the rows). A row never points at a missing object.
 
 What is stored is the decompressed v4 payload, as the predecessor stored it,
 so objects of an adopted predecessor deployment and new ones are read the
@@ -25,12 +37,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from typing import Any
 
 from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure
 from eeghub.core.keys import key_segment
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
+from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
 from eeghub.core.ports import Delivery
 
 from .envelope import Envelope, from_amqp_headers
@@ -46,14 +60,14 @@ WITH batch AS (
         object_id text, user_id text, device_id text, timestamp_start_ms bigint, timestamp_end_ms bigint,
         sampling_rate float8, lsb_to_volts float8, content_sha256 text, num_samples int, num_channels int,
         channel_names text[], channel_types text[], payload_format text, stored_bytes bigint,
-        envelope_session_id text)
+        envelope_session_id text, segment_key text, segment_offset bigint)
 ), inserted AS (
     INSERT INTO raw_data_objects (object_id, user_id, device_id, timestamp_start_ms, timestamp_end_ms,
         sampling_rate, lsb_to_volts, content_sha256, num_samples, num_channels, channel_names, channel_types,
-        payload_format, stored_bytes, envelope_session_id)
+        payload_format, stored_bytes, envelope_session_id, segment_key, segment_offset)
     SELECT object_id, user_id, device_id, timestamp_start_ms, timestamp_end_ms, sampling_rate, lsb_to_volts,
         content_sha256, num_samples, num_channels, channel_names, channel_types, payload_format, stored_bytes,
-        envelope_session_id
+        envelope_session_id, segment_key, segment_offset
     FROM batch
     ORDER BY object_id  -- the same lock order in every process: no deadlocks between batches
     ON CONFLICT (object_id) DO NOTHING
@@ -126,12 +140,21 @@ class RowWriter:
         self.batches = 0
         """Statements sent (a figure for tests and benchmarks)."""
 
-    async def write(self, row: dict[str, Any]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        """Return once every row is committed; raise the first error of any
+        (the others may be committed: the caller's retry finds them)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for row in rows:
+            future: asyncio.Future[None] = loop.create_future()
+            self._pending.append((row, future))
+            futures.append(future)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="eeghub-ingest-rows")
-        await future
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _drain(self) -> None:
         batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
@@ -207,66 +230,125 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
+class _Prepared:
+    __slots__ = ("envelope", "payload", "layout", "sha256", "key")
+
+    def __init__(self, envelope: Envelope, payload: bytes, layout: Any, sha256: str) -> None:
+        self.envelope = envelope
+        self.payload = payload
+        self.layout = layout
+        self.sha256 = sha256
+        self.key = object_key(envelope, sha256)
+
+    def row(self, segment_key: str | None = None, segment_offset: int | None = None) -> dict[str, Any]:
+        envelope, layout = self.envelope, self.layout
+        return {
+            "object_id": self.key,
+            "user_id": envelope.user_id,
+            "device_id": envelope.device_id,
+            "timestamp_start_ms": envelope.timestamp_start_ms,
+            "timestamp_end_ms": envelope.timestamp_end_ms,
+            "sampling_rate": envelope.sampling_rate,
+            "lsb_to_volts": envelope.lsb_to_volts,
+            "content_sha256": self.sha256,
+            "num_samples": layout.num_samples,
+            "num_channels": len(layout.channel_names),
+            "channel_names": list(layout.channel_names),
+            "channel_types": list(layout.channel_types),
+            "payload_format": "v4-trigger" if layout.has_trigger_block else "v4",
+            "stored_bytes": len(self.payload),
+            "envelope_session_id": envelope.session_id,
+            "segment_key": segment_key,
+            "segment_offset": segment_offset,
+        }
+
+
+def segment_key(packets: list[_Prepared]) -> str:
+    """The key of the segment holding ``packets`` in this order: derived from
+    their contents, so a redelivered message writes the same object again."""
+    digest = hashlib.sha256("\n".join(p.key for p in packets).encode()).hexdigest()
+    day = time.strftime("%Y-%m-%d", time.gmtime(min(p.envelope.timestamp_start_ms for p in packets) / 1000))
+    return f"raw/segments/date={day}/{digest[:40]}.seg"
+
+
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     limits = ctx.settings.ingest
     rows = RowWriter(ctx)
+    bucket = ctx.settings.object_store.buckets.raw_data
+
+    async def prepare(packet: RawPacket) -> _Prepared:
+        envelope = from_amqp_headers(packet.headers)
+        if packet.content_encoding == "identity":
+            payload = packet.frame
+        elif len(packet.frame) <= INLINE_DECOMPRESS_BYTES:
+            # A usual packet (a few KiB) decompresses in microseconds: a
+            # thread hop would cost more than the work.
+            payload = decompress_frame(packet.frame, max_output_size=limits.max_decompressed_bytes)
+        else:
+            payload = await asyncio.to_thread(
+                decompress_frame, packet.frame, max_output_size=limits.max_decompressed_bytes
+            )
+        layout = parse_layout(payload, max_channels=limits.max_channels)
+        return _Prepared(envelope, payload, layout, hashlib.sha256(payload).hexdigest())
 
     async def handle(delivery: Delivery) -> None:
-        message = delivery.message
         try:
-            envelope = from_amqp_headers(message.headers)
-        except ValueError as exc:
-            raise PermanentFailure(f"bad envelope: {exc}") from None
-        try:
-            if message.content_encoding == "identity":
-                payload = message.body
-            elif len(message.body) <= INLINE_DECOMPRESS_BYTES:
-                # A usual packet (a few KiB) decompresses in microseconds: a
-                # thread hop would cost more than the work.
-                payload = decompress_frame(message.body, max_output_size=limits.max_decompressed_bytes)
-            else:
-                payload = await asyncio.to_thread(
-                    decompress_frame, message.body, max_output_size=limits.max_decompressed_bytes
-                )
-            layout = parse_layout(payload, max_channels=limits.max_channels)
-        except PacketError as exc:
-            raise PermanentFailure(f"bad packet: {exc}") from None
-        sha256 = hashlib.sha256(payload).hexdigest()
-        key = object_key(envelope, sha256)
-        bucket = ctx.settings.object_store.buckets.raw_data
-        # No HEAD first: the key is content-addressed, so writing it again on
-        # a redelivery stores the same bytes; a HEAD on every packet would
-        # cost a second S3 request for the rare redelivery.
-        await ctx.objects.put_bytes(
-            bucket,
-            key,
-            payload,
-            content_type="application/octet-stream",
-            metadata={
-                "x-user-id": key_segment(envelope.user_id),
-                "x-device-id": key_segment(envelope.device_id),
-                "x-sampling-rate": repr(envelope.sampling_rate),
-                "x-lsb-to-volts": repr(envelope.lsb_to_volts),
-            },
-        )
-        await rows.write(
-            {
-                "object_id": key,
-                "user_id": envelope.user_id,
-                "device_id": envelope.device_id,
-                "timestamp_start_ms": envelope.timestamp_start_ms,
-                "timestamp_end_ms": envelope.timestamp_end_ms,
-                "sampling_rate": envelope.sampling_rate,
-                "lsb_to_volts": envelope.lsb_to_volts,
-                "content_sha256": sha256,
-                "num_samples": layout.num_samples,
-                "num_channels": len(layout.channel_names),
-                "channel_names": list(layout.channel_names),
-                "channel_types": list(layout.channel_types),
-                "payload_format": "v4-trigger" if layout.has_trigger_block else "v4",
-                "stored_bytes": len(payload),
-                "envelope_session_id": envelope.session_id,
-            }
-        )
+            packets = packets_of(delivery.message)
+        except BadBatch as exc:
+            raise PermanentFailure(str(exc)) from None
+        good: list[_Prepared] = []
+        bad: list[str] = []
+        for index, packet in enumerate(packets):
+            try:
+                good.append(await prepare(packet))
+            except PacketError as exc:
+                bad.append(f"packet {index}: bad packet: {exc}")
+            except ValueError as exc:  # from_amqp_headers
+                bad.append(f"packet {index}: bad envelope: {exc}")
+        if len(good) == 1:
+            # Alone: its own object under its own key, as the predecessor
+            # stored every packet. No HEAD first: the key is
+            # content-addressed, so writing it again on a redelivery stores
+            # the same bytes; a HEAD on every packet would cost a second S3
+            # request for the rare redelivery.
+            only = good[0]
+            await ctx.objects.put_bytes(
+                bucket,
+                only.key,
+                only.payload,
+                content_type="application/octet-stream",
+                metadata={
+                    "x-user-id": key_segment(only.envelope.user_id),
+                    "x-device-id": key_segment(only.envelope.device_id),
+                    "x-sampling-rate": repr(only.envelope.sampling_rate),
+                    "x-lsb-to-volts": repr(only.envelope.lsb_to_volts),
+                },
+            )
+            await rows.write([only.row()])
+        elif good:
+            # Together: one segment object, the payloads one after another,
+            # and each row says where its bytes are. Object first, rows
+            # second, as above: a crash between them leaves an object that
+            # the redelivery writes again (same message, same key, same
+            # bytes) before the rows.
+            key = segment_key(good)
+            offsets: list[int] = []
+            position = 0
+            for prepared in good:
+                offsets.append(position)
+                position += len(prepared.payload)
+            await ctx.objects.put_bytes(
+                bucket,
+                key,
+                b"".join(p.payload for p in good),
+                content_type="application/octet-stream",
+                metadata={"x-packets": str(len(good))},
+            )
+            await rows.write([p.row(key, offset) for p, offset in zip(good, offsets, strict=True)])
+        if bad:
+            # The good packets are stored; the message goes to the dead
+            # letters with every packet (replaying it stores nothing twice).
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise PermanentFailure(f"{len(bad)} of {len(packets)} packet(s) cannot be stored: {'; '.join(bad[:3])}{more}")
 
     return handle

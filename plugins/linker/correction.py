@@ -26,6 +26,7 @@ from eeghub.core.correction import MatchParameters, match_events
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
+from eeghub.core.raw_objects import RawLocation, read_raw_payload
 
 from .linking import decode_job
 
@@ -43,7 +44,7 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
     previous = 0
     for row in objects:
         try:
-            payload = await ctx.objects.get_bytes(bucket, row["object_id"])
+            payload = await read_raw_payload(ctx.objects, bucket, RawLocation.of(row))
         except ObjectNotFound:
             skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
             continue
@@ -82,7 +83,8 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         session_id,
     )
     objects = await ctx.database.fetch(
-        """SELECT r.object_id, r.timestamp_start_ms, r.sampling_rate FROM session_object_links l
+        """SELECT r.object_id, r.timestamp_start_ms, r.sampling_rate, r.segment_key, r.segment_offset, r.stored_bytes
+           FROM session_object_links l
            JOIN raw_data_objects r ON r.object_id = l.object_id
            WHERE l.session_id = $1 ORDER BY r.timestamp_start_ms, r.object_id""",
         session_id,

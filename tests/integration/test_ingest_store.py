@@ -4,6 +4,7 @@ once, late data relinking, and a bad row that must not fail its batch."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,11 +18,15 @@ from eeghub.adapters.filesystem_store import FilesystemObjectStore
 from eeghub.adapters.postgres.database import PostgresDatabase
 from eeghub.adapters.postgres.migrate import migrate
 from eeghub.config.settings import Settings
-from eeghub.core.ports import Delivery
+from eeghub.core.errors import PermanentFailure
+from eeghub.core.packet import decompress_frame
+from eeghub.core.packet_messages import BATCH_CONTENT_TYPE, RawPacket, batch_message
+from eeghub.core.ports import Delivery, Message
+from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, read_raw_payload
 from eeghub.core.simulator import SimulatedDevice
 from eeghub.plugins.ingest import store
 from eeghub.plugins.ingest.envelope import from_json
-from eeghub.plugins.ingest.routes import message_for, validate_frame
+from eeghub.plugins.ingest.routes import packet_for, validate_frame
 
 pytestmark = pytest.mark.postgres
 
@@ -50,14 +55,21 @@ async def ctx(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     await database.close()
 
 
-def deliveries(ctx: Any, device: SimulatedDevice, count: int, *, first: int = 0) -> list[Delivery]:
+def packets(ctx: Any, device: SimulatedDevice, count: int, *, first: int = 0) -> list[RawPacket]:
     out = []
     for envelope, frame in list(device.packets(START_MS, first + count))[first:]:
         data = SimpleNamespace(**envelope, payload_base64="")
         env = from_json(data)  # type: ignore[arg-type]
-        message = message_for(env, frame, validate_frame(ctx, frame))
-        out.append(Delivery(message=message, queue="processing_queue"))
+        out.append(packet_for(env, frame, validate_frame(ctx, frame))[0])
     return out
+
+
+def deliveries(ctx: Any, device: SimulatedDevice, count: int, *, first: int = 0) -> list[Delivery]:
+    """One message per packet, as the route publishes a packet alone."""
+    return [
+        Delivery(message=batch_message([p]), queue="processing_queue")
+        for p in packets(ctx, device, count, first=first)
+    ]
 
 
 async def rows(ctx: Any, user_id: str) -> list[Any]:
@@ -184,3 +196,85 @@ async def test_an_unreachable_database_fails_the_batch_at_once(ctx: Any) -> None
     assert all(isinstance(r, ConnectionError) for r in results)
     assert calls <= 2, f"{calls} statements for 8 rows"
     assert await rows(ctx, "u-down") == []
+
+
+def plain(frame: bytes) -> bytes:
+    return decompress_frame(frame, max_output_size=1 << 24)
+
+
+async def stored_payloads(ctx: Any, user_id: str) -> dict[str, bytes]:
+    records = await ctx.database.fetch(
+        f"SELECT object_id, {RAW_LOCATION_COLUMNS} FROM raw_data_objects WHERE user_id = $1", user_id
+    )
+    bucket = ctx.settings.object_store.buckets.raw_data
+    return {r["object_id"]: await read_raw_payload(ctx.objects, bucket, RawLocation.of(r)) for r in records}
+
+
+async def object_keys(ctx: Any) -> list[str]:
+    return [info.key async for info in ctx.objects.list(ctx.settings.object_store.buckets.raw_data)]
+
+
+async def test_a_batch_message_is_one_segment_object_and_each_packet_one_row(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-seg", "d1"), 12) + packets(ctx, SimulatedDevice("u-seg", "d2"), 5)
+    message = batch_message(sent)
+    assert message.content_type == BATCH_CONTENT_TYPE
+    before = set(await object_keys(ctx))
+    await handle(Delivery(message=message, queue="processing_queue"))
+    new = set(await object_keys(ctx)) - before
+    assert len(new) == 1 and next(iter(new)).startswith("raw/segments/date=2026-01-01/")
+    records = await ctx.database.fetch(
+        "SELECT object_id, segment_key, segment_offset, stored_bytes FROM raw_data_objects WHERE user_id = 'u-seg'"
+        " ORDER BY segment_offset"
+    )
+    assert len(records) == 17 and {r["segment_key"] for r in records} == new
+    # Offsets tile the segment exactly, in the message's order.
+    assert [r["segment_offset"] for r in records] == [sum(r2["stored_bytes"] for r2 in records[:i]) for i in range(17)]
+    # Each packet reads back as its own decompressed payload.
+    payloads = await stored_payloads(ctx, "u-seg")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
+    assert all(hashlib.sha256(data).hexdigest()[:16] in object_id for object_id, data in payloads.items())
+    # Redelivered: the same object again, no new row, no new object.
+    await handle(Delivery(message=message, queue="processing_queue", redelivered=True))
+    assert set(await object_keys(ctx)) - before == new
+    assert await ctx.database.fetchval("SELECT count(*) FROM raw_data_objects WHERE user_id = 'u-seg'") == 17
+
+
+async def test_a_packet_stored_before_keeps_its_place_when_it_comes_again_in_a_batch(ctx: Any) -> None:
+    """A client's retry can put a packet already stored alone into a batch:
+    one row, still pointing at the first copy."""
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-again", "d1"), 4)
+    await handle(Delivery(message=batch_message([sent[0]]), queue="processing_queue"))
+    first = await ctx.database.fetchrow(
+        "SELECT object_id, segment_key FROM raw_data_objects WHERE user_id = 'u-again'"
+    )
+    assert first["segment_key"] is None
+    await handle(Delivery(message=batch_message(sent), queue="processing_queue"))
+    records = dict(await ctx.database.fetch("SELECT object_id, segment_key FROM raw_data_objects WHERE user_id = 'u-again'"))
+    assert len(records) == 4 and records[first["object_id"]] is None
+    assert sum(key is not None for key in records.values()) == 3
+    payloads = await stored_payloads(ctx, "u-again")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
+
+
+async def test_bad_packets_in_a_batch_do_not_cost_the_good_ones(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    good = packets(ctx, SimulatedDevice("u-mixed", "d1"), 5)
+    no_user = RawPacket(headers={k: v for k, v in good[0].headers.items() if k != "user_id"}, frame=good[0].frame)
+    garbage = RawPacket(headers=good[1].headers, frame=b"\x28\xb5\x2f\xfd not a frame")
+    message = batch_message([good[0], no_user, good[1], garbage, *good[2:]])
+    with pytest.raises(PermanentFailure) as failure:
+        await handle(Delivery(message=message, queue="processing_queue"))
+    assert "2 of 7" in str(failure.value) and "packet 1: bad envelope" in str(failure.value)
+    assert "packet 3: bad packet" in str(failure.value)
+    payloads = await stored_payloads(ctx, "u-mixed")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in good)
+
+
+async def test_an_undecodable_batch_is_a_permanent_failure(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    for body in (b"\xc1", b"\x90", b"\x91\x92\x80\xc4\x00\x01"):
+        message = Message(body=body, content_type=BATCH_CONTENT_TYPE)
+        with pytest.raises(PermanentFailure):
+            await handle(Delivery(message=message, queue="processing_queue"))

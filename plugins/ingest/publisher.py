@@ -1,0 +1,107 @@
+"""Group publishing of accepted packets to ``raw_data_exchange``.
+
+Each ``POST /api/v1/data`` waits here until the broker confirmed a message
+carrying its packet. A packet that finds a free publish slot goes out at once,
+alone, as the predecessor's one-packet message (no added latency when the
+server is quiet). Packets that arrive while every slot waits for its confirm
+queue up and leave together in the next message (``core.packet_messages``):
+under load a packet costs a share of one publish, one confirm, one delivery
+and one acknowledgement per consumer instead of one of each.
+
+Every waiting request learns the fate of the message that carried its packet:
+confirmed (202) or failed (503, the broker's error). A request that goes away
+meanwhile does not take its packet out of a message already on its way; the
+client's retry is then a duplicate, which storage recognises (the same key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from eeghub.core.packet_messages import RawPacket, batch_message, header_bytes
+from eeghub.core.ports import Broker
+
+log = logging.getLogger("eeghub.ingest")
+
+PUBLISHER = "ingest.publisher"
+"""Its name in ``AppContext.services``."""
+
+
+class PacketPublisher:
+    def __init__(
+        self,
+        broker: Broker,
+        exchange: str,
+        *,
+        max_packets: int = 64,
+        max_bytes: int = 1024 * 1024,
+        max_in_flight: int = 2,
+    ) -> None:
+        if max_packets < 1 or max_bytes < 1 or max_in_flight < 1:
+            raise ValueError("max_packets, max_bytes and max_in_flight must be positive")
+        self._broker = broker
+        self._exchange = exchange
+        self._max_packets = max_packets
+        self._max_bytes = max_bytes
+        self._max_in_flight = max_in_flight
+        self._pending: deque[tuple[RawPacket, int, str | None, asyncio.Future[None]]] = deque()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.messages = 0
+        """Messages published (a figure for tests and benchmarks)."""
+        self.packets = 0
+
+    async def publish(self, packet: RawPacket, *, message_id: str | None = None) -> None:
+        """Return once a confirmed message carries ``packet``; raise the
+        broker's error otherwise."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        size = len(packet.frame) + header_bytes(packet.headers)
+        self._pending.append((packet, size, message_id, future))
+        self._start()
+        await future
+
+    def _start(self) -> None:
+        while self._pending and len(self._in_flight) < self._max_in_flight:
+            batch = [self._pending.popleft()]
+            size = batch[0][1]
+            while self._pending and len(batch) < self._max_packets and size + self._pending[0][1] <= self._max_bytes:
+                entry = self._pending.popleft()
+                size += entry[1]
+                batch.append(entry)
+            task = asyncio.create_task(self._send(batch), name="eeghub-ingest-publish")
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._start()
+
+    async def _send(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None]]]) -> None:
+        # A lone packet keeps its own deterministic message id.
+        message = batch_message([packet for packet, _, _, _ in batch], message_id=batch[0][2] if len(batch) == 1 else None)
+        try:
+            await self._broker.publish(message, exchange=self._exchange)
+        except asyncio.CancelledError:
+            for *_, future in batch:
+                if not future.done():
+                    future.cancel()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.messages += 1
+        self.packets += len(batch)
+        for *_, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def aclose(self) -> None:
+        """Wait for the messages on their way (shut-down)."""
+        while self._in_flight or self._pending:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+            else:
+                self._start()
