@@ -506,6 +506,9 @@ class Bench:
             env[f"EEGHUB_OBJECT_STORE__BUCKETS__{key.upper()}"] = name
         for key, name in self.queue_names.items():
             env[f"EEGHUB_BROKER__QUEUES__{key.upper()}"] = name
+        for setting in self.args.set:
+            key, _, value = setting.partition("=")
+            env["EEGHUB_" + "__".join(part.upper() for part in key.split("."))] = value
         return env
 
     def spawn(self, command: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
@@ -1019,6 +1022,10 @@ def main() -> None:
         help="seconds to wait at most, before each round, for the eeghub process and the machine to be idle",
     )
     parser.add_argument("--py-spy", metavar="FILE", help="profile the eeghub server during the rounds (raw collapsed stacks; .svg: flame graph)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an eeghub setting for this run, e.g. --set ingest.publishes_in_flight=4 (repeatable)",
+    )
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds before the run is abandoned")
     args = parser.parse_args()
     try:

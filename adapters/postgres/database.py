@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from eeghub.core.errors import DatabaseError
 from eeghub.core.ports import Connection, Record
@@ -24,12 +25,18 @@ _UNAVAILABLE = (
 )
 
 
+def _json_text(value: object) -> str:
+    # msgspec: several times faster than json.dumps on the storage consumer's
+    # batches of packet rows; the same JSON for what json.dumps accepts.
+    return msgspec.json.encode(value).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSON/JSONB columns come back as Python objects, not strings.
     import json
 
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(kind, encoder=_json_text, decoder=json.loads, schema="pg_catalog")
 
 
 class PostgresDatabase:
