@@ -161,7 +161,7 @@ class IngestSettings(_Section):
     of the exchange or the bucket outside eeghub)."""
     publish_batch_bytes: int = 512 * 1024
     """Most compressed bytes one message carries."""
-    publishes_in_flight: int = 2
+    publishes_in_flight: int = 1
     """Messages awaiting the broker's confirm at once; a packet that finds a
     free slot goes out alone, at once."""
 
