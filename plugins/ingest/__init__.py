@@ -10,7 +10,7 @@ from eeghub.core.extension import Consumer
 from eeghub.core.hookspecs import hookimpl
 
 from . import media, routes, store
-from .publisher import PUBLISHER, PacketPublisher
+from .publisher import PUBLISHER, publisher_of
 
 
 @hookimpl
@@ -36,14 +36,7 @@ def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
 def eeghub_startup(ctx: AppContext) -> None:
     from eeghub.core.packet import warm_up
 
-    limits = ctx.settings.ingest
-    ctx.services[PUBLISHER] = PacketPublisher(
-        ctx.broker,
-        ctx.settings.broker.queues.raw_data_exchange,
-        max_packets=limits.publish_batch_packets,
-        max_bytes=limits.publish_batch_bytes,
-        max_in_flight=limits.publishes_in_flight,
-    )
+    publisher_of(ctx)
     # Compile the numba kernel in a thread now rather than on the first
     # packet; start-up does not wait for it.
     asyncio.get_running_loop().run_in_executor(None, warm_up)

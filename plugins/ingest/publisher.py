@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections import deque
 
+from eeghub.core.context import AppContext
 from eeghub.core.packet_messages import RawPacket, batch_message, header_bytes
 from eeghub.core.ports import Broker
 
@@ -105,3 +106,19 @@ class PacketPublisher:
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
             else:
                 self._start()
+
+
+def publisher_of(ctx: AppContext) -> PacketPublisher:
+    """The context's publisher, made on first use (the ingest plugin's
+    start-up makes it; an app assembled without it still publishes)."""
+    publisher = ctx.services.get(PUBLISHER)
+    if publisher is None:
+        limits = ctx.settings.ingest
+        publisher = ctx.services[PUBLISHER] = PacketPublisher(
+            ctx.broker,
+            ctx.settings.broker.queues.raw_data_exchange,
+            max_packets=limits.publish_batch_packets,
+            max_bytes=limits.publish_batch_bytes,
+            max_in_flight=limits.publishes_in_flight,
+        )
+    return publisher

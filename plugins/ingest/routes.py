@@ -19,7 +19,7 @@ from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
 from .envelope import DataEnvelope, Envelope, from_json, from_query_or_headers
-from .publisher import PUBLISHER, PacketPublisher
+from .publisher import publisher_of
 
 
 class Accepted(msgspec.Struct):
@@ -99,6 +99,5 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
         raise Forbidden("user_id does not match authenticated user.")
     layout = validate_frame(ctx, frame)
     packet, message_id = packet_for(envelope, frame, layout)
-    publisher: PacketPublisher = ctx.services[PUBLISHER]
-    await publisher.publish(packet, message_id=message_id)
+    await publisher_of(ctx).publish(packet, message_id=message_id)
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

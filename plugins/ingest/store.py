@@ -82,7 +82,9 @@ WITH batch AS (
     -- job, so a burst of late packets costs one. The LATERAL probe (OFFSET 0
     -- keeps it from being flattened into a join) uses the index on
     -- sessions(user_id, start_time) instead of scanning every linked session.
-    UPDATE sessions s SET link_status = 'pending'
+    -- Its correction goes back to pending too: it will be redone on the
+    -- new links, and a client must not take the old result as final.
+    UPDATE sessions s SET link_status = 'pending', event_correction_status = 'pending'
     FROM (
         SELECT DISTINCT hit.session_id
         FROM streams g

@@ -89,6 +89,12 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
                     info = (await client.get(f"/api/v1/sessions/{subject}-{kind}", headers=user(subject))).json()
                     if info["event_correction_status"] != "completed":
                         return False
+                    # A 202 means published, not stored yet: packets stored
+                    # after the session was linked are linked (and the events
+                    # corrected) again, so wait until every packet is linked.
+                    data = (await client.get(f"/api/v1/sessions/{subject}-{kind}/data", headers=user(subject))).json()
+                    if sum(stream["packets"] for stream in data["streams"]) != SECONDS:
+                        return False
             return True
 
         await wait_for(all_corrected, timeout=90)

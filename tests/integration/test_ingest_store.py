@@ -122,10 +122,10 @@ async def test_a_late_packet_queues_its_linked_session_again(ctx: Any) -> None:
     device = SimulatedDevice("u-late", "dev-late")
     start = datetime.fromtimestamp(START_MS / 1000, UTC)
     await ctx.database.execute(
-        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status)
-           VALUES ('s-linked', 'u-late', 'dev-late', $1, $2, 'completed'),
-                  ('s-other-device', 'u-late', 'dev-other', $1, $2, 'completed'),
-                  ('s-later', 'u-late', NULL, $3, $4, 'completed')""",
+        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status, event_correction_status)
+           VALUES ('s-linked', 'u-late', 'dev-late', $1, $2, 'completed', 'completed'),
+                  ('s-other-device', 'u-late', 'dev-other', $1, $2, 'completed', 'completed'),
+                  ('s-later', 'u-late', NULL, $3, $4, 'completed', 'completed')""",
         start,
         start + timedelta(seconds=60),
         start + timedelta(hours=1),
@@ -136,6 +136,11 @@ async def test_a_late_packet_queues_its_linked_session_again(ctx: Any) -> None:
     await asyncio.gather(*(handle(d) for d in late))
     statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-late'"))
     assert statuses == {"s-linked": "pending", "s-other-device": "completed", "s-later": "completed"}
+    # Its correction will be redone on the new links: not "completed" meanwhile.
+    corrections = dict(
+        await ctx.database.fetch("SELECT session_id, event_correction_status FROM sessions WHERE user_id = 'u-late'")
+    )
+    assert corrections == {"s-linked": "pending", "s-other-device": "completed", "s-later": "completed"}
     jobs = await ctx.database.fetch(
         "SELECT target, body, content_type FROM eeghub_outbox WHERE id > $1 ORDER BY id", before
     )
