@@ -112,6 +112,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                         print(f"{name}.dlq: {await broker.queue_depth(name + '.dlq')} message(s)")
                     return 0
                 await broker.declare_queue(args.queue)
+                from eeghub.core.packet_messages import BATCH_COUNT_HEADER
+
                 letters = await broker.dead_letters(args.queue, limit=args.limit)
                 print(f"{args.queue}.dlq ({backend}): showing {len(letters)} message(s)")
                 for letter in letters:
@@ -123,7 +125,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                                 "attempts": letter.attempts,
                                 "failed_at": letter.failed_at.isoformat() if letter.failed_at else None,
                                 "error": letter.error,
-                                "headers": {k: v for k, v in m.headers.items() if not k.startswith("x-eeghub-")},
+                                "headers": {
+                                    k: v for k, v in m.headers.items() if not k.startswith("x-eeghub-") or k == BATCH_COUNT_HEADER
+                                },
+                                "content_type": m.content_type,
                                 "body_bytes": len(m.body),
                                 "body_preview": m.body[:200].decode("utf-8", "replace"),
                             },

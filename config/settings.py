@@ -159,8 +159,10 @@ class IngestSettings(_Section):
     message, stored as one segment object. 1: every packet is its own message
     and object, as the predecessor published and stored them (for consumers
     of the exchange or the bucket outside eeghub)."""
-    publish_batch_bytes: int = 512 * 1024
-    """Most compressed bytes one message carries."""
+    publish_batch_bytes: int = 1024 * 1024
+    """Most bytes one message carries, counting each packet as its
+    decompressed payload (the size of the segment it becomes); a larger
+    packet travels alone."""
     publishes_in_flight: int = 1
     """Messages awaiting the broker's confirm at once; a packet that finds a
     free slot goes out alone, at once."""
@@ -204,7 +206,9 @@ class AnalyzerSettings(_Section):
     """Threads per analysis plugin."""
     plugin_timeout_seconds: float = 30.0
     queue_max_length: int = 20000
-    """Packets waiting for the analyzer beyond this are dropped (it is a live view)."""
+    """Packets waiting for the analyzer beyond this are dropped, oldest first
+    (it is a live view). The queue counts messages: it holds at most
+    ``queue_max_length / ingest.publish_batch_packets`` of them."""
     channel_quality: ChannelQualitySettings = msgspec.field(default_factory=ChannelQualitySettings)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,14 +28,17 @@ _UNAVAILABLE = (
 
 def _json_text(value: object) -> str:
     # msgspec: several times faster than json.dumps on the storage consumer's
-    # batches of packet rows; the same JSON for what json.dumps accepts.
-    return msgspec.json.encode(value).decode()
+    # batches of packet rows. What it does not know (numpy scalars, say)
+    # goes through json.dumps as before. One difference: a NaN or infinite
+    # float becomes null where json.dumps wrote NaN, which PostgreSQL refused.
+    try:
+        return msgspec.json.encode(value).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSON/JSONB columns come back as Python objects, not strings.
-    import json
-
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=_json_text, decoder=json.loads, schema="pg_catalog")
 

@@ -81,9 +81,9 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             rate = float(headers["sampling_rate"])  # type: ignore[arg-type]
             lsb = float(headers.get("lsb_to_volts") or headers.get("lsb_to_volts_str") or 0)  # type: ignore[arg-type]
             start_ms = int(headers["timestamp_start_ms"])  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise PermanentFailure(f"bad envelope: {exc}") from None
-        if rate <= 0 or lsb <= 0:
+        if not (0 < rate < float("inf") and 0 < lsb < float("inf")):
             raise PermanentFailure("sampling_rate and lsb_to_volts must be positive")
         try:
             if packet.content_encoding == "identity":
@@ -136,7 +136,9 @@ def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
             bind_to=queues.raw_data_exchange,
             durable=False,
             exclusive=True,
-            max_length=ctx.settings.analyzer.queue_max_length,
+            # A message carries up to publish_batch_packets packets: the
+            # bound stays one in packets.
+            max_length=max(1, ctx.settings.analyzer.queue_max_length // max(1, ctx.settings.ingest.publish_batch_packets)),
             prefetch=64,
             max_attempts=1,
         )

@@ -17,7 +17,8 @@ import msgspec
 from eeghub.core.errors import BadRequest
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
-EpochMs = Annotated[int, msgspec.Meta(ge=0, le=32503680000000)]  # up to year 3000
+MAX_EPOCH_MS = 32503680000000  # the year 3000
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 
 MAX_SAMPLING_RATE = 100_000.0
 
@@ -66,6 +67,11 @@ def _bad(field: str, message: str) -> BadRequest:
 
 
 def check(envelope: Envelope) -> Envelope:
+    for field in ("timestamp_start_ms", "timestamp_end_ms"):
+        # The JSON and header paths bound these already (EpochMs); messages
+        # from another publisher on the exchange come through here alone.
+        if not 0 <= getattr(envelope, field) <= MAX_EPOCH_MS:
+            raise _bad(field, f"must be between 0 and {MAX_EPOCH_MS} (the year 3000)")
     if not math.isfinite(envelope.sampling_rate) or not 0 < envelope.sampling_rate <= MAX_SAMPLING_RATE:
         raise _bad("sampling_rate", f"must be > 0 and at most {MAX_SAMPLING_RATE:g}")
     if not math.isfinite(envelope.lsb_to_volts) or not 0 < envelope.lsb_to_volts < 1:
@@ -141,7 +147,7 @@ def from_amqp_headers(headers: Mapping[str, Any]) -> Envelope:
             session_id=str(headers["session_id"]) if headers.get("session_id") else None,
         )
         return check(envelope)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"bad header value: {exc}") from None
     except BadRequest as exc:
         raise ValueError(exc.message) from None

@@ -38,7 +38,7 @@ class PacketPublisher:
         *,
         max_packets: int = 64,
         max_bytes: int = 1024 * 1024,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         if max_packets < 1 or max_bytes < 1 or max_in_flight < 1:
             raise ValueError("max_packets, max_bytes and max_in_flight must be positive")
@@ -53,11 +53,15 @@ class PacketPublisher:
         """Messages published (a figure for tests and benchmarks)."""
         self.packets = 0
 
-    async def publish(self, packet: RawPacket, *, message_id: str | None = None) -> None:
+    async def publish(self, packet: RawPacket, *, message_id: str | None = None, payload_bytes: int = 0) -> None:
         """Return once a confirmed message carries ``packet``; raise the
-        broker's error otherwise."""
+        broker's error otherwise. ``payload_bytes``: the packet's size once
+        decompressed, which is what a message costs its consumers in memory
+        (a segment object, decoded signals); ``max_bytes`` bounds the larger
+        of that and the frame, so a message of well-compressed packets cannot
+        become a huge segment."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        size = len(packet.frame) + header_bytes(packet.headers)
+        size = max(len(packet.frame), payload_bytes) + header_bytes(packet.headers)
         self._pending.append((packet, size, message_id, future))
         self._start()
         await future
@@ -79,9 +83,9 @@ class PacketPublisher:
         self._start()
 
     async def _send(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None]]]) -> None:
-        # A lone packet keeps its own deterministic message id.
-        message = batch_message([packet for packet, _, _, _ in batch], message_id=batch[0][2] if len(batch) == 1 else None)
         try:
+            # A lone packet keeps its own deterministic message id.
+            message = batch_message([p for p, _, _, _ in batch], message_id=batch[0][2] if len(batch) == 1 else None)
             await self._broker.publish(message, exchange=self._exchange)
         except asyncio.CancelledError:
             for *_, future in batch:

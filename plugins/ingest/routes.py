@@ -99,5 +99,6 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
         raise Forbidden("user_id does not match authenticated user.")
     layout = validate_frame(ctx, frame)
     packet, message_id = packet_for(envelope, frame, layout)
-    await publisher_of(ctx).publish(packet, message_id=message_id)
+    payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
+    await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

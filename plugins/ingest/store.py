@@ -8,7 +8,7 @@ same key and the same ``raw_data_objects`` row (``ON CONFLICT DO NOTHING``).
 A message carrying one packet (the predecessor's form, and eeghub's when
 the server is quiet) is stored as that object. A message carrying several
 (``core.packet_messages``: packets published together under load) is stored
-as one *segment*: ``raw/segments/date={day}/{hash}.seg``, the payloads one
+as one *segment*: ``segments/date={day}/{hash}.seg``, the payloads one
 after another, the hash over the packets' keys in order. Each packet keeps
 its own ``object_id`` (the key above) as the row's unique identity; its row
 adds ``segment_key`` and ``segment_offset`` (``core.raw_objects`` reads it).
@@ -270,7 +270,7 @@ def segment_key(packets: list[_Prepared]) -> str:
     their contents, so a redelivered message writes the same object again."""
     digest = hashlib.sha256("\n".join(p.key for p in packets).encode()).hexdigest()
     day = time.strftime("%Y-%m-%d", time.gmtime(min(p.envelope.timestamp_start_ms for p in packets) / 1000))
-    return f"raw/segments/date={day}/{digest[:40]}.seg"
+    return f"segments/date={day}/{digest[:40]}.seg"
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]

@@ -227,7 +227,7 @@ async def test_a_batch_message_is_one_segment_object_and_each_packet_one_row(ctx
     before = set(await object_keys(ctx))
     await handle(Delivery(message=message, queue="processing_queue"))
     new = set(await object_keys(ctx)) - before
-    assert len(new) == 1 and next(iter(new)).startswith("raw/segments/date=2026-01-01/")
+    assert len(new) == 1 and next(iter(new)).startswith("segments/date=2026-01-01/")
     records = await ctx.database.fetch(
         "SELECT object_id, segment_key, segment_offset, stored_bytes FROM raw_data_objects WHERE user_id = 'u-seg'"
         " ORDER BY segment_offset"
@@ -283,3 +283,29 @@ async def test_an_undecodable_batch_is_a_permanent_failure(ctx: Any) -> None:
         message = Message(body=body, content_type=BATCH_CONTENT_TYPE)
         with pytest.raises(PermanentFailure):
             await handle(Delivery(message=message, queue="processing_queue"))
+
+
+async def test_a_packet_twice_in_one_batch_is_one_row(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-twice", "d1"), 3)
+    await handle(Delivery(message=batch_message([sent[0], sent[1], sent[0], sent[2]]), queue="processing_queue"))
+    payloads = await stored_payloads(ctx, "u-twice")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"timestamp_start_ms": float("inf")}, {"timestamp_end_ms": 2**62}, {"sampling_rate": "fast"},
+     {"timestamp_start_ms": -5}, {"user_id": None}],
+)
+async def test_one_odd_envelope_in_a_batch_does_not_cost_the_others(ctx: Any, odd: dict[str, Any]) -> None:
+    """Only another publisher on the exchange can send these: the good
+    packets are stored, the message is dead-lettered at once (not retried)."""
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-odd", "d1"), 3)
+    bad = RawPacket(headers={**sent[0].headers, **odd}, frame=sent[0].frame)
+    with pytest.raises(PermanentFailure, match="packet 0: bad envelope"):
+        await handle(Delivery(message=batch_message([bad, sent[1], sent[2]]), queue="processing_queue"))
+    payloads = await stored_payloads(ctx, "u-odd")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent[1:])
+    await ctx.database.execute("DELETE FROM raw_data_objects WHERE user_id = 'u-odd'")

@@ -189,3 +189,30 @@ async def test_aclose_waits_for_messages_on_their_way() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PacketPublisher(SlowBroker(), "raw", max_packets=0)  # type: ignore[arg-type]
+
+
+async def test_decompressed_size_counts_against_the_byte_limit() -> None:
+    """Well-compressed packets must not add up to a huge segment."""
+    broker = SlowBroker()
+    publisher = PacketPublisher(broker, "raw", max_packets=64, max_bytes=100_000, max_in_flight=1)  # type: ignore[arg-type]
+    waiting = [
+        asyncio.create_task(publisher.publish(packet(i, size=50), payload_bytes=30_000)) for i in range(8)
+    ]
+    for index in range(4):
+        await settle()
+        broker.confirm(index)
+    await asyncio.gather(*waiting)
+    # 30 kB each once decompressed: three at most per 100 kB message.
+    assert [len(packets_of(m)) for m in broker.published] == [1, 3, 3, 1]
+
+
+async def test_a_message_that_cannot_be_built_fails_its_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    import eeghub.plugins.ingest.publisher as publisher_module
+
+    def broken(*args: Any, **kwargs: Any) -> Message:
+        raise TypeError("cannot encode a header")
+
+    monkeypatch.setattr(publisher_module, "batch_message", broken)
+    publisher = PacketPublisher(SlowBroker(), "raw")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot encode"):
+        await asyncio.wait_for(publisher.publish(packet(1)), 1)
