@@ -165,7 +165,8 @@ class IngestSettings(_Section):
     packet travels alone."""
     publishes_in_flight: int = 1
     """Messages awaiting the broker's confirm at once; a packet that finds a
-    free slot goes out alone, at once."""
+    free slot goes out alone, at once. (With ``publish_batch_packets = 1``
+    there is no limit: every packet is published as it comes.)"""
 
 
 class ExportSettings(_Section):

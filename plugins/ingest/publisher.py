@@ -60,6 +60,13 @@ class PacketPublisher:
         (a segment object, decoded signals); ``max_bytes`` bounds the larger
         of that and the frame, so a message of well-compressed packets cannot
         become a huge segment."""
+        if self._max_packets == 1:
+            # No batching: every packet its own message, published at once
+            # (waiting for a slot would only serialise the confirms).
+            await self._broker.publish(batch_message([packet], message_id=message_id), exchange=self._exchange)
+            self.messages += 1
+            self.packets += 1
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         size = max(len(packet.frame), payload_bytes) + header_bytes(packet.headers)
         self._pending.append((packet, size, message_id, future))

@@ -216,3 +216,15 @@ async def test_a_message_that_cannot_be_built_fails_its_requests(monkeypatch: py
     publisher = PacketPublisher(SlowBroker(), "raw")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="cannot encode"):
         await asyncio.wait_for(publisher.publish(packet(1)), 1)
+
+
+async def test_without_batching_every_packet_is_published_at_once() -> None:
+    broker = SlowBroker()
+    publisher = PacketPublisher(broker, "raw", max_packets=1, max_in_flight=1)  # type: ignore[arg-type]
+    waiting = [asyncio.create_task(publisher.publish(packet(i), message_id=f"id-{i}")) for i in range(5)]
+    await settle()
+    assert [m.message_id for m in broker.published] == [f"id-{i}" for i in range(5)]
+    assert all(m.content_type == "application/octet-stream" for m in broker.published)
+    for index in range(5):
+        broker.confirm(index)
+    await asyncio.gather(*waiting)
