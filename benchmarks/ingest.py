@@ -40,6 +40,9 @@ What it does:
   rounds (``uv pip install -p .venv/bin/python py-spy``), every thread;
   with ``EEGHUB_BENCH_PYSPY_GIL=1`` only samples holding the GIL (what the
   interpreter really spends, not where it waits to be scheduled);
+* with ``--set KEY=VALUE`` (repeatable) runs eeghub with another setting,
+  e.g. ``--set ingest.publish_batch_packets=1`` for the predecessor's
+  one message and one object per packet;
 * removes the database, queues, exchange and buckets, and stops every
   process it started, also when something fails (SIGINT and SIGTERM
   included).
