@@ -1,21 +1,27 @@
 """Packets sent at once through the real stack (RabbitMQ, S3, PostgreSQL):
 they share messages and segment objects, and each is still stored exactly
-once, readable as its own payload, and linked and exported like any other."""
+once, readable as its own payload, and linked, corrected and exported like
+any other."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import zipfile
+from pathlib import Path
 from datetime import UTC, datetime
 import base64
 from typing import Any
 
 import asyncpg
 import httpx
+import mne_bids
+import numpy as np
 import pytest
 
 from eeghub.bootstrap import create_app
 from eeghub.config import load_settings
-from eeghub.core.packet import compress_frame, decompress_frame
+from eeghub.core.packet import compress_frame, decode_payload, decompress_frame
 from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, read_raw_payload
 from eeghub.core.simulator import SimulatedDevice
 from tests.e2e.helpers import end_form, user, wait_for
@@ -23,13 +29,14 @@ from tests.e2e.helpers import end_form, user, wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3]
 
 START = 1_767_225_600_000
+OWNER = "batch-owner"
 
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-async def test_concurrent_packets_share_segments_and_are_each_stored_once(services_env: dict[str, str]) -> None:
+async def test_concurrent_packets_share_segments_and_are_each_stored_once(services_env: dict[str, str], tmp_path: Path) -> None:
     triggers = [250 * (2 + 3 * k) + 17 * k for k in range(12)]  # samples of device 0's pulses
     devices = [
         SimulatedDevice(user_id=f"batch-{n}", device_id=f"dev-{n}", seed=n, trigger_samples=triggers if n == 0 else ())
@@ -49,8 +56,12 @@ async def test_concurrent_packets_share_segments_and_are_each_stored_once(servic
     async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client:
+            eid = (await client.post("/api/v1/experiments", json={"name": "batched"}, headers=user(OWNER))).json()["experiment_id"]
+            r = await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user("batch-0"))
+            assert r.status_code == 201, r.text
             r = await client.post("/api/v1/sessions/start", headers=user("batch-0"), json={
-                "session_id": "batched", "user_id": "batch-0", "start_time": iso(START), "session_type": "main_task"})
+                "session_id": "batched", "user_id": "batch-0", "experiment_id": eid, "start_time": iso(START),
+                "session_type": "main_task"})
             assert r.status_code == 201, r.text
             responses = await asyncio.gather(
                 *(client.post("/api/v1/data", json=body, headers=user(who)) for who, body in bodies)
@@ -97,6 +108,18 @@ async def test_concurrent_packets_share_segments_and_are_each_stored_once(servic
             await wait_for(corrected, timeout=60)
             report = (await client.get("/api/v1/sessions/batched/correction", headers=user("batch-0"))).json()
             data = (await client.get("/api/v1/sessions/batched/data", headers=user("batch-0"))).json()
+            # Exported from the segments: the samples that were sent.
+            r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
+            assert r.status_code == 202, r.text
+            status_url = r.json()["status_url"]
+
+            async def finished() -> Any:
+                task = (await client.get(status_url, headers=user(OWNER))).json()
+                return task if task["status"] in ("completed", "failed") else None
+
+            task = await wait_for(finished, timeout=120, interval=0.5)
+            assert task["status"] == "completed", task
+            archive = (await client.get(f"{status_url}/download", headers=user(OWNER))).content
     assert report["matched"] == len(triggers) and report["unmatched_event_ids"] == [], report
     assert sum(stream["packets"] for stream in data["streams"]) == 40
     conn = await asyncpg.connect(services_env["EEGHUB_DATABASE__URL"])
@@ -106,3 +129,11 @@ async def test_concurrent_packets_share_segments_and_are_each_stored_once(servic
     finally:
         await conn.close()
     assert onsets == [START * 1000 + t * 4000 for t in triggers]
+    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
+        zipped.extractall(tmp_path)
+    (vhdr,) = sorted(tmp_path.rglob("*_eeg.vhdr"))
+    exported = mne_bids.read_raw_bids(mne_bids.get_bids_path_from_fname(vhdr), verbose="error").get_data()
+    expected = np.concatenate([decode_payload(sent[("batch-0", START + i * 1000)]).signals for i in range(40)], axis=1)
+    lsb = devices[0].lsb_to_volts
+    assert np.array_equal(np.rint(exported[:-1] / lsb).astype(np.int64), expected[:-1].astype(np.int64))
+    assert np.array_equal(np.rint(exported[-1]).astype(np.int64), expected[-1].astype(np.int64))
