@@ -56,20 +56,44 @@ ON CONFLICT (experiment_id, file_name) DO UPDATE SET
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
+    max_attempts = ctx.settings.broker.max_attempts  # the consumer's (see __init__)
+
     async def handle(delivery: Delivery) -> None:
         try:
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise PermanentFailure(f"malformed stimulus job: {exc}") from None
+        try:
+            await register(job)
+        except Exception as exc:
+            if isinstance(exc, PermanentFailure) or delivery.attempt >= max_attempts:
+                # Its last attempt: the message goes to the dead letters, and
+                # the job must not stay "pending" for whoever polls it (the
+                # transaction that set "processing" was rolled back). A
+                # replay of the dead letter runs it again from here.
+                await mark_failed(job, exc, delivery.attempt)
+            raise
+
+    async def mark_failed(job: Job, exc: BaseException, attempts: int) -> None:
+        # The owner sees this message: the kind of failure, not its text
+        # (which may quote SQL or storage internals; the log has it).
+        reason = str(exc) if isinstance(exc, PermanentFailure) else f"{type(exc).__name__} (after {attempts} attempts)"
+        log.warning("stimulus job %s failed for good: %s", job.job_id, exc)
+        try:
+            await ctx.database.execute(
+                "UPDATE stimulus_jobs SET status = 'failed', error_message = $2, updated_at = NOW() WHERE job_id = $1",
+                job.job_id,
+                f"registration failed: {reason}",
+            )
+        except Exception as db_exc:  # noqa: BLE001 - the dead letter is what matters
+            log.warning("could not mark stimulus job %s failed: %s", job.job_id, db_exc)
+
+    async def register(job: Job) -> None:
         bucket = ctx.settings.object_store.buckets.media
         superseded: list[str] = []
         async with ctx.database.transaction() as conn:
             exists = await conn.fetchval("SELECT 1 FROM experiments WHERE experiment_id = $1", job.experiment_id)
-            if not exists:
-                await conn.execute(
-                    "UPDATE stimulus_jobs SET status = 'failed', error_message = 'experiment was deleted', updated_at = NOW() WHERE job_id = $1",
-                    job.job_id,
-                )
+            if not exists:  # its jobs went with it (ON DELETE CASCADE)
                 raise PermanentFailure(f"experiment {job.experiment_id} no longer exists")
             await conn.execute(
                 "UPDATE stimulus_jobs SET status = 'processing', updated_at = NOW() WHERE job_id = $1", job.job_id
