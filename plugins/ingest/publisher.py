@@ -17,14 +17,11 @@ client's retry is then a duplicate, which storage recognises (the same key).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 
 from eeghub.core.context import AppContext
 from eeghub.core.packet_messages import RawPacket, batch_message, header_bytes
 from eeghub.core.ports import Broker
-
-log = logging.getLogger("eeghub.ingest")
 
 PUBLISHER = "ingest.publisher"
 """Its name in ``AppContext.services``."""
