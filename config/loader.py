@@ -230,6 +230,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("broker.backend = 'rabbitmq' needs broker.url")
     if settings.object_store.multipart_part_bytes < 5 * 1024 * 1024:
         raise ConfigError("object_store.multipart_part_bytes must be at least 5 MiB (S3's minimum part size)")
+    if not 0 <= settings.ingest.segment_linger_ms <= 60_000:
+        raise ConfigError("ingest.segment_linger_ms must be between 0 and 60000")
     if settings.auth.mode == "jwt" and not (
         settings.auth.jwt_secret or settings.auth.jwt_public_key_file or settings.auth.jwks_file
     ):
@@ -241,6 +243,8 @@ def _check(settings: Settings) -> None:
         ("ingest.publish_batch_packets", settings.ingest.publish_batch_packets),
         ("ingest.publish_batch_bytes", settings.ingest.publish_batch_bytes),
         ("ingest.publishes_in_flight", settings.ingest.publishes_in_flight),
+        ("ingest.segment_max_bytes", settings.ingest.segment_max_bytes),
+        ("ingest.segment_writes_in_flight", settings.ingest.segment_writes_in_flight),
     ):
         if value < 1:
             raise ConfigError(f"invalid value for configuration key {key!r}: must be at least 1")

@@ -150,9 +150,10 @@ class IngestSettings(_Section):
     """Decompression bound (no zstd bombs)."""
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
-    storage_concurrency: int = 64
+    storage_concurrency: int = 256
     """Messages the storage consumer handles at once (its prefetch): their
-    object writes overlap and their rows go to PostgreSQL together."""
+    packets are written together (``segment_*``) and their rows go to
+    PostgreSQL together."""
     publish_batch_packets: int = 64
     """Most packets one message on ``raw_data_exchange`` carries. Packets that
     arrive while the broker confirms earlier ones leave together in one
@@ -167,6 +168,17 @@ class IngestSettings(_Section):
     """Messages awaiting the broker's confirm at once; a packet that finds a
     free slot goes out alone, at once. (With ``publish_batch_packets = 1``
     there is no limit: every packet is published as it comes.)"""
+    segment_max_bytes: int = 1024 * 1024
+    """Most bytes (decompressed payloads) of one object the storage consumer
+    writes. The packets of the messages it handles at once are written
+    together, as one segment object, up to this size; a message larger than
+    this is written alone. 1 MiB: larger objects cost SeaweedFS no less per
+    byte, and S3 clients sign and send them in one request."""
+    segment_writes_in_flight: int = 2
+    """Segment objects the storage consumer writes at once."""
+    segment_linger_ms: float = 100.0
+    """How long a packet may wait for others to share its object. It delays
+    storing, never the 202. 0: write whatever is waiting at once."""
 
 
 class ExportSettings(_Section):

@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from eeghub.core.context import AppContext
@@ -273,10 +274,181 @@ def segment_key(packets: list[_Prepared]) -> str:
     return f"segments/date={day}/{digest[:40]}.seg"
 
 
+class SegmentWriter:
+    """Group writes of packets to the object store, across messages.
+
+    Every storage handler prepares its message's packets and hands them here.
+    They wait (at most ``linger`` seconds) for the packets of the messages
+    that follow and are written together, as one *segment* object, as soon as
+    ``max_bytes`` are waiting, or ``max_waiting`` messages (the consumer's
+    prefetch: no more can come before some are acknowledged), or the oldest
+    has waited ``linger``. A group of one packet is its own object, under its
+    own key (the predecessor's form: what a quiet server writes). Then the
+    rows of the group go to ``RowWriter``, and each handler learns its own
+    message's outcome: a failed object write fails every message of the
+    group (the broker retries them), a refused row only its own message.
+
+    Why: SeaweedFS spends about 0.6 ms of CPU per PUT and 7 µs per KiB (a
+    6 kB packet alone costs it 0.64 ms, in a 1 MiB segment 0.04 ms), the
+    object store client about 0.2 ms per request, and PostgreSQL less per row
+    in a larger statement. The wait delays storing, never the 202 (given when
+    the broker confirmed the message).
+    """
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        rows: RowWriter,
+        *,
+        max_bytes: int,
+        max_in_flight: int,
+        linger: float = 0.0,
+        max_waiting: int = 64,
+    ) -> None:
+        if max_bytes < 1 or max_in_flight < 1 or max_waiting < 1 or linger < 0:
+            raise ValueError("max_bytes, max_in_flight and max_waiting must be positive, linger not negative")
+        self._ctx = ctx
+        self._rows = rows
+        self._max_bytes = max_bytes
+        self._max_in_flight = max_in_flight
+        self._linger = linger
+        self._max_waiting = max_waiting
+        self._bucket = ctx.settings.object_store.buckets.raw_data
+        self._pending: deque[tuple[list[_Prepared], int, asyncio.Future[None], float]] = deque()
+        self._pending_bytes = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self.objects = 0
+        """Objects written (a figure for tests and benchmarks)."""
+
+    async def store(self, packets: list[_Prepared]) -> None:
+        """Return once every packet's object and row are written; raise the
+        error that stopped them otherwise."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        size = sum(len(p.payload) for p in packets)
+        self._pending.append((packets, size, future, loop.time()))
+        self._pending_bytes += size
+        self._schedule()
+        await future
+
+    def _schedule(self) -> None:
+        if not self._pending or len(self._in_flight) >= self._max_in_flight:
+            return  # a finishing write calls again
+        loop = asyncio.get_running_loop()
+        due = self._pending[0][3] + self._linger
+        if self._pending_bytes >= self._max_bytes or len(self._pending) >= self._max_waiting or loop.time() >= due:
+            self._start()
+        elif self._timer is None:
+            self._timer = loop.call_at(due, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending and len(self._in_flight) < self._max_in_flight:
+            group = [self._pending.popleft()]
+            size = group[0][1]
+            while self._pending and size + self._pending[0][1] <= self._max_bytes:
+                entry = self._pending.popleft()
+                size += entry[1]
+                group.append(entry)
+            self._pending_bytes -= size
+            if all(entry[2].done() for entry in group):  # every handler was cancelled
+                continue
+            task = asyncio.create_task(self._write(group), name="eeghub-ingest-segment")
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+            if self._pending and self._pending_bytes < self._max_bytes:
+                break  # the rest waits for more, or for its time
+        self._schedule()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._schedule()
+
+    async def _write(self, group: list[tuple[list[_Prepared], int, asyncio.Future[None], float]]) -> None:
+        try:
+            placed = await self._put([p for packets, *_ in group for p in packets])
+        except asyncio.CancelledError:
+            for _, _, future, _ in group:
+                if not future.done():
+                    future.cancel()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every message of the group is retried
+            for _, _, future, _ in group:
+                _settle(future, exc)
+            return
+        # Object first, rows second: a row never points at a missing object.
+        outcomes = await asyncio.gather(
+            *(self._rows.write([p.row(*placed[p.key]) for p in packets]) for packets, *_ in group),
+            return_exceptions=True,
+        )
+        for (_, _, future, _), outcome in zip(group, outcomes, strict=True):
+            _settle(future, outcome if isinstance(outcome, BaseException) else None)
+
+    async def _put(self, packets: list[_Prepared]) -> dict[str, tuple[str | None, int | None]]:
+        """Write the packets' object; where each packet's bytes are, by key:
+        ``(None, None)`` for a packet that is its own object."""
+        unique: dict[str, _Prepared] = {}
+        for prepared in packets:  # a packet sent twice and handled together: its bytes once
+            unique.setdefault(prepared.key, prepared)
+        if len(unique) == 1:
+            # Alone: its own object under its own key, as the predecessor
+            # stored every packet. No HEAD first: the key is
+            # content-addressed, so writing it again on a redelivery stores
+            # the same bytes.
+            only = next(iter(unique.values()))
+            await self._ctx.objects.put_bytes(
+                self._bucket,
+                only.key,
+                only.payload,
+                content_type="application/octet-stream",
+                metadata={
+                    "x-user-id": key_segment(only.envelope.user_id),
+                    "x-device-id": key_segment(only.envelope.device_id),
+                    "x-sampling-rate": repr(only.envelope.sampling_rate),
+                    "x-lsb-to-volts": repr(only.envelope.lsb_to_volts),
+                },
+            )
+            self.objects += 1
+            return {only.key: (None, None)}
+        ordered = list(unique.values())
+        key = segment_key(ordered)
+        placed: dict[str, tuple[str | None, int | None]] = {}
+        position = 0
+        for prepared in ordered:
+            placed[prepared.key] = (key, position)
+            position += len(prepared.payload)
+        await self._ctx.objects.put_bytes(
+            self._bucket,
+            key,
+            b"".join(p.payload for p in ordered),
+            content_type="application/octet-stream",
+            metadata={"x-packets": str(len(ordered))},
+        )
+        self.objects += 1
+        return placed
+
+
+STORED_KEYS = "SELECT object_id FROM raw_data_objects WHERE object_id = ANY($1::text[])"
+
+
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     limits = ctx.settings.ingest
     rows = RowWriter(ctx)
-    bucket = ctx.settings.object_store.buckets.raw_data
+    segments = SegmentWriter(
+        ctx,
+        rows,
+        max_bytes=limits.segment_max_bytes,
+        max_in_flight=limits.segment_writes_in_flight,
+        linger=limits.segment_linger_ms / 1000,
+        max_waiting=limits.storage_concurrency,
+    )
 
     async def prepare(packet: RawPacket) -> _Prepared:
         envelope = from_amqp_headers(packet.headers)
@@ -307,50 +479,22 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
                 bad.append(f"packet {index}: bad packet: {exc}")
             except ValueError as exc:  # from_amqp_headers
                 bad.append(f"packet {index}: bad envelope: {exc}")
-        if len(good) == 1:
-            # Alone: its own object under its own key, as the predecessor
-            # stored every packet. No HEAD first: the key is
-            # content-addressed, so writing it again on a redelivery stores
-            # the same bytes; a HEAD on every packet would cost a second S3
-            # request for the rare redelivery.
-            only = good[0]
-            await ctx.objects.put_bytes(
-                bucket,
-                only.key,
-                only.payload,
-                content_type="application/octet-stream",
-                metadata={
-                    "x-user-id": key_segment(only.envelope.user_id),
-                    "x-device-id": key_segment(only.envelope.device_id),
-                    "x-sampling-rate": repr(only.envelope.sampling_rate),
-                    "x-lsb-to-volts": repr(only.envelope.lsb_to_volts),
-                },
-            )
-            await rows.write([only.row()])
-        elif good:
-            # Together: one segment object, the payloads one after another,
-            # and each row says where its bytes are. Object first, rows
-            # second, as above: a crash between them leaves an object that
-            # the redelivery writes again (same message, same key, same
-            # bytes) before the rows.
-            key = segment_key(good)
-            offsets: list[int] = []
-            position = 0
-            for prepared in good:
-                offsets.append(position)
-                position += len(prepared.payload)
-            await ctx.objects.put_bytes(
-                bucket,
-                key,
-                b"".join(p.payload for p in good),
-                content_type="application/octet-stream",
-                metadata={"x-packets": str(len(good))},
-            )
-            await rows.write([p.row(key, offset) for p, offset in zip(good, offsets, strict=True)])
+        if good and (delivery.redelivered or delivery.attempt > 1):
+            # Seen before: the packets whose rows were committed are stored
+            # (a row is written after its object). Writing them again would
+            # only leave a second copy in a segment nothing refers to.
+            stored = {
+                r["object_id"] for r in await ctx.database.fetch(STORED_KEYS, [p.key for p in good])
+            }
+            good = [p for p in good if p.key not in stored]
+        if good:
+            await segments.store(good)
         if bad:
             # The good packets are stored; the message goes to the dead
             # letters with every packet (replaying it stores nothing twice).
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             raise PermanentFailure(f"{len(bad)} of {len(packets)} packet(s) cannot be stored: {'; '.join(bad[:3])}{more}")
 
+    handle.segments = segments  # type: ignore[attr-defined] # for tests and benchmarks
+    handle.rows = rows  # type: ignore[attr-defined]
     return handle
