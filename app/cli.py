@@ -6,6 +6,7 @@
     eeghub config [--config FILE] [--defaults]
     eeghub dlq list [QUEUE] [--limit N] [--config FILE]
     eeghub dlq replay QUEUE [--limit N] [--config FILE]
+    eeghub raw sweep [--min-age-hours H] [--delete] [--config FILE]
     eeghub token --user U [--ttl SECONDS]
     eeghub calibration add FILE --type T [--description D]
     eeghub simulate [--url URL] [--users N] [--devices M] [--seconds S] [--speed X] ...
@@ -183,6 +184,41 @@ def cmd_calibration(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_raw(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from eeghub.plugins.ingest.sweep import sweep_segments
+
+    from .bootstrap import open_database, open_object_store
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    if args.min_age_hours < 0:
+        print("eeghub: --min-age-hours must not be negative", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        async with open_database(settings) as (database, _dsn, _), open_object_store(settings) as (store, _b):
+            report = await sweep_segments(
+                database,
+                store,
+                settings.object_store.buckets.raw_data,
+                min_age=timedelta(hours=args.min_age_hours),
+                delete=args.delete,
+            )
+        for key in report.unreferenced:
+            print(key)
+        verb = "deleted" if args.delete else "unreferenced (run again with --delete to remove them)"
+        print(
+            f"{report.segments} segment(s) older than {args.min_age_hours:g} h, {report.too_young} younger; "
+            f"{len(report.unreferenced)} ({report.unreferenced_bytes} bytes) {verb}",
+            file=sys.stderr,
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import run_simulation
 
@@ -235,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--description", default=None)
     q.add_argument("--name", default=None, help="file name to register (default: the file's name)")
     q.set_defaults(func=cmd_calibration)
+
+    p = sub.add_parser("raw", help="maintain the stored raw packets")
+    raw = p.add_subparsers(dest="raw_command", required=True)
+    q = raw.add_parser("sweep", help="list (or --delete) segment objects no row refers to")
+    common(q)
+    q.add_argument("--min-age-hours", type=float, default=1.0, help="only segments older than this (default 1)")
+    q.add_argument("--delete", action="store_true", help="delete them (default: only list them)")
+    q.set_defaults(func=cmd_raw)
 
     p = sub.add_parser("simulate", help="stream synthetic EEG packets to a server")
     common(p)

@@ -314,3 +314,36 @@ async def test_one_odd_envelope_in_a_batch_does_not_cost_the_others(ctx: Any, od
     payloads = await stored_payloads(ctx, "u-odd")
     assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent[1:])
     await ctx.database.execute("DELETE FROM raw_data_objects WHERE user_id = 'u-odd'")
+
+
+async def test_messages_handled_together_are_one_segment(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    sent = [packets(ctx, SimulatedDevice("u-across", f"d{i}"), 3) for i in range(6)]
+    before = set(await object_keys(ctx))
+    await asyncio.gather(*(handle(Delivery(message=batch_message(m), queue="processing_queue")) for m in sent))
+    new = set(await object_keys(ctx)) - before
+    assert len(new) == 1 and next(iter(new)).startswith("segments/")
+    payloads = await stored_payloads(ctx, "u-across")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for m in sent for p in m)
+
+
+async def test_a_redelivered_message_writes_only_the_packets_not_stored_yet(ctx: Any) -> None:
+    """The consumer died after the commit but before its acknowledgements:
+    the message comes again, maybe grouped with others. Its stored packets
+    are not written again (they would be bytes no row refers to)."""
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-redo", "d1"), 5)
+    message = batch_message(sent)
+    await handle(Delivery(message=message, queue="processing_queue"))
+    keys = set(await object_keys(ctx))
+    await handle(Delivery(message=message, queue="processing_queue", redelivered=True))
+    await handle(Delivery(message=message, queue="processing_queue", attempt=2))
+    assert set(await object_keys(ctx)) == keys
+    # One row lost (the consumer died before that commit): only its packet is written.
+    lost = await ctx.database.fetchval(
+        "DELETE FROM raw_data_objects WHERE user_id = 'u-redo' AND segment_offset = 0 RETURNING object_id"
+    )
+    await handle(Delivery(message=message, queue="processing_queue", redelivered=True))
+    assert set(await object_keys(ctx)) - keys == {lost}
+    payloads = await stored_payloads(ctx, "u-redo")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
