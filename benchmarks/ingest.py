@@ -720,10 +720,14 @@ class Bench:
         duplicated = {p: n for p, n in stored.items() if n != 1}
         unexpected = [p for p in stored if p not in accepted]
         total = int(await self.db.fetchval("SELECT count(*) FROM raw_data_objects"))
+        objects = int(await self.db.fetchval("SELECT count(DISTINCT coalesce(segment_key, object_id)) FROM raw_data_objects"))
+        stored_bytes = int(await self.db.fetchval("SELECT coalesce(sum(stored_bytes), 0) FROM raw_data_objects"))
         depths = await self.queue_depths([self.queue_names["processing_queue"], self.queue_names["processing_queue"] + ".dlq"])
         return {
             "accepted": len(self.accepted_packets),
             "rows": total,
+            "objects": objects,
+            "stored_bytes": stored_bytes,
             "lost": len(lost),
             "duplicated": len(duplicated),
             "stored_not_accepted": len(unexpected),
@@ -970,6 +974,11 @@ class Bench:
             f"lost: {verdict['lost']}; stored more than once: {verdict['duplicated']}; "
             f"stored without a 202: {verdict['stored_not_accepted']}; not answered 202: {verdict['not_accepted']}"
         )
+        if verdict["objects"]:
+            print(
+                f"objects written: {verdict['objects']} ({verdict['rows'] / verdict['objects']:.1f} packets and "
+                f"{verdict['stored_bytes'] / verdict['objects'] / 1024:.0f} KiB per object on average)"
+            )
         print(f"queue depths at the end: {verdict['queue_depths']}")
         print("no packet lost, each stored exactly once" if ok else f"PACKET CHECK FAILED (e.g. lost {verdict['examples_lost']})")
 
