@@ -239,13 +239,23 @@ async def test_hostile_labels_empty_session_and_undecodable_object(
         await wait_processed(client, {"weird-main": WEIRD, "weird-empty": WEIRD, "abs-main": ABSOLUTE})
 
         # Overwrite the third packet of abs-main in the store with garbage.
+        # Packets sent one after the other are usually stored together, in
+        # a segment: then its bytes in the segment are overwritten.
         rows = await query(db,
-            """SELECT r.object_id FROM session_object_links l JOIN raw_data_objects r ON r.object_id = l.object_id
+            """SELECT r.object_id, r.segment_key, r.segment_offset, r.stored_bytes
+               FROM session_object_links l JOIN raw_data_objects r ON r.object_id = l.object_id
                WHERE l.session_id = 'abs-main' ORDER BY r.timestamp_start_ms""")
         assert len(rows) == SECONDS
         broken = rows[2]["object_id"]
         store = FilesystemObjectStore(Path(local_env["EEGHUB_SERVER__DATA_DIR"]) / "objects")
-        await store.put_bytes(app.state.ctx.settings.object_store.buckets.raw_data, broken, b"\x04garbage, not a packet")
+        bucket = app.state.ctx.settings.object_store.buckets.raw_data
+        if rows[2]["segment_key"] is None:
+            await store.put_bytes(bucket, broken, b"\x04garbage, not a packet")
+        else:
+            segment = bytearray(await store.get_bytes(bucket, rows[2]["segment_key"]))
+            start, length = rows[2]["segment_offset"], rows[2]["stored_bytes"]
+            segment[start : start + length] = b"\x04" + b"\xff" * (length - 1)  # 255 channels: refused
+            await store.put_bytes(bucket, rows[2]["segment_key"], bytes(segment))
 
         task = await finished_task(client, await start_export(client, eid))
         assert task["status"] == "completed", task
