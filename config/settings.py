@@ -165,9 +165,9 @@ class IngestSettings(_Section):
     decompressed payload (the size of the segment it becomes); a larger
     packet travels alone."""
     publishes_in_flight: int = 1
-    """Messages awaiting the broker's confirm at once; a packet that finds a
-    free slot goes out alone, at once. (With ``publish_batch_packets = 1``
-    there is no limit: every packet is published as it comes.)"""
+    """Messages awaiting the broker's confirm at once; a packet that finds
+    every slot free goes out alone, at once. (With ``publish_batch_packets =
+    1`` there is no limit: every packet is published as it comes.)"""
     segment_max_bytes: int = 1024 * 1024
     """Most bytes (decompressed payloads) of one object the storage consumer
     writes. The packets of the messages it handles at once are written
