@@ -13,6 +13,10 @@ Guarantees and their mechanisms:
   the data file and read the sidecar, so a reader sees the old object or the
   new one, never a mix. The open file descriptor pins the old bytes while a
   stream is being read. The lock is per process: one process owns a root.
+- Durable once written: the data file is fsynced before it is moved into
+  place, and its directory after, so an object whose ``put_*`` returned
+  survives a power loss (rows that refer to it are written after it). A
+  directory created for a new key prefix is not fsynced up the tree.
 - No blocking I/O on the event loop: every file operation runs in
   ``asyncio.to_thread``; streams move in chunks, never as one whole file.
 - No escape: keys are validated first, and every final path is resolved and
@@ -64,6 +68,14 @@ async def _run(action: str, function: Callable[P, T], *args: P.args, **kwargs: P
         raise StorageError(f"filesystem object store could not {action}: {exc}") from exc
 
 
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _TempObject:
     """A new object's bytes being written, with their size and MD5 (the etag)."""
 
@@ -80,7 +92,13 @@ class _TempObject:
         self.size += len(data)
 
     def finish(self) -> str:
-        """Close the file; return the MD5 hex digest."""
+        """Flush the bytes to disk and close the file; return the MD5 hex
+        digest. Durable before the object appears: callers write a database
+        row that refers to an object only after ``put_*`` returned (the raw
+        packets' storage relies on it), so the object must survive a power
+        loss that the committed row survives."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
         return self._md5.hexdigest()
 
@@ -307,6 +325,7 @@ class FilesystemObjectStore:
                 location.meta.unlink(missing_ok=True)
                 os.replace(temp.path, location.data)
                 os.replace(sidecar_temp, location.meta)
+                _fsync_directory(location.data.parent)  # the renames themselves
         except BaseException:
             sidecar_temp.unlink(missing_ok=True)
             raise

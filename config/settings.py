@@ -150,19 +150,20 @@ class IngestSettings(_Section):
     """Decompression bound (no zstd bombs)."""
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
-    storage_concurrency: int = 256
+    storage_concurrency: int = 64
     """Messages the storage consumer handles at once (its prefetch): their
     packets are written together (``segment_*``) and their rows go to
-    PostgreSQL together."""
+    PostgreSQL together. Bounds its memory: at most this many messages of up
+    to ``publish_batch_bytes`` each."""
     publish_batch_packets: int = 64
     """Most packets one message on ``raw_data_exchange`` carries. Packets that
     arrive while the broker confirms earlier ones leave together in one
-    message, stored as one segment object. 1: every packet is its own message
-    and object, as the predecessor published and stored them (for consumers
-    of the exchange or the bucket outside eeghub)."""
+    message. 1: every packet is its own message and its own object, as the
+    predecessor published and stored them (for consumers of the exchange or
+    the bucket outside eeghub); the storage consumer then groups nothing."""
     publish_batch_bytes: int = 1024 * 1024
     """Most bytes one message carries, counting each packet as its
-    decompressed payload (the size of the segment it becomes); a larger
+    decompressed payload (what it costs the consumers in memory); a larger
     packet travels alone."""
     publishes_in_flight: int = 1
     """Messages awaiting the broker's confirm at once; a packet that finds

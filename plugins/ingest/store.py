@@ -3,23 +3,26 @@
 Object key: ``raw/{user}/{device}/start_ms={start}/end_ms={end}_{sha256[:16]}.bin``
 (user and device made safe with ``key_segment``); the hash is of the
 decompressed payload. The same packet delivered twice therefore maps to the
-same key and the same ``raw_data_objects`` row (``ON CONFLICT DO NOTHING``).
+same ``raw_data_objects.object_id`` and the same row (``ON CONFLICT DO
+NOTHING``); before writing, a group looks up which of its packets already
+have rows and leaves them out (a redelivered or replayed message, a packet
+the client sent twice).
 
-A message carrying one packet (the predecessor's form, and eeghub's when
-the server is quiet) is stored as that object. A message carrying several
-(``core.packet_messages``: packets published together under load) is stored
-as one *segment*: ``segments/date={day}/{hash}.seg``, the payloads one
-after another, the hash over the packets' keys in order. Each packet keeps
-its own ``object_id`` (the key above) as the row's unique identity; its row
-adds ``segment_key`` and ``segment_offset`` (``core.raw_objects`` reads it).
-One S3 PUT per message instead of one per packet: the object store's cost per
-request dominated the cost of a stored packet. A packet the client sent
-twice and that ended up in two different messages is stored in both
-segments, but has one row (the first): the second copy is unreferenced bytes.
+The packets of the messages handled at once are written together
+(``SegmentWriter``): a group of one packet (a quiet server) is the object of
+its own key, in the predecessor's form; a larger group is one *segment*
+object, ``segments/date={day}/{random}.seg``, the payloads one after
+another. Each packet keeps its own ``object_id`` as the row's identity; its
+row adds ``segment_key`` and ``segment_offset`` (``core.raw_objects`` reads
+either form). An object store's cost per request, not per byte, dominated
+the cost of a stored packet.
 
-Order: the object is written first, then the rows. A crash between the two
-leaves an object without rows, which the redelivery repairs (same message,
-same key, same bytes, then the rows). A row never points at a missing object.
+Order: the object is written first, then the rows; a handler returns (and
+its message is acknowledged) only after its rows committed. A row never
+points at a missing object. A crash between the two leaves an object without
+rows: the redelivery writes the packets again, into a new segment, and the
+first one is bytes no row refers to, which ``eeghub raw sweep`` (``sweep.py``)
+removes.
 
 What is stored is the decompressed v4 payload, as the predecessor stored it,
 so objects of an adopted predecessor deployment and new ones are read the
@@ -38,6 +41,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -267,11 +271,13 @@ class _Prepared:
 
 
 def segment_key(packets: list[_Prepared]) -> str:
-    """The key of the segment holding ``packets`` in this order: derived from
-    their contents, so a redelivered message writes the same object again."""
-    digest = hashlib.sha256("\n".join(p.key for p in packets).encode()).hexdigest()
+    """A new segment's key: a fresh name for every write. Packets written
+    again (their rows never committed) go to a new segment, so a segment no
+    row refers to can never come to be referred to later, and ``eeghub raw
+    sweep`` may delete it without a race. The packets' own keys
+    (``object_id``) stay deterministic: exactly-once is the rows' business."""
     day = time.strftime("%Y-%m-%d", time.gmtime(min(p.envelope.timestamp_start_ms for p in packets) / 1000))
-    return f"segments/date={day}/{digest[:40]}.seg"
+    return f"segments/date={day}/{uuid.uuid4().hex}.seg"
 
 
 class SegmentWriter:
@@ -317,6 +323,8 @@ class SegmentWriter:
         self._pending: deque[tuple[list[_Prepared], int, asyncio.Future[None], float]] = deque()
         self._pending_bytes = 0
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._writing = 0
+        """Messages whose group is being written (they hold prefetch slots too)."""
         self._timer: asyncio.TimerHandle | None = None
         self.objects = 0
         """Objects written (a figure for tests and benchmarks)."""
@@ -337,7 +345,8 @@ class SegmentWriter:
             return  # a finishing write calls again
         loop = asyncio.get_running_loop()
         due = self._pending[0][3] + self._linger
-        if self._pending_bytes >= self._max_bytes or len(self._pending) >= self._max_waiting or loop.time() >= due:
+        full = len(self._pending) + self._writing >= self._max_waiting  # no further message can come
+        if self._pending_bytes >= self._max_bytes or full or loop.time() >= due:
             self._start()
         elif self._timer is None:
             self._timer = loop.call_at(due, self._due)
@@ -372,12 +381,28 @@ class SegmentWriter:
         self._schedule()
 
     async def _write(self, group: list[tuple[list[_Prepared], int, asyncio.Future[None], float]]) -> None:
+        self._writing += len(group)
         try:
-            placed = await self._put([p for packets, *_ in group for p in packets])
-        except asyncio.CancelledError:
+            await self._write_group(group)
+        finally:
+            self._writing -= len(group)
+            # Cancelled (shut-down) or failed in an unforeseen way: no
+            # handler may wait for ever; their messages come again.
             for _, _, future, _ in group:
                 if not future.done():
                     future.cancel()
+
+    async def _write_group(self, group: list[tuple[list[_Prepared], int, asyncio.Future[None], float]]) -> None:
+        try:
+            # Packets that already have rows are stored: a redelivered or
+            # replayed message, a packet the client sent twice. Writing them
+            # again would only leave bytes no row refers to. One indexed
+            # query per group, whatever the number of messages in it.
+            keys = list({p.key for packets, *_ in group for p in packets})
+            stored = {r["object_id"] for r in await self._ctx.database.fetch(STORED_KEYS, keys)}
+            fresh = [p for packets, *_ in group for p in packets if p.key not in stored]
+            placed = await self._put(fresh) if fresh else {}
+        except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - every message of the group is retried
             for _, _, future, _ in group:
@@ -385,7 +410,7 @@ class SegmentWriter:
             return
         # Object first, rows second: a row never points at a missing object.
         outcomes = await asyncio.gather(
-            *(self._rows.write([p.row(*placed[p.key]) for p in packets]) for packets, *_ in group),
+            *(self._rows.write([p.row(*placed[p.key]) for p in packets if p.key in placed]) for packets, *_ in group),
             return_exceptions=True,
         )
         for (_, _, future, _), outcome in zip(group, outcomes, strict=True):
@@ -441,14 +466,19 @@ STORED_KEYS = "SELECT object_id FROM raw_data_objects WHERE object_id = ANY($1::
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     limits = ctx.settings.ingest
     rows = RowWriter(ctx)
-    segments = SegmentWriter(
-        ctx,
-        rows,
-        max_bytes=limits.segment_max_bytes,
-        max_in_flight=limits.segment_writes_in_flight,
-        linger=limits.segment_linger_ms / 1000,
-        max_waiting=limits.storage_concurrency,
-    )
+    if limits.publish_batch_packets == 1:
+        # The predecessor's form throughout: every message written as it
+        # comes, a packet alone as its own object, messages never grouped.
+        segments = SegmentWriter(ctx, rows, max_bytes=1, max_in_flight=limits.storage_concurrency)
+    else:
+        segments = SegmentWriter(
+            ctx,
+            rows,
+            max_bytes=limits.segment_max_bytes,
+            max_in_flight=limits.segment_writes_in_flight,
+            linger=limits.segment_linger_ms / 1000,
+            max_waiting=limits.storage_concurrency,
+        )
 
     async def prepare(packet: RawPacket) -> _Prepared:
         envelope = from_amqp_headers(packet.headers)
@@ -479,14 +509,6 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
                 bad.append(f"packet {index}: bad packet: {exc}")
             except ValueError as exc:  # from_amqp_headers
                 bad.append(f"packet {index}: bad envelope: {exc}")
-        if good and (delivery.redelivered or delivery.attempt > 1):
-            # Seen before: the packets whose rows were committed are stored
-            # (a row is written after its object). Writing them again would
-            # only leave a second copy in a segment nothing refers to.
-            stored = {
-                r["object_id"] for r in await ctx.database.fetch(STORED_KEYS, [p.key for p in good])
-            }
-            good = [p for p in good if p.key not in stored]
         if good:
             await segments.store(good)
         if bad:

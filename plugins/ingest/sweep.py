@@ -3,16 +3,18 @@
 The storage consumer writes a segment object, then the rows that point into
 it (``store.py``). When something stops it between the two (the process
 dies, PostgreSQL is unreachable), the broker delivers the messages again and
-their packets are written again, possibly grouped with other messages, so
-into a segment under another key. The first segment then holds bytes that
-no row refers to: no data is lost or wrong, but the space is. The same holds
-for segments whose rows were deleted.
+their packets are written again, into a new segment (every segment write has
+a new name). The first segment then holds bytes that no row refers to: no
+data is lost or wrong, but the space is. The same holds for segments whose
+rows were deleted.
 
-A sweep lists the segments older than ``min_age`` (a segment younger than
-that may be waiting for its rows to commit), then reads which segments the
-rows refer to, and deletes (with ``delete=True``) or only reports the
-others. Single-packet objects (``raw/…``) are never touched: their key is
-their row's ``object_id`` and a redelivery rewrites the same object.
+Because a segment's name is never written twice, a segment no row refers to
+stays that way, except one whose rows are still on their way: a sweep only
+judges segments older than ``min_age``. It lists them, then reads which
+segments the rows refer to (after listing: rows that committed meanwhile
+count), and deletes (with ``delete=True``) or only reports the others.
+Single-packet objects (``raw/…``) are never touched: their key is their
+row's ``object_id``.
 """
 
 from __future__ import annotations

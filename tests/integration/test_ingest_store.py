@@ -327,10 +327,11 @@ async def test_messages_handled_together_are_one_segment(ctx: Any) -> None:
     assert sorted(payloads.values()) == sorted(plain(p.frame) for m in sent for p in m)
 
 
-async def test_a_redelivered_message_writes_only_the_packets_not_stored_yet(ctx: Any) -> None:
-    """The consumer died after the commit but before its acknowledgements:
-    the message comes again, maybe grouped with others. Its stored packets
-    are not written again (they would be bytes no row refers to)."""
+async def test_a_message_that_comes_again_writes_only_the_packets_not_stored_yet(ctx: Any) -> None:
+    """Redelivered (the consumer died after the commit but before its
+    acknowledgements), retried, or replayed from the dead letters (which
+    looks like a first delivery): its stored packets are not written again
+    (they would be bytes no row refers to)."""
     handle = store.make_handler(ctx)
     sent = packets(ctx, SimulatedDevice("u-redo", "d1"), 5)
     message = batch_message(sent)
@@ -338,6 +339,7 @@ async def test_a_redelivered_message_writes_only_the_packets_not_stored_yet(ctx:
     keys = set(await object_keys(ctx))
     await handle(Delivery(message=message, queue="processing_queue", redelivered=True))
     await handle(Delivery(message=message, queue="processing_queue", attempt=2))
+    await handle(Delivery(message=message, queue="processing_queue"))
     assert set(await object_keys(ctx)) == keys
     # One row lost (the consumer died before that commit): only its packet is written.
     lost = await ctx.database.fetchval(
@@ -347,3 +349,17 @@ async def test_a_redelivered_message_writes_only_the_packets_not_stored_yet(ctx:
     assert set(await object_keys(ctx)) - keys == {lost}
     payloads = await stored_payloads(ctx, "u-redo")
     assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
+
+
+async def test_the_predecessors_form_writes_every_packet_as_its_own_object(ctx: Any) -> None:
+    """``ingest.publish_batch_packets = 1``: no segments at all, even for
+    messages handled at once (a roll-back to the predecessor reads them)."""
+    ctx.settings.ingest.publish_batch_packets = 1
+    handle = store.make_handler(ctx)
+    sent = deliveries(ctx, SimulatedDevice("u-alone", "d1"), 12)
+    before = set(await object_keys(ctx))
+    await asyncio.gather(*(handle(d) for d in sent))
+    new = set(await object_keys(ctx)) - before
+    assert len(new) == 12 and all(key.startswith("raw/") for key in new)
+    records = await ctx.database.fetch("SELECT object_id, segment_key FROM raw_data_objects WHERE user_id = 'u-alone'")
+    assert {r["object_id"] for r in records} == new and all(r["segment_key"] is None for r in records)

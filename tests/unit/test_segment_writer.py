@@ -46,9 +46,14 @@ class Objects:
 
 
 class Rows:
+    """The row writer and the table it writes (``database.fetch`` of the
+    lookup of keys already stored)."""
+
     def __init__(self) -> None:
         self.written: list[dict[str, Any]] = []
         self.refuse: set[str] = set()
+        self.lookups: list[list[str]] = []
+        self.down: BaseException | None = None
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
         await asyncio.sleep(0)
@@ -56,10 +61,18 @@ class Rows:
             raise ValueError("refused")
         self.written.extend(rows)
 
+    async def fetch(self, query: str, keys: list[str]) -> list[dict[str, Any]]:
+        assert "raw_data_objects" in query
+        if self.down is not None:
+            raise self.down
+        self.lookups.append(keys)
+        stored = {r["object_id"] for r in self.written}
+        return [{"object_id": k} for k in keys if k in stored]
+
 
 def writer(**kwargs: Any) -> tuple[SegmentWriter, Objects, Rows]:
     objects, rows = Objects(), Rows()
-    ctx = SimpleNamespace(objects=objects, settings=Settings())
+    ctx = SimpleNamespace(objects=objects, settings=Settings(), database=rows)
     options = {"max_bytes": 1 << 20, "max_in_flight": 1, "linger": 0.05, "max_waiting": 64} | kwargs
     return SegmentWriter(ctx, rows, **options), objects, rows  # type: ignore[arg-type]
 
@@ -179,6 +192,59 @@ async def test_a_packet_twice_in_a_group_is_written_once_and_both_rows_point_at_
     assert len(data) == sum(len(p.payload) for p in same)
     assert len(rows.written) == 3
     assert {read_back(objects, r) for r in rows.written} == {p.payload for p in same}
+
+
+async def test_packets_with_rows_already_are_not_written_again() -> None:
+    """A redelivered or replayed message, or a packet the client sent twice."""
+    segments, objects, rows = writer(linger=0)
+    sent = prepared("again", 4)
+    await within(segments.store(sent[:3]))
+    assert len(objects.puts) == 1
+    # The whole message again: only the packet without a row is written,
+    # alone, as its own object; nothing else is written or inserted.
+    await within(segments.store(sent))
+    assert len(objects.puts) == 2 and objects.puts[1] == (sent[3].key, sent[3].payload)
+    assert sorted(r["object_id"] for r in rows.written) == sorted(p.key for p in sent)
+    # Everything stored: no write at all, and the handler succeeds.
+    await within(segments.store(sent))
+    assert len(objects.puts) == 2 and len(rows.written) == 4
+    # One lookup per group, not per message.
+    assert all(len(keys) <= 4 for keys in rows.lookups) and len(rows.lookups) == 3
+
+
+async def test_an_unreachable_database_fails_the_group_before_any_write() -> None:
+    segments, objects, rows = writer(linger=0.05)
+    rows.down = ConnectionError("database down")
+    results = await within(
+        asyncio.gather(*(segments.store(prepared(f"d{i}", 2)) for i in range(3)), return_exceptions=True)
+    )
+    assert all(isinstance(r, ConnectionError) for r in results) and objects.puts == []
+
+
+async def test_segment_keys_are_new_for_every_write() -> None:
+    """A segment no row refers to can never be written again (and referred
+    to) under the same key: the sweep can delete it without a race."""
+    segments, objects, rows = writer(linger=0.05)
+    sent = prepared("fresh", 3)
+    await within(segments.store(sent))
+    rows.written.clear()  # as if the rows had never committed
+    await within(segments.store(sent))
+    assert len(objects.puts) == 2 and objects.puts[0][0] != objects.puts[1][0]
+    assert objects.puts[0][1] == objects.puts[1][1]
+
+
+async def test_messages_being_written_count_against_the_prefetch() -> None:
+    """Messages in a running write hold prefetch slots too: once those and
+    the waiting ones fill the prefetch, the waiting ones leave at once."""
+    segments, objects, _ = writer(linger=3600, max_waiting=3, max_in_flight=2)
+    objects.gate = asyncio.Event()
+    full = [asyncio.create_task(segments.store(prepared(f"p{i}", 1))) for i in range(3)]
+    await asyncio.sleep(0.01)  # the three leave together and wait in the object store
+    last = asyncio.create_task(segments.store(prepared("p3", 1)))
+    await asyncio.sleep(0.01)
+    objects.gate.set()
+    await within(asyncio.gather(*full, last), 5)  # not the hour-long linger
+    assert [len(data) > 0 for _, data in objects.puts] == [True, True]
 
 
 async def test_a_cancelled_handler_does_not_stop_the_others() -> None:
