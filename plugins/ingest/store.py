@@ -460,7 +460,14 @@ class SegmentWriter:
         return placed
 
 
-STORED_KEYS = "SELECT object_id FROM raw_data_objects WHERE object_id = ANY($1::text[])"
+STORED_KEYS = """
+SELECT k AS object_id FROM unnest($1::text[]) AS k
+WHERE EXISTS (SELECT 1 FROM raw_data_objects r WHERE r.object_id = k OFFSET 0)
+"""
+"""Which of these keys have rows: one primary-key probe per key (``OFFSET 0``
+keeps the subquery correlated). ``object_id = ANY($1)`` let the planner scan
+the whole table while its statistics were young (a new deployment, the
+benchmark): 2 ms per lookup at 20,000 rows, against 0.45 ms."""
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
