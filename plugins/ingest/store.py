@@ -396,10 +396,16 @@ class SegmentWriter:
         try:
             # Packets that already have rows are stored: a redelivered or
             # replayed message, a packet the client sent twice. Writing them
-            # again would only leave bytes no row refers to. One indexed
-            # query per group, whatever the number of messages in it.
+            # into a new segment would only leave bytes no row refers to.
+            # One indexed query per group, whatever its number of messages.
+            # A lone packet skips the lookup: it is written under its own
+            # content-addressed key, so writing it again stores the same
+            # bytes in the same place (the predecessor's form, and a quiet
+            # server's, keeps one round trip per packet fewer).
             keys = list({p.key for packets, *_ in group for p in packets})
-            stored = {r["object_id"] for r in await self._ctx.database.fetch(STORED_KEYS, keys)}
+            stored: set[str] = set()
+            if len(keys) > 1:
+                stored = {r["object_id"] for r in await self._ctx.database.fetch(STORED_KEYS, keys)}
             fresh = [p for packets, *_ in group for p in packets if p.key not in stored]
             placed = await self._put(fresh) if fresh else {}
         except asyncio.CancelledError:
