@@ -24,12 +24,19 @@ What it does:
   ``SimulatedDevice`` (8 channels, 250 Hz, 250 samples per packet, app
   variant) for several users and devices, as the predecessor's app sends
   them (JSON with ``payload_base64``, ``X-User-Id`` = the envelope's user);
+* starts a third server process, the *floor* (skip it with ``--no-floor``):
+  the no-op route that also publishes every body it receives to RabbitMQ
+  (persistent, durable queue, publisher confirms, bodies arriving during a
+  confirm batched into the next message as eeghub does) and answers 202
+  once confirmed; nothing validates, stores or analyses. It is the most a
+  server that answers only after a broker confirm reaches on this machine,
+  and eeghub cannot beat it;
 * runs the load generator in a process of its own (uvloop, raw HTTP/1.1
   keep-alive over ``--concurrency`` connections, pre-built request bytes, so
-  the client costs as little CPU as possible); warms both servers up, then
-  alternates eeghub and no-op rounds (a no-op round sends
-  ``--noop-requests``, the round's bodies again, so that it lasts long enough
-  to time); before each round it waits (at most ``--settle`` seconds) until
+  the client costs as little CPU as possible); warms the servers up, then
+  runs eeghub, no-op and floor rounds, each server first in turn (a no-op
+  or floor round sends ``--noop-requests``, the round's bodies again, so
+  that it lasts long enough to time); before each round it waits (at most ``--settle`` seconds) until
   the eeghub process and the machine are idle;
 * during each eeghub round counts the rows of ``raw_data_objects`` over time
   until every accepted packet is stored (the stored rate), and at the end
@@ -180,7 +187,7 @@ class CpuMeter:
     RabbitMQ, SeaweedFS) and reads their CPU time, children included via
     their own entries."""
 
-    GROUPS = ("eeghub", "no-op", "loadgen", "postgres", "rabbitmq", "seaweedfs")
+    GROUPS = ("eeghub", "no-op", "floor", "loadgen", "postgres", "rabbitmq", "seaweedfs")
 
     def __init__(self) -> None:
         self.roles: dict[int, str] = {}
@@ -271,6 +278,100 @@ def run_noop_server(port: int) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",  # as EEGHUB_SERVER__LOG_LEVEL=warning for eeghub below
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+# =================================================================== floor server (child process)
+def run_floor_server(port: int, amqp_url: str, exchange_name: str, queue_name: str) -> None:
+    """The least that any server answering ``202`` only after a broker
+    confirm must do, and nothing more: the no-op's Litestar route that also
+    publishes the body it received, unvalidated, as a persistent message
+    to a durable fanout exchange bound to a durable queue (nothing consumes
+    it), and answers once RabbitMQ confirmed. Requests that arrive while a
+    publish waits for its confirm go out together in the next message, as
+    eeghub's publisher does (one publish in flight, at most 64 bodies and
+    1 MiB per message). No decoding, no validation, no storage, no analysis:
+    eeghub's accepted rate cannot exceed this one's."""
+    from collections import deque
+
+    import aio_pika
+    import msgspec
+    import uvicorn
+    from litestar import Litestar, Request, Response, get, post
+
+    state: dict[str, Any] = {"busy": False}
+    pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
+
+    async def drain() -> None:
+        try:
+            while pending:
+                batch = [pending.popleft()]
+                size = len(batch[0][0])
+                while pending and len(batch) < 64 and size + len(pending[0][0]) <= 1024 * 1024:
+                    size += len(pending[0][0])
+                    batch.append(pending.popleft())
+                message = aio_pika.Message(
+                    msgspec.msgpack.encode([body for body, _ in batch]), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                )
+                try:
+                    await state["exchange"].publish(message, routing_key="")
+                except Exception as exc:  # noqa: BLE001 - every waiting request gets it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            state["busy"] = False
+
+    @post("/api/v1/data", status_code=202)
+    async def post_data(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+        body = await request.body()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending.append((body, future))
+        if not state["busy"]:
+            state["busy"] = True
+            asyncio.get_running_loop().create_task(drain())
+        await future
+        return Response({"status": "accepted"}, status_code=202)
+
+    @get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def connect(app: Any) -> None:
+        connection = state["connection"] = await aio_pika.connect(amqp_url, timeout=10)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = state["exchange"] = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(queue_name, durable=True)
+        await queue.bind(exchange)
+
+    async def disconnect(app: Any) -> None:
+        if "connection" in state:
+            await state["connection"].close()
+
+    app = Litestar(
+        route_handlers=[post_data, health],
+        on_startup=[connect],
+        on_shutdown=[disconnect],
+        request_max_body_size=100 * 1024 * 1024,
+        debug=False,
+        signature_namespace={"Request": Request, "Response": Response, "Any": Any},
+    )
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
         server_header=False,
         timeout_graceful_shutdown=20,
     )
@@ -440,8 +541,11 @@ class Bench:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.eeghub: subprocess.Popen[bytes] | None = None
         self.noop: subprocess.Popen[bytes] | None = None
+        self.floor: subprocess.Popen[bytes] | None = None
         self.eeghub_port = 0
         self.noop_port = 0
+        self.floor_port = 0
+        self.floor_queue = f"{self.tag}.floor"
         self.meter = CpuMeter()
         self.queue_names = {k: f"{self.tag}.{k}" for k in QUEUE_KEYS}
         self.buckets = {k: f"{self.tag}-{k.replace('_', '-')}" for k in ("raw_data", "media", "bids_exports")}
@@ -546,17 +650,28 @@ class Bench:
             [sys.executable, str(Path(__file__).resolve()), "--_noop-server", str(self.noop_port)], clean_env(), "noop.log"
         )
         self.meter.roles[self.noop.pid] = "no-op"
-        await asyncio.gather(
+        waits = [
             self.wait_ready(self.eeghub, self.eeghub_port, "/health", "eeghub.log"),
             self.wait_ready(self.noop, self.noop_port, "/health", "noop.log"),
-        )
+        ]
+        if self.args.floor:
+            self.floor_port = free_port()
+            self.floor = self.spawn(
+                [sys.executable, str(Path(__file__).resolve()), "--_floor-server", str(self.floor_port), RABBITMQ_URL,
+                 self.floor_queue, self.floor_queue],
+                clean_env(),
+                "floor.log",
+            )
+            self.meter.roles[self.floor.pid] = "floor"
+            waits.append(self.wait_ready(self.floor, self.floor_port, "/health", "floor.log"))
+        await asyncio.gather(*waits)
 
     # ------------------------------------------------------------ measuring
     async def stored_count(self) -> int:
         return int(await self.db.fetchval("SELECT count(*) FROM raw_data_objects"))
 
     async def load(self, server: str, first: int, count: int, label: str, send: int | None = None) -> RoundResult:
-        port = self.eeghub_port if server == "eeghub" else self.noop_port
+        port = {"eeghub": self.eeghub_port, "no-op": self.noop_port, "floor": self.floor_port}[server]
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -671,7 +786,7 @@ class Bench:
             await asyncio.sleep(0.5)
             d = cpu_delta(a, self.meter.snapshot())
             ours = d["eeghub"] / d["wall"]
-            others = (d["machine"] - d["eeghub"] - d["no-op"]) / d["wall"]
+            others = (d["machine"] - d["eeghub"] - d["no-op"] - d["floor"]) / d["wall"]
             if ours < 0.05 and others < 0.25:
                 return
             if time.monotonic() > deadline:
@@ -795,6 +910,26 @@ class Bench:
                     channel = await connection.channel()
                     with contextlib.suppress(Exception):
                         await channel.queue_delete(queue)
+            if self.args.floor:
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(self.floor_queue)
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(self.floor_queue)
+        finally:
+            await connection.close()
+
+    async def purge_floor_queue(self) -> None:
+        """What the floor server published is never consumed: drop it after
+        each of its rounds, so RabbitMQ does not carry it into the next."""
+        import aio_pika
+
+        connection = await aio_pika.connect(RABBITMQ_URL, timeout=10)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(self.floor_queue, passive=True)
+            await queue.purge()
         finally:
             await connection.close()
 
@@ -890,18 +1025,26 @@ class Bench:
         # warm-up: both servers, and wait until the warm-up packets are stored
         warm_e = await self.load("eeghub", 0, args.warmup, "warm-up")
         warm_n = await self.load("no-op", 0, args.warmup, "warm-up")
-        print(f"warm-up: eeghub {warm_e.rate:.0f}/s {warm_e.statuses}, no-op {warm_n.rate:.0f}/s {warm_n.statuses}")
+        warm_f = ""
+        if args.floor:
+            warm = await self.load("floor", 0, args.warmup, "warm-up")
+            await self.purge_floor_queue()
+            warm_f = f", floor {warm.rate:.0f}/s {warm.statuses}"
+        print(f"warm-up: eeghub {warm_e.rate:.0f}/s {warm_e.statuses}, no-op {warm_n.rate:.0f}/s {warm_n.statuses}{warm_f}")
 
         if args.py_spy:
             self.start_py_spy(Path(args.py_spy))
         results: list[RoundResult] = []
         for r in range(args.rounds):
             first = args.warmup + r * per_round
-            order = ("eeghub", "no-op") if r % 2 == 0 else ("no-op", "eeghub")
+            servers = ["eeghub", "no-op"] + (["floor"] if args.floor else [])
+            order = servers[r % len(servers):] + servers[: r % len(servers)]  # each server leads in turn
             for server in order:
                 await self.settle(f"round {r + 1} {server}")
                 send = per_round if server == "eeghub" else max(per_round, args.noop_requests)
                 res = await self.load(server, first, per_round, str(r + 1), send)
+                if server == "floor":
+                    await self.purge_floor_queue()
                 results.append(res)
                 extra = ""
                 if server == "eeghub":
@@ -923,7 +1066,7 @@ class Bench:
         print()
         print(f"machine: nproc {os.cpu_count()}, load average now " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         print(f"{'round':>5} {'server':<7} {'requests':>8} {'202':>6} {'secs':>6} {'202/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'stored/s':>8} {'backlog':>7}   CPU ms per request: eeghub no-op loadgen pg rabbit s3 other | busy cores")
+              f"{'stored/s':>8} {'backlog':>7}   CPU ms per request: eeghub no-op floor loadgen pg rabbit s3 other | busy cores")
         for r in results:
             c = r.cpu
             per_k = 1000 / max(1, r.n)
@@ -934,12 +1077,12 @@ class Bench:
             print(
                 f"{r.round:>5} {r.server:<7} {r.n:8d} {len(r.accepted):6d} {r.seconds:6.2f} {r.rate:7.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} "
                 f"{stored} {backlog}   "
-                + " ".join(f"{c[k] * per_k:5.2f}" for k in ("eeghub", "no-op", "loadgen", "postgres", "rabbitmq", "seaweedfs", "other"))
+                + " ".join(f"{c[k] * per_k:5.2f}" for k in ("eeghub", "no-op", "floor", "loadgen", "postgres", "rabbitmq", "seaweedfs", "other"))
                 + f" | {cores:.2f}"
                 + (" *" if noisy else "")
             )
         print("(eeghub CPU columns and stored/s cover the round until every accepted packet was stored; "
-              "no-op rows cover the sending only; 'other' is every other process and the kernel;")
+              "no-op and floor rows cover the sending only; 'other' is every other process and the kernel;")
         print(f" * = processes outside this benchmark kept more than {NOISY_CORES} cores busy: that round's figures are low)")
         e_rate, n_rate = med([r.rate for r in e]), med([r.rate for r in n])
         s_rate = med([r.stored_rate or 0.0 for r in e])
@@ -950,6 +1093,15 @@ class Bench:
         print(f"{'no-op Litestar POST (202)':<42} {n_rate:10.0f}")
         print(f"{'ratio eeghub accepted / no-op':<42} {e_rate / n_rate:10.2f}   (target >= 0.50: {'met' if e_rate / n_rate >= 0.5 else 'NOT met'})")
         print(f"{'ratio eeghub stored / no-op':<42} {s_rate / n_rate:10.2f}")
+        f = [r for r in results if r.server == "floor"]
+        if f:
+            f_rate = med([r.rate for r in f])
+            f_cpu = med([r.cpu["floor"] / max(1, r.n) for r in f]) * 1000
+            n_cpu = med([r.cpu["no-op"] / max(1, r.n) for r in n]) * 1000
+            print(f"{'floor: no-op + publish, confirm (202)':<42} {f_rate:10.0f}")
+            print(f"{'ratio floor / no-op':<42} {f_rate / n_rate:10.2f}   (the most any server answering after a confirm reaches here)")
+            print(f"{'ratio eeghub accepted / floor':<42} {e_rate / f_rate:10.2f}")
+            print(f"server CPU per request (median): no-op {n_cpu:.3f} ms, floor {f_cpu:.3f} ms")
         # What the servers eeghub depends on cost per packet, and the rate the
         # machine could reach if eeghub itself cost nothing: the ceiling that
         # any implementation storing each packet in S3 + PostgreSQL through
@@ -1011,6 +1163,9 @@ def main() -> None:
     if len(sys.argv) >= 2 and sys.argv[1] == "--_noop-server":
         run_noop_server(int(sys.argv[2]))
         return
+    if len(sys.argv) >= 2 and sys.argv[1] == "--_floor-server":
+        run_floor_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        return
     if len(sys.argv) >= 2 and sys.argv[1] == "--_load":
         port, path, first, count, concurrency, send = sys.argv[2:8]
         run_load(int(port), path, int(first), int(count), int(concurrency), int(send))
@@ -1032,6 +1187,10 @@ def main() -> None:
         type=float,
         default=15.0,
         help="seconds to wait at most, before each round, for the eeghub process and the machine to be idle",
+    )
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false",
+        help="skip the floor server (the no-op route that also publishes each body and waits for the confirm)",
     )
     parser.add_argument("--py-spy", metavar="FILE", help="profile the eeghub server during the rounds (raw collapsed stacks; .svg: flame graph)")
     parser.add_argument(
