@@ -35,7 +35,7 @@ from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_pa
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
-from eeghub.core.raw_objects import RawLocation, read_raw_payload
+from eeghub.core.raw_objects import RawLocation, RawReader
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, validation
@@ -710,6 +710,8 @@ async def _write_one(
         end_ms=int(session["end_time"].timestamp() * 1000),
         device_id=session["device_id"],
     )
+    # Neighbouring packets stored in one segment are read together.
+    reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets])
     try:
         result, signals = await write_session_prefetched(
             root,
@@ -718,12 +720,14 @@ async def _write_one(
             specs,
             quality,
             ctx.settings.export.power_line_frequency,
-            fetch=lambda object_id: read_raw_payload(ctx.objects, bucket, locations[object_id]),
+            fetch=reader.read,
             max_channels=ctx.settings.ingest.max_channels,
         )
     except Exception as exc:  # noqa: BLE001 - one bad session is reported, the rest exported
         log.warning("session %s not exported: %s", sid, exc)
         return {"session_id": sid, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        await reader.aclose()
     return {
         "session_id": sid,
         "subject": subject,

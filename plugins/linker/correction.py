@@ -1,8 +1,8 @@
 """The event correction job (``event_correction_queue``).
 
-For one session: read its linked objects in time order, one at a time (no
-transaction is open meanwhile, and never all of them in memory: spec §8
-item 14), find the trigger rising edges across object boundaries, place them
+For one session: read its linked objects in time order, a chunk at a time
+(no transaction is open meanwhile, and never all of them in memory: spec §8
+item 14; neighbours stored in one segment are read by one request), find the trigger rising edges across object boundaries, place them
 in absolute time, and match them to the logged events with
 ``eeghub.core.correction.match_events`` (offset estimation, then an optimal
 monotone one-to-one matching within a tolerance). Then, in one transaction:
@@ -26,45 +26,79 @@ from eeghub.core.correction import MatchParameters, match_events
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
-from eeghub.core.raw_objects import RawLocation, read_raw_payload
+from eeghub.core.raw_objects import RawLocation, RawReader
 
 from .linking import decode_job
 
 log = logging.getLogger("eeghub.linker")
 
 
+READ_CHUNK = 64
+"""Packets read (concurrently; neighbours in one segment by one request) and
+then decoded (in one worker-thread call) at a time: a session is never all
+in memory, whatever its length."""
+
+
 async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray, list[dict[str, str]], int]:
     """Absolute times (µs) of trigger rising edges over the objects, the
     objects skipped (with why), and how many objects had a trigger channel."""
     bucket = ctx.settings.object_store.buckets.raw_data
-    limits = ctx.settings.ingest
+    max_channels = ctx.settings.ingest.max_channels
     edges: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     with_trigger = 0
     previous = 0
-    for row in objects:
-        try:
-            payload = await read_raw_payload(ctx.objects, bucket, RawLocation.of(row))
-        except ObjectNotFound:
-            skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
-            continue
-        try:
-            packet = await asyncio.to_thread(
-                decode_payload, payload, previous_trigger=previous, max_channels=limits.max_channels
-            )
-        except PacketError as exc:
-            skipped.append({"object_id": row["object_id"], "reason": f"undecodable: {exc}"})
-            continue
-        if packet.trigger is None:
-            continue
-        with_trigger += 1
-        previous = packet.last_trigger
-        if packet.rising_edges.size:
-            start_us = int(row["timestamp_start_ms"]) * 1000
-            offsets = np.rint(packet.rising_edges.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
-            edges.append(start_us + offsets.astype(np.int64))
+    reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
+    try:
+        for first in range(0, len(objects), READ_CHUNK):
+            rows = objects[first : first + READ_CHUNK]
+            outcomes = await asyncio.gather(*(reader.read(row["object_id"]) for row in rows), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
+                    raise outcome  # a storage error: the job is retried
+            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, previous, max_channels)
+            for row, outcome in zip(rows, decoded, strict=True):
+                if isinstance(outcome, ObjectNotFound):
+                    skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
+                    continue
+                if isinstance(outcome, PacketError):
+                    skipped.append({"object_id": row["object_id"], "reason": f"undecodable: {outcome}"})
+                    continue
+                if outcome is None:  # no trigger channel
+                    continue
+                with_trigger += 1
+                if outcome.size:
+                    start_us = int(row["timestamp_start_ms"]) * 1000
+                    offsets = np.rint(outcome.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
+                    edges.append(start_us + offsets.astype(np.int64))
+    finally:
+        await reader.aclose()
     all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
     return np.unique(all_edges), skipped, with_trigger
+
+
+def _decode_chunk(
+    outcomes: list[bytes | BaseException], previous: int, max_channels: int
+) -> tuple[list[np.ndarray | BaseException | None], int]:
+    """In a worker thread: each payload's trigger rising edges (sample
+    indices; ``None`` without a trigger channel), or what went wrong, with
+    the trigger level carried from packet to packet."""
+    out: list[np.ndarray | BaseException | None] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            out.append(outcome)
+            continue
+        try:
+            packet = decode_payload(outcome, previous_trigger=previous, max_channels=max_channels)
+        except PacketError as exc:
+            out.append(exc)
+            continue
+        if packet.trigger is None:
+            out.append(None)
+            continue
+        previous = packet.last_trigger
+        out.append(packet.rising_edges)
+    return out, previous
 
 
 def _iso(us: int | None) -> str | None:
