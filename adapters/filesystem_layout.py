@@ -113,26 +113,40 @@ def ensure_inside(bucket_dir: Path, *paths: Path) -> None:
 
 
 def write_temp(temp_dir: Path, data: bytes, *, prefix: str) -> Path:
-    """Write ``data`` to a new file in the bucket's temp directory."""
+    """Write ``data`` to a new file in the bucket's temp directory, on disk
+    (fsynced) before it is renamed into place."""
     fd, name = tempfile.mkstemp(dir=temp_dir, prefix=prefix, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
     return Path(name)
 
 
-def make_directories(location: ObjectLocation) -> None:
-    """Create the key's encoded directories, recording hashed segments' names."""
+def make_directories(location: ObjectLocation) -> set[Path]:
+    """Create the key's encoded directories, recording hashed segments' names.
+
+    Returns the directories whose entries changed (the parent of each
+    directory created, each directory given a name record): the caller
+    fsyncs them, so that a new object's path survives a power loss too."""
+    changed: set[Path] = set()
     current = location.bucket_dir
     for segment in location.directories:
-        current = current / directory_name(segment)
-        current.mkdir(exist_ok=True)
+        parent, current = current, current / directory_name(segment)
+        try:
+            current.mkdir()
+            changed.add(parent)
+        except FileExistsError:
+            pass
         if _is_long(segment) and not (current / SEGMENT_FILE).exists():
             temp = write_temp(location.temp_dir, segment.encode("utf-8"), prefix="segment-")
             os.replace(temp, current / SEGMENT_FILE)
+            changed.add(current)
+    return changed
 
 
 def prepare_sidecar(location: ObjectLocation, sidecar: Sidecar) -> Path:

@@ -15,8 +15,9 @@ Guarantees and their mechanisms:
   stream is being read. The lock is per process: one process owns a root.
 - Durable once written: the data file is fsynced before it is moved into
   place, and its directory after, so an object whose ``put_*`` returned
-  survives a power loss (rows that refer to it are written after it). A
-  directory created for a new key prefix is not fsynced up the tree.
+  survives a power loss (rows that refer to it are written after it). The
+  sidecar is fsynced too, and so is the parent of every directory created
+  for a new key prefix.
 - No blocking I/O on the event loop: every file operation runs in
   ``asyncio.to_thread``; streams move in chunks, never as one whole file.
 - No escape: keys are validated first, and every final path is resolved and
@@ -187,7 +188,11 @@ class FilesystemObjectStore:
         if not self._root.is_dir():
             raise StorageError(f"filesystem object store root {self._root} does not exist: call start() first")
         bucket_dir = self._root / bucket
-        bucket_dir.mkdir(exist_ok=True)
+        try:
+            bucket_dir.mkdir()
+            _fsync_directory(self._root)
+        except FileExistsError:
+            pass
         (bucket_dir / layout.TEMP_DIR).mkdir(exist_ok=True)
 
     # ------------------------------------------------------------ helpers
@@ -317,7 +322,7 @@ class FilesystemObjectStore:
         sidecar_temp = layout.prepare_sidecar(location, sidecar)
         try:
             with self._lock(bucket, key):
-                layout.make_directories(location)
+                changed = layout.make_directories(location)
                 layout.ensure_inside(location.bucket_dir, location.data, location.meta)
                 # Sidecar out first: a crash between the renames leaves new
                 # bytes without a sidecar (served with defaults), never new
@@ -325,7 +330,8 @@ class FilesystemObjectStore:
                 location.meta.unlink(missing_ok=True)
                 os.replace(temp.path, location.data)
                 os.replace(sidecar_temp, location.meta)
-                _fsync_directory(location.data.parent)  # the renames themselves
+                for directory in sorted(changed | {location.data.parent}, key=lambda d: len(d.parts), reverse=True):
+                    _fsync_directory(directory)  # the renames, and any directory created for the key
         except BaseException:
             sidecar_temp.unlink(missing_ok=True)
             raise
