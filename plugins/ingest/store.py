@@ -310,7 +310,10 @@ class SegmentWriter:
         max_in_flight: int,
         linger: float = 0.0,
         max_waiting: int = 64,
+        look_up_lone: bool = True,
     ) -> None:
+        """``look_up_lone``: a group of one packet too asks whether its packet
+        has a row (else only larger groups do; see ``_write_group``)."""
         if max_bytes < 1 or max_in_flight < 1 or max_waiting < 1 or linger < 0:
             raise ValueError("max_bytes, max_in_flight and max_waiting must be positive, linger not negative")
         self._ctx = ctx
@@ -319,6 +322,7 @@ class SegmentWriter:
         self._max_in_flight = max_in_flight
         self._linger = linger
         self._max_waiting = max_waiting
+        self._look_up_lone = look_up_lone
         self._bucket = ctx.settings.object_store.buckets.raw_data
         self._pending: deque[tuple[list[_Prepared], int, asyncio.Future[None], float]] = deque()
         self._pending_bytes = 0
@@ -398,13 +402,17 @@ class SegmentWriter:
             # replayed message, a packet the client sent twice. Writing them
             # into a new segment would only leave bytes no row refers to.
             # One indexed query per group, whatever its number of messages.
-            # A lone packet skips the lookup: it is written under its own
-            # content-addressed key, so writing it again stores the same
-            # bytes in the same place (the predecessor's form, and a quiet
-            # server's, keeps one round trip per packet fewer).
+            # A lone packet is looked up too (what a quiet server writes, so
+            # the query costs nothing that matters): the client's second
+            # copy of a packet whose row points into a segment would
+            # otherwise become an object of its own that nothing refers to.
+            # In the predecessor's form (``look_up_lone`` off) every packet
+            # is alone and has no other place than its own key: writing it
+            # again stores the same bytes there, and the query would cost
+            # every packet a round trip.
             keys = list({p.key for packets, *_ in group for p in packets})
             stored: set[str] = set()
-            if len(keys) > 1:
+            if len(keys) > 1 or self._look_up_lone:
                 stored = {r["object_id"] for r in await self._ctx.database.fetch(STORED_KEYS, keys)}
             fresh = [p for packets, *_ in group for p in packets if p.key not in stored]
             placed = await self._put(fresh) if fresh else {}
@@ -482,7 +490,9 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     if limits.publish_batch_packets == 1:
         # The predecessor's form throughout: every message written as it
         # comes, a packet alone as its own object, messages never grouped.
-        segments = SegmentWriter(ctx, rows, max_bytes=1, max_in_flight=limits.storage_concurrency)
+        segments = SegmentWriter(
+            ctx, rows, max_bytes=1, max_in_flight=limits.storage_concurrency, look_up_lone=False
+        )
     else:
         segments = SegmentWriter(
             ctx,

@@ -212,6 +212,27 @@ async def test_packets_with_rows_already_are_not_written_again() -> None:
     assert all(len(keys) <= 4 for keys in rows.lookups) and len(rows.lookups) == 3
 
 
+async def test_a_lone_packet_whose_row_points_into_a_segment_is_not_written_again() -> None:
+    """The client's retry of a packet that went into a segment, arriving
+    alone at a quiet moment: nothing to write (an object of its own would
+    be bytes no row refers to)."""
+    segments, objects, rows = writer(linger=0)
+    sent = prepared("retry", 3)
+    await within(segments.store(sent))
+    assert len(objects.puts) == 1 and objects.puts[0][0].startswith("segments/")
+    await within(segments.store([sent[1]]))
+    assert len(objects.puts) == 1 and len(rows.written) == 3
+    assert rows.lookups[-1] == [sent[1].key]
+
+
+async def test_the_predecessors_form_writes_a_lone_packet_without_a_lookup() -> None:
+    segments, objects, rows = writer(linger=0, max_bytes=1, max_in_flight=64, look_up_lone=False)
+    [only] = prepared("pred", 1)
+    await within(segments.store([only]))
+    await within(segments.store([only]))  # a redelivery: the same bytes under the same key
+    assert objects.puts == [(only.key, only.payload)] * 2 and rows.lookups == []
+
+
 async def test_an_unreachable_database_fails_the_group_before_any_write() -> None:
     segments, objects, rows = writer(linger=0.05)
     rows.down = ConnectionError("database down")
