@@ -74,7 +74,10 @@ class RawReader:
     of per packet is what makes segments cheap to read, on S3 above all
     (each request costs the client about a millisecond of CPU).
 
-    ``locations`` is the expected order of reads; any order works. A span is
+    ``locations`` is the expected order of reads; any order works. A span
+    gathers packets of one segment that lie within ``window`` positions of
+    each other in that order (a device's packets may alternate between
+    segments written at the same time). A span is
     read (in a task of its own) when the first of its packets is asked for;
     concurrent reads of its packets share that read, and a reader that is
     cancelled does not cancel it. The span is kept until each of its packets
@@ -103,6 +106,7 @@ class RawReader:
         overread: float = 16.0,
         slack: int = 64 * 1024,
         cache_bytes: int = 8 * 1024 * 1024,
+        window: int = 64,
     ) -> None:
         self._objects, self._bucket = objects, bucket
         self._cache_bytes = cache_bytes
@@ -111,32 +115,45 @@ class RawReader:
         self._cached: OrderedDict[_Span, bytes] = OrderedDict()
         self._cached_bytes = 0
         self._reading: dict[_Span, asyncio.Task[bytes]] = {}
+        self._closed = False
         self.reads = 0
         """Requests sent to the object store (a figure for tests and benchmarks)."""
-        span: _Span | None = None
-        for where in locations:
+        # Spans still open to more packets, by segment, with the position of
+        # their last packet: a device's packets may alternate between
+        # segments written at the same time (two writes in flight, several
+        # consumers), so a span stays open for ``window`` positions.
+        open_spans: dict[str, tuple[_Span, int]] = {}
+        for position, where in enumerate(locations):
             self._where[where.object_id] = where
             if not _in_segment(where):
-                span = None
                 continue
+            key = where.segment_key
             start, end = where.segment_offset, where.segment_offset + where.length  # type: ignore[operator]
-            if span is not None and span.key == where.segment_key:
+            current = open_spans.get(key)  # type: ignore[arg-type]
+            if current is not None and position - current[1] <= window:
+                span = current[0]
                 low, high = min(span.start, start), max(span.end, end)  # type: ignore[type-var]
                 useful = span.useful + where.length  # type: ignore[operator]
                 if high - low <= max_span and high - low <= overread * useful + slack:
                     span.start, span.end, span.useful = low, high, useful
                     span.unread.add(where.object_id)
                     self._span_of[where.object_id] = span
+                    open_spans[key] = (span, position)  # type: ignore[index]
                     continue
-            span = _Span(where.segment_key, start, end)  # type: ignore[arg-type]
+            span = _Span(key, start, end)  # type: ignore[arg-type]
             span.unread.add(where.object_id)
             self._span_of[where.object_id] = span
+            open_spans[key] = (span, position)  # type: ignore[index]
+            if len(open_spans) > 4 * window:  # forget spans left behind
+                open_spans = {k: v for k, v in open_spans.items() if position - v[1] <= window}
         for span in set(self._span_of.values()):
             span.size = len(span.unread)
 
     async def read(self, object_id: str) -> bytes:
         """The payload of ``object_id``, one of ``locations`` (``KeyError``
-        for another)."""
+        for another; ``RuntimeError`` once closed)."""
+        if self._closed:
+            raise RuntimeError("the raw packet reader is closed")
         where = self._where[object_id]
         span = self._span_of.get(object_id)
         if span is None or span.size == 1 or (
@@ -192,7 +209,8 @@ class RawReader:
             self._cached_bytes -= len(data)
 
     async def aclose(self) -> None:
-        """Cancel the reads under way and forget what is kept."""
+        """Cancel the reads under way, forget what is kept, read no more."""
+        self._closed = True
         tasks = list(self._reading.values())
         for task in tasks:
             task.cancel()

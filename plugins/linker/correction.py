@@ -34,9 +34,14 @@ log = logging.getLogger("eeghub.linker")
 
 
 READ_CHUNK = 64
-"""Packets read (concurrently; neighbours in one segment by one request) and
-then decoded (in one worker-thread call) at a time: a session is never all
-in memory, whatever its length."""
+"""Packets read (neighbours in one segment by one request) and then decoded
+(in one worker-thread call) at a time: a session is never all in memory,
+whatever its length."""
+
+READS_AT_ONCE = 8
+"""Requests under way per correction job (packets stored one object each,
+the predecessor's form, are one request each: the object store's connection
+pool and rate limits are shared with everything else)."""
 
 
 async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray, list[dict[str, str]], int]:
@@ -49,10 +54,16 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
     with_trigger = 0
     previous = 0
     reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
+    limit = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def read(object_id: str) -> bytes:
+        async with limit:
+            return await reader.read(object_id)
+
     try:
         for first in range(0, len(objects), READ_CHUNK):
             rows = objects[first : first + READ_CHUNK]
-            outcomes = await asyncio.gather(*(reader.read(row["object_id"]) for row in rows), return_exceptions=True)
+            outcomes = await asyncio.gather(*(read(row["object_id"]) for row in rows), return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
                     raise outcome  # a storage error: the job is retried

@@ -217,3 +217,29 @@ async def test_aclose_cancels_reads_under_way(store: Counting) -> None:
     await reader.aclose()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_packets_alternating_between_two_segments_are_two_reads(store: Counting) -> None:
+    # Two groups written at the same time: a device's packets alternate
+    # between them (odd ones in one segment, even ones in the other).
+    mine = payloads("a", 20)
+    odd = await segment(store, "segments/odd.seg", mine[1::2])
+    even = await segment(store, "segments/even.seg", mine[0::2])
+    order = [(even | odd)[object_id] for object_id, _ in mine]
+    reader = RawReader(store, BUCKET, order)
+    assert [await reader.read(object_id) for object_id, _ in mine] == [p for _, p in mine]
+    assert sorted(key for key, _, _ in store.opens) == ["segments/even.seg", "segments/odd.seg"]
+    # Beyond the window, the same segment is a span of its own again.
+    reader = RawReader(store, BUCKET, order, window=1)
+    store.opens.clear()
+    assert [await reader.read(object_id) for object_id, _ in mine] == [p for _, p in mine]
+    assert len(store.opens) == 20
+
+
+async def test_a_closed_reader_reads_nothing(store: Counting) -> None:
+    where = await segment(store, "segments/s1.seg", payloads("a", 3))
+    reader = RawReader(store, BUCKET, list(where.values()))
+    await reader.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await reader.read("a0")
+    assert store.opens == []

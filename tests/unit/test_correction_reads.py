@@ -1,0 +1,114 @@
+"""The event correction's reads (``plugins/linker/correction.py``,
+``trigger_edges``): bounded requests under way, neighbours in a segment read
+together, trigger edges found across packets, and the same outcome per
+packet as before (missing, undecodable, storage errors retried)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from eeghub.adapters.filesystem_store import FilesystemObjectStore
+from eeghub.config.settings import Settings
+from eeghub.core.errors import StorageError
+from eeghub.core.packet import decompress_frame
+from eeghub.core.simulator import SimulatedDevice
+from eeghub.plugins.linker import correction
+
+START_MS = 1_767_225_600_000
+
+
+class Tracking:
+    """Counts reads under way at once; can fail them."""
+
+    def __init__(self, inner: FilesystemObjectStore) -> None:
+        self.inner = inner
+        self.now = self.most = 0
+        self.fail: BaseException | None = None
+
+    async def _track(self, call: Any) -> Any:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.001)
+            if self.fail is not None:
+                raise self.fail
+            return await call()
+        finally:
+            self.now -= 1
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        return await self._track(lambda: self.inner.get_bytes(bucket, key))
+
+    async def open(self, bucket: str, key: str, **kwargs: Any) -> Any:
+        return await self._track(lambda: self.inner.open(bucket, key, **kwargs))
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> Any:
+    settings = Settings()
+    inner = FilesystemObjectStore(tmp_path / "objects")
+    await inner.start()
+    bucket = settings.object_store.buckets.raw_data
+    await inner.ensure_bucket(bucket)
+    yield SimpleNamespace(objects=Tracking(inner), settings=settings), inner, bucket
+    await inner.close()
+
+
+def session_packets(count: int) -> tuple[SimulatedDevice, list[tuple[dict[str, Any], bytes]]]:
+    device = SimulatedDevice("u1", "d1", trigger_samples=[250 * k + 40 for k in range(0, count, 3)])
+    return device, [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, count)]
+
+
+async def test_packets_of_their_own_are_read_a_few_at_a_time(setup: Any) -> None:
+    ctx, inner, bucket = setup
+    device, packets = session_packets(100)
+    rows = []
+    for i, (env, payload) in enumerate(packets):
+        key = f"raw/u1/d1/{i:04d}.bin"
+        await inner.put_bytes(bucket, key, payload)
+        rows.append({"object_id": key, "timestamp_start_ms": env["timestamp_start_ms"], "sampling_rate": 250.0,
+                     "segment_key": None, "segment_offset": None, "stored_bytes": len(payload)})
+    edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    assert skipped == [] and with_trigger == 100
+    assert len(edges) == 34  # a pulse every third packet, each a rising edge
+    assert 1 < ctx.objects.most <= correction.READS_AT_ONCE
+
+
+async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_edges(setup: Any) -> None:
+    ctx, inner, bucket = setup
+    _, packets = session_packets(100)
+    rows, offset = [], 0
+    for i, (env, payload) in enumerate(packets):
+        rows.append({"object_id": f"raw/u1/d1/{i:04d}.bin", "timestamp_start_ms": env["timestamp_start_ms"],
+                     "sampling_rate": 250.0, "segment_key": "segments/date=2026-01-01/s.seg",
+                     "segment_offset": offset, "stored_bytes": len(payload)})
+        offset += len(payload)
+    await inner.put_bytes(bucket, "segments/date=2026-01-01/s.seg", b"".join(p for _, p in packets))
+    edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    assert skipped == [] and with_trigger == 100 and len(edges) == 34
+    starts = {START_MS * 1000 + 40 * 4000 + k * 1_000_000 for k in range(0, 100, 3)}
+    assert set(edges.tolist()) == starts
+
+
+async def test_missing_and_undecodable_packets_are_skipped_and_a_storage_error_is_raised(setup: Any) -> None:
+    ctx, inner, bucket = setup
+    _, packets = session_packets(6)
+    rows = []
+    for i, (env, payload) in enumerate(packets):
+        key = f"raw/u1/d1/{i:04d}.bin"
+        if i != 2:
+            await inner.put_bytes(bucket, key, payload if i != 4 else b"\x09garbage")
+        rows.append({"object_id": key, "timestamp_start_ms": env["timestamp_start_ms"], "sampling_rate": 250.0,
+                     "segment_key": None, "segment_offset": None, "stored_bytes": len(payload)})
+    _, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    assert [s["object_id"] for s in skipped] == [rows[2]["object_id"], rows[4]["object_id"]]
+    assert "missing" in skipped[0]["reason"] and "undecodable" in skipped[1]["reason"]
+    assert with_trigger == 4
+    ctx.objects.fail = StorageError("S3 read failed: SlowDown")
+    with pytest.raises(StorageError):
+        await correction.trigger_edges(ctx, rows)
