@@ -64,15 +64,18 @@ def session_packets(count: int) -> tuple[SimulatedDevice, list[tuple[dict[str, A
     return device, [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, count)]
 
 
+def row(i: int, envelope: dict[str, Any], payload: bytes, segment: str | None = None, offset: int | None = None) -> dict[str, Any]:
+    """A ``raw_data_objects`` row as the correction selects it."""
+    return {"object_id": f"raw/u1/d1/{i:04d}.bin", "timestamp_start_ms": envelope["timestamp_start_ms"],
+            "sampling_rate": 250.0, "segment_key": segment, "segment_offset": offset, "stored_bytes": len(payload)}
+
+
 async def test_packets_of_their_own_are_read_a_few_at_a_time(setup: Any) -> None:
     ctx, inner, bucket = setup
     device, packets = session_packets(100)
-    rows = []
-    for i, (env, payload) in enumerate(packets):
-        key = f"raw/u1/d1/{i:04d}.bin"
-        await inner.put_bytes(bucket, key, payload)
-        rows.append({"object_id": key, "timestamp_start_ms": env["timestamp_start_ms"], "sampling_rate": 250.0,
-                     "segment_key": None, "segment_offset": None, "stored_bytes": len(payload)})
+    rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
+    for r, (_, payload) in zip(rows, packets, strict=True):
+        await inner.put_bytes(bucket, r["object_id"], payload)
     edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
     assert skipped == [] and with_trigger == 100
     assert len(edges) == 34  # a pulse every third packet, each a rising edge
@@ -84,9 +87,7 @@ async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_e
     _, packets = session_packets(100)
     rows, offset = [], 0
     for i, (env, payload) in enumerate(packets):
-        rows.append({"object_id": f"raw/u1/d1/{i:04d}.bin", "timestamp_start_ms": env["timestamp_start_ms"],
-                     "sampling_rate": 250.0, "segment_key": "segments/date=2026-01-01/s.seg",
-                     "segment_offset": offset, "stored_bytes": len(payload)})
+        rows.append(row(i, env, payload, "segments/date=2026-01-01/s.seg", offset))
         offset += len(payload)
     await inner.put_bytes(bucket, "segments/date=2026-01-01/s.seg", b"".join(p for _, p in packets))
     edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
@@ -98,13 +99,10 @@ async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_e
 async def test_missing_and_undecodable_packets_are_skipped_and_a_storage_error_is_raised(setup: Any) -> None:
     ctx, inner, bucket = setup
     _, packets = session_packets(6)
-    rows = []
-    for i, (env, payload) in enumerate(packets):
-        key = f"raw/u1/d1/{i:04d}.bin"
-        if i != 2:
-            await inner.put_bytes(bucket, key, payload if i != 4 else b"\x09garbage")
-        rows.append({"object_id": key, "timestamp_start_ms": env["timestamp_start_ms"], "sampling_rate": 250.0,
-                     "segment_key": None, "segment_offset": None, "stored_bytes": len(payload)})
+    rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
+    for i, (r, (_, payload)) in enumerate(zip(rows, packets, strict=True)):
+        if i != 2:  # missing
+            await inner.put_bytes(bucket, r["object_id"], payload if i != 4 else b"\x09garbage")
     _, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
     assert [s["object_id"] for s in skipped] == [rows[2]["object_id"], rows[4]["object_id"]]
     assert "missing" in skipped[0]["reason"] and "undecodable" in skipped[1]["reason"]
