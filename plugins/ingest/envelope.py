@@ -33,7 +33,9 @@ class DataEnvelope(msgspec.Struct):
     timestamp_end_ms: EpochMs
     sampling_rate: float
     lsb_to_volts: float
-    payload_base64: Annotated[str, msgspec.Meta(min_length=1)]
+    payload_base64: Annotated[bytes, msgspec.Meta(min_length=1)]
+    """The zstd frame, base64 in the JSON; msgspec decodes it (in C, strictly:
+    the standard alphabet with its padding, nothing else)."""
     session_id: Text | None = None
 
 
@@ -119,7 +121,7 @@ def from_query_or_headers(query: Mapping[str, Any], headers: Mapping[str, str], 
         if value is not None:
             raw[field] = value
     raw.setdefault("user_id", caller)
-    raw["payload_base64"] = "-"
+    raw["payload_base64"] = b"-"  # the frame is the body
     try:
         body = msgspec.convert(raw, DataEnvelope, strict=False)
     except msgspec.ValidationError as exc:

@@ -47,6 +47,9 @@ async def test_garbage_is_rejected_with_400_and_never_stored(app_client: Any, lo
     payload = device.payload(0)
     cases = {
         "not base64": {**good, "payload_base64": "!!!not base64!!!"},
+        "base64 with a line break": {**good, "payload_base64": good["payload_base64"][:8] + "\n" + good["payload_base64"][8:]},
+        "base64 without its padding": {**good, "payload_base64": base64.b64encode(b"abcd").decode().rstrip("=")},
+        "empty payload": {**good, "payload_base64": ""},
         "not zstd": {**good, "payload_base64": base64.b64encode(b"hello world").decode()},
         "wrong version": {**good, "payload_base64": zstd(b"\x05" + payload[1:])},
         "truncated header": {**good, "payload_base64": zstd(payload[:10])},
@@ -63,6 +66,10 @@ async def test_garbage_is_rejected_with_400_and_never_stored(app_client: Any, lo
             r = await client.post("/api/v1/data", json=case, headers=user(U))
             assert r.status_code in (400, 413), (name, r.status_code, r.text)
             assert r.json()["error"], name
+            if "base64" in name:
+                assert r.json()["error"] == "payload_base64 must be valid base64", (name, r.text)
+            if name == "empty payload":
+                assert "payload_base64" in r.json()["error"], r.text
         r = await client.post("/api/v1/data", content=b"{not json", headers={**user(U), "Content-Type": "application/json"})
         assert r.status_code == 400
         assert (await client.post("/api/v1/data", json=good)).status_code == 401
