@@ -23,6 +23,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -78,6 +80,46 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     416: "Range not satisfiable (Content-Range: bytes */size)",
     503: "A dependency (database, object store or broker) is unavailable; retry after Retry-After",
 }
+
+
+_SCHEMA_KEYS = {
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "contentEncoding": "content_encoding",
+    "anyOf": "any_of",
+    "exclusiveMinimum": "exclusive_minimum",
+    "exclusiveMaximum": "exclusive_maximum",
+}
+
+
+def openapi_schema_of(struct: type) -> Schema:
+    """The OpenAPI schema of a msgspec Struct, for a route that reads its
+    body itself (the hot ingest route: Litestar then knows no body type).
+    Built from ``msgspec.json.schema``, so it says exactly what the decoder
+    accepts; objects, strings, numbers, ``null`` and ``anyOf`` only (what
+    request envelopes use)."""
+    document = msgspec.json.schema(struct)
+    definitions = document.get("$defs", {})
+    root = definitions[document["$ref"].rsplit("/", 1)[-1]] if "$ref" in document else document
+    return _schema(root)
+
+
+def _schema(node: dict[str, Any]) -> Schema:
+    fields: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "type":
+            fields["type"] = OpenAPIType(value)
+        elif key == "properties":
+            fields["properties"] = {name: _schema(child) for name, child in value.items()}
+        elif key == "anyOf":
+            fields["any_of"] = [_schema(child) for child in value]
+        elif key in ("required", "title", "description", "pattern", "minimum", "maximum", "default", "format"):
+            fields[key] = value
+        elif key in _SCHEMA_KEYS:
+            fields[_SCHEMA_KEYS[key]] = value
+        else:
+            raise ValueError(f"openapi_schema_of: JSON schema keyword {key!r} is not translated")
+    return Schema(**fields)
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:

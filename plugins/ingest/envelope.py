@@ -99,7 +99,7 @@ def from_json(body: DataEnvelope) -> Envelope:
     )
 
 
-_HEADER_NAMES = {
+HEADER_NAMES = {
     "user_id": "x-user-id",
     "device_id": "x-device-id",
     "session_id": "x-session-id",
@@ -114,7 +114,7 @@ def from_query_or_headers(query: Mapping[str, Any], headers: Mapping[str, str], 
     """The binary variant: each field from the query string, else from its
     ``X-…`` header; ``user_id`` defaults to the caller."""
     raw: dict[str, Any] = {}
-    for field, header in _HEADER_NAMES.items():
+    for field, header in HEADER_NAMES.items():
         value = query.get(field)
         if value is None:
             value = headers.get(header)

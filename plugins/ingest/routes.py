@@ -4,19 +4,22 @@ the broker has confirmed it (spec §8 items 9 and 20)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from eeghub.core.auth import identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
-from eeghub.core.http import error_responses
+from eeghub.core.http import error_responses, openapi_schema_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
-from .envelope import DataEnvelope, Envelope, from_json, from_query_or_headers
+from .envelope import HEADER_NAMES, DataEnvelope, Envelope, from_json, from_query_or_headers
 from .publisher import publisher_of
 
 
@@ -51,11 +54,35 @@ def packet_for(envelope: Envelope, frame: bytes, layout: Any) -> tuple[RawPacket
 ACCEPTED_BODY = msgspec.json.encode(Accepted())
 
 
+@dataclass
+class _DataOperation(Operation):
+    """The route reads its body itself (see ``post_data``): its two forms
+    are declared here for the OpenAPI schema."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "The predecessor's JSON envelope, or (application/octet-stream) the zstd frame itself with "
+                "the envelope's fields as query parameters or as the headers "
+                + ", ".join(header.title() for header in HEADER_NAMES.values())
+                + " (user_id defaults to the caller)."
+            ),
+            content={
+                "application/json": OpenAPIMediaType(schema=openapi_schema_of(DataEnvelope)),
+                "application/octet-stream": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                ),
+            },
+        )
+
+
 @post(
     "/api/v1/data",
     tags=["ingest"],
     status_code=202,
     responses=error_responses(400, 401, 403, 413, 503),
+    operation_class=_DataOperation,
 )
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     """Accept one EEG packet: the predecessor's JSON envelope with
