@@ -1,14 +1,17 @@
-"""A lean S3 PutObject for small objects: AWS Signature V4 by hand, one aiohttp request.
+"""A lean S3 PutObject and GetObject: AWS Signature V4 by hand, one aiohttp request.
 
 Why: botocore spends about 2.3 ms of CPU on every request (endpoint rule
 sets, event hooks, user-agent building, its own signer), against about
 0.35 ms for the same signed PUT sent by aiohttp directly (measured on the
 2-core CI machine against SeaweedFS, 30 kB bodies, 16 at a time). Ingest
 writes one object per EEG packet, so that difference is the storage
-consumer's budget. Everything else (reads, listings, multipart uploads,
-buckets) still goes through aioboto3.
+consumer's budget; the export and the event correction read packets stored
+alone one GetObject each (0.25 ms of CPU against 1.36 ms through botocore,
+``benchmarks/raw_reads.py``). Everything else (ranged reads, listings,
+multipart uploads, buckets) still goes through aioboto3.
 
-Only what a plain PutObject needs is implemented: path-style URL, signed
+Only what a plain PutObject (and a GetObject of a whole object) needs is
+implemented: path-style URL, signed
 ``host``, ``content-type``, ``x-amz-content-sha256`` (the real payload hash,
 never ``UNSIGNED-PAYLOAD``: the server verifies the bytes), ``x-amz-date``,
 ``x-amz-security-token`` and ``x-amz-meta-*`` headers. The signing key is

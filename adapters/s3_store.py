@@ -138,6 +138,7 @@ class S3ObjectStore:
         ping_bucket: str | None = None,
         lean_put: bool = True,
         lean_put_max_bytes: int = 1024 * 1024,
+        lean_get: bool = True,
         max_connections: int = 32,
     ) -> None:
         """``endpoint_url=None`` means AWS; ``access_key=None`` means botocore's
@@ -145,7 +146,9 @@ class S3ObjectStore:
         ``ping_bucket``: health checks HEAD this bucket instead of listing all
         buckets (production credentials often may not list buckets).
         ``lean_put``: ``put_bytes`` of at most ``lean_put_max_bytes`` goes
-        through the lean signed aiohttp PUT of ``s3_lean_put`` (see there)."""
+        through the lean signed aiohttp PUT of ``s3_lean_put`` (see there);
+        ``lean_get``: ``get_bytes`` through the same path's GET (a raw
+        packet stored alone is read so: export, event correction)."""
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ConfigurationError(f"S3 part_size must be between 5 MiB and 5 GiB, not {part_size} bytes")
         if multipart_threshold < 1:
@@ -176,7 +179,9 @@ class S3ObjectStore:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._max_connections = max_connections
-        self._lean_wanted = lean_put
+        self._lean_wanted = lean_put or lean_get
+        self._lean_put_wanted = lean_put
+        self._lean_get = lean_get
         self._lean_max_bytes = lean_put_max_bytes
         self._signer: SigV4Signer | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -337,7 +342,7 @@ class S3ObjectStore:
         validate_key(key)
         clean_metadata = normalize_metadata(metadata)
         body = bytes(data)
-        if self._signer is not None and len(body) <= self._lean_max_bytes:
+        if self._lean_put_wanted and self._signer is not None and len(body) <= self._lean_max_bytes:
             info = await self._lean_put(bucket, key, body, content_type, clean_metadata)
             if info is not None:
                 return info
@@ -347,10 +352,28 @@ class S3ObjectStore:
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: dict[str, str]
     ) -> ObjectInfo | None:
         """PutObject through ``s3_lean_put``; ``None`` when botocore should
-        send this request instead (see ``_LEAN_DEFER_CODES``). Retries like
-        botocore's standard mode: connection errors, 5xx and throttling, up
-        to ``max_attempts`` tries with jittered exponential back-off (a PUT
-        of the same bytes to the same key is idempotent)."""
+        send this request instead."""
+        headers = {"content-type": content_type}
+        for name, value in metadata.items():
+            headers[f"x-amz-meta-{name}"] = value
+        answer = await self._lean_request("PUT", bucket, key, data, headers)
+        if answer is None:
+            return None
+        _, etag = answer
+        return ObjectInfo(
+            bucket=bucket, key=key, size=len(data), content_type=content_type, etag=_etag(etag), metadata=metadata
+        )
+
+    async def _lean_request(
+        self, method: str, bucket: str, key: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[bytes, str | None] | None:
+        """One signed request (``PUT`` of ``data``, or ``GET``) through
+        ``s3_lean_put``: the response body and ETag, ``None`` when botocore
+        should send this request instead (see ``_LEAN_DEFER_CODES``), else
+        the same errors as the botocore path. Retries like botocore's
+        standard mode: connection errors, 5xx and throttling, up to
+        ``max_attempts`` tries with jittered exponential back-off (both
+        requests are idempotent)."""
         signer, http = self._signer, self._http
         if signer is None or http is None:
             return None
@@ -359,10 +382,9 @@ class S3ObjectStore:
         except UnicodeEncodeError:
             raise InvalidObjectKey(f"object key {key!r} is not valid UTF-8") from None
         url = yarl.URL(signer.base_url + path, encoded=True)
-        headers = {"content-type": content_type}
-        for name, value in metadata.items():
-            headers[f"x-amz-meta-{name}"] = value
         payload_sha256 = hashlib.sha256(data).hexdigest()
+        writing = method == "PUT"
+        action = "upload" if writing else "read"
         where = f"{bucket}/{key}"
         attempt = 0
         while True:
@@ -373,19 +395,21 @@ class S3ObjectStore:
                 frozen = await self._credentials.get_frozen_credentials()
                 access_key, secret_key, token = frozen.access_key, frozen.secret_key, frozen.token
             signed = signer.sign(
-                "PUT", path, headers, payload_sha256, access_key=access_key, secret_key=secret_key, session_token=token
+                method, path, headers, payload_sha256, access_key=access_key, secret_key=secret_key, session_token=token
             )
             try:
                 if http.closed:
-                    raise StorageError(f"S3 upload of {where} failed: the object store is closed")
-                async with http.put(url, data=data, headers=signed, allow_redirects=False) as response:
+                    raise StorageError(f"S3 {action} of {where} failed: the object store is closed")
+                async with http.request(
+                    method, url, data=data if writing else None, headers=signed, allow_redirects=False
+                ) as response:
                     status = response.status
                     body = await response.read()
                     etag = response.headers.get("ETag")
             except aiohttp.ClientSSLError as exc:
                 # Not transient: botocore (its own TLS set-up) sends it, and
                 # says what is wrong if it fails too.
-                log.warning("S3 lean PUT: TLS error (%s); sending every write through botocore", type(exc).__name__)
+                log.warning("S3 lean %s: TLS error (%s); sending every request through botocore", method, type(exc).__name__)
                 self._signer = None
                 return None
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError, RuntimeError) as exc:
@@ -393,17 +417,12 @@ class S3ObjectStore:
                 if attempt < self._max_attempts and not http.closed:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
-                raise StorageError(self._redact(f"S3 upload of {where} failed: {type(exc).__name__}: {exc}")) from exc
+                raise StorageError(self._redact(f"S3 {action} of {where} failed: {type(exc).__name__}: {exc}")) from exc
+            if 200 <= status < 300 and not writing:
+                return body, etag  # the object's bytes, whatever they look like
             code, message = s3_error(body)
             if 200 <= status < 300 and not code:
-                return ObjectInfo(
-                    bucket=bucket,
-                    key=key,
-                    size=len(data),
-                    content_type=content_type,
-                    etag=_etag(etag),
-                    metadata=metadata,
-                )
+                return body, etag
             if 200 <= status < 300:
                 # An <Error> body with a 200 (S3 may answer so when it fails
                 # late): botocore treats it as a 500, and so do we.
@@ -412,20 +431,20 @@ class S3ObjectStore:
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             if code in _LEAN_INCOMPATIBLE_CODES:
-                log.warning("S3 server answered %s to a lean PUT: sending every write through botocore from now on", code)
+                log.warning("S3 server answered %s to a lean %s: sending every request through botocore from now on", code, method)
                 self._signer = None
                 return None
-            if code in _LEAN_DEFER_CODES or 300 <= status < 400:
-                return None
-            # The same errors as the botocore path (``_translated`` with
-            # missing_bucket_is_error): a missing bucket is a setup fault.
-            if code == "NoSuchBucket":
+            if code in _LEAN_DEFER_CODES or 300 <= status < 400 or (status == 416 and not writing):
+                return None  # botocore's answer (a range error is read's to translate)
+            # The same errors as the botocore path (``_translated``): a
+            # missing bucket is a setup fault on writes, "not found" on reads.
+            if code == "NoSuchBucket" and writing:
                 raise StorageError(f"bucket {bucket!r} does not exist")
             if code in _NOT_FOUND_CODES or status == 404:
                 raise ObjectNotFound(bucket, key)
             if code in _INVALID_KEY_CODES:
                 raise InvalidObjectKey(f"the S3 server refuses object key {key!r}: {code}")
-            raise StorageError(self._redact(f"S3 upload of {where} failed: {code or status} {message}"))
+            raise StorageError(self._redact(f"S3 {action} of {where} failed: {code or status} {message}"))
 
     @staticmethod
     def _backoff(attempt: int) -> float:
@@ -593,6 +612,12 @@ class S3ObjectStore:
         return _S3ObjectStream(self, response["Body"], info, first, length, chunk_size)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
+        if self._lean_get and self._signer is not None:
+            validate_bucket(bucket)
+            validate_key(key)
+            answer = await self._lean_request("GET", bucket, key, b"", {})
+            if answer is not None:
+                return answer[0]
         stream = await self.open(bucket, key, chunk_size=1024 * 1024)
         try:
             return b"".join([chunk async for chunk in stream])

@@ -123,6 +123,7 @@ async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectSto
             part_size=cfg.multipart_part_bytes,
             ping_bucket=cfg.buckets.raw_data,
             lean_put=cfg.lean_put,
+            lean_get=cfg.lean_get,
         )
     else:
         from eeghub.adapters.filesystem_store import FilesystemObjectStore

@@ -24,6 +24,9 @@ What it does:
     orders through ``RawReader`` (the exporter's prefetch depth, and the
     event correction's chunk);
 
+* first, packets stored one object each (what a quiet server writes, and
+  the predecessor's form) read with ``get_bytes`` 16 at a time, through the
+  S3 adapter's lean signed GET and through botocore (``lean_get=False``);
 * checks every payload read against what was stored, and prints per method
   the median over ``--rounds`` (methods alternate within each round) of the
   wall time, the packets per second, the requests sent and the CPU time of
@@ -158,13 +161,51 @@ async def run_store(name: str, store: Any, bucket: str, args: argparse.Namespace
                   f"   ({base / wall:.1f}x the first)")
 
 
+async def run_alone(settings: dict[str, str], bucket: str, args: argparse.Namespace) -> None:
+    """Packets stored one object each (a quiet server's, the predecessor's):
+    ``get_bytes`` per packet, through the lean signed GET and through
+    botocore, 16 at a time (the exporter's prefetch)."""
+    stores = {"lean GET": S3ObjectStore(**settings), "botocore GET": S3ObjectStore(**settings, lean_get=False)}
+    for store in stores.values():
+        await store.start()
+    try:
+        wanted: dict[str, bytes] = {}
+        for i in range(args.packets):
+            object_id = f"raw/u0/d0/start_ms={i:08d}.bin"
+            wanted[object_id] = os.urandom(args.payload_bytes)
+            await stores["lean GET"].put_bytes(bucket, object_id, wanted[object_id])
+        ids = list(wanted)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in stores}
+        for r in range(args.rounds):
+            for name in list(stores)[r % 2 :] + list(stores)[: r % 2]:
+                store = stores[name]
+                cpu, wall = time.process_time(), time.perf_counter()
+                got = await in_order(ids, lambda object_id, store=store: store.get_bytes(bucket, object_id), 16)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                if got != [wanted[i] for i in ids]:
+                    raise SystemExit(f"{name}: payloads differ from what was stored")
+                results[name].append({"wall": wall, "cpu_ms": 1000 * cpu / len(ids)})
+        print(f"\nS3 (SeaweedFS): {args.packets} packets stored one object each, read 16 at a time; median of {args.rounds} rounds")
+        print(f"  {'method':<26} {'seconds':>8} {'packets/s':>10} {'CPU ms/packet':>14}")
+        for name, rows in results.items():
+            wall = statistics.median(x["wall"] for x in rows)
+            print(f"  {name:<26} {wall:8.2f} {args.packets / wall:10.0f} {statistics.median(x['cpu_ms'] for x in rows):14.3f}")
+        for object_id in ids:
+            await stores["lean GET"].delete(bucket, object_id)
+    finally:
+        for store in stores.values():
+            await store.close()
+
+
 async def amain(args: argparse.Namespace) -> None:
     bucket = f"bench-reads-{uuid.uuid4().hex[:10]}"
-    s3 = S3ObjectStore(**s3_settings())
+    settings = s3_settings()
+    s3 = S3ObjectStore(**settings)
     await s3.start()
     try:
         await s3.ensure_bucket(bucket)
         try:
+            await run_alone(settings, bucket, args)
             await run_store("S3 (SeaweedFS)", s3, bucket, args)
         finally:
             keys = [info.key async for info in s3.list(bucket, "")]

@@ -78,6 +78,11 @@ class ObjectStoreSettings(_Section):
     itself over aiohttp instead of through botocore, about 6x less CPU per
     write. Falls back to botocore by itself when a server refuses the
     signature; set false to always use botocore."""
+    lean_get: bool = True
+    """S3: read whole objects (a raw packet stored alone, read by the export
+    and the event correction) the same way, signed by eeghub over aiohttp;
+    ranged reads, listings and the rest stay with botocore. Set false to
+    read through botocore."""
     buckets: BucketSettings = msgspec.field(default_factory=BucketSettings)
 
 

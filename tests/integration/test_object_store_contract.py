@@ -74,8 +74,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, bucket: str) -> 
 
     The S3 store gets 5 MiB parts and threshold, so a 20 MiB stream needs
     several parts and a multipart upload is really exercised. ``s3`` writes
-    small objects through the lean signed PUT (the default), ``s3-botocore``
-    through botocore only (``lean_put=False``): both paths keep the contract.
+    small objects and reads whole ones through the lean signed requests (the
+    default), ``s3-botocore`` through botocore only (``lean_put=False``,
+    ``lean_get=False``): both paths keep the contract.
     """
     if request.param == "filesystem":
         fs_store = FilesystemObjectStore(tmp_path / "outer" / "store")
@@ -92,6 +93,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, bucket: str) -> 
         multipart_threshold=PART_SIZE,
         part_size=PART_SIZE,
         lean_put=request.param == "s3",
+        lean_get=request.param == "s3",
     )
     await s3_store.start()
     assert (s3_store._signer is not None) == (request.param == "s3")

@@ -24,13 +24,21 @@ class FakeS3:
         self.mode = "ok"
         self.requests = 0
         self.delay = 0.0
+        self.fail_first = 0
+        self.by_botocore = 0
+        """Answer this many requests with a 503 SlowDown before the mode's answer."""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.by_botocore += "Botocore" in request.headers.get("User-Agent", "")
         await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.fail_first:
+            self.fail_first -= 1
+            return web.Response(status=503, body=ERROR.format(code="SlowDown", message="later").encode())
         answers = {
+            "data": (200, "the object's bytes", {"ETag": '"abc"'}),
             "ok": (200, "", {"ETag": '"abc"'}),
             "200-error": (200, ERROR.format(code="InternalError", message="late failure"), {}),
             "slowdown": (503, ERROR.format(code="SlowDown", message="reduce your request rate"), {}),
@@ -56,16 +64,66 @@ async def fake_s3() -> AsyncIterator[tuple[FakeS3, str]]:
     await runner.cleanup()
 
 
-async def put(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+async def outcome_of(url: str, monkeypatch: pytest.MonkeyPatch, action: Any, **options: Any) -> Any:
+    """What ``action(store)`` returns or raises on a store of the fake server."""
     monkeypatch.setattr(S3ObjectStore, "_backoff", staticmethod(lambda attempt: 0.0))
-    store = S3ObjectStore(endpoint_url=url, access_key="AK", secret_key="not-the-secret-9d2", max_attempts=2, lean_put=lean)
+    store = S3ObjectStore(endpoint_url=url, access_key="AK", secret_key="not-the-secret-9d2", max_attempts=2, **options)
     await store.start()
     try:
-        return await store.put_bytes("bucket", "k", b"x")
+        return await action(store)
     except Exception as exc:  # noqa: BLE001 - compared below
         return exc
     finally:
         await store.close()
+
+
+async def get(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    return await outcome_of(url, monkeypatch, lambda store: store.get_bytes("bucket", "raw/k.bin"), lean_get=lean)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("data", b"the object's bytes"),
+        # A GET's 200 body is the object, even one that looks like an error.
+        ("200-error", ERROR.format(code="InternalError", message="late failure").encode()),
+        ("slowdown", StorageError),
+        ("no-bucket", ObjectNotFound),
+        ("404-bare", ObjectNotFound),
+        ("denied", StorageError),
+    ],
+)
+async def test_both_read_paths_agree(
+    fake_s3: tuple[FakeS3, str], monkeypatch: pytest.MonkeyPatch, mode: str, expected: Any
+) -> None:
+    fake, url = fake_s3
+    fake.mode = mode
+    outcomes = {}
+    for lean in (True, False):
+        fake.requests = fake.by_botocore = 0
+        outcome = await get(url, lean=lean, monkeypatch=monkeypatch)
+        outcomes[lean] = (outcome if not isinstance(outcome, Exception) else type(outcome), fake.requests)
+        assert fake.by_botocore == (0 if lean else fake.requests), "each path sent its own requests"
+        if isinstance(expected, bytes):
+            assert outcome == expected, (lean, outcome)
+        else:
+            assert isinstance(outcome, expected), (lean, outcome)
+            assert "not-the-secret" not in str(outcome)
+            if expected is StorageError:
+                assert not isinstance(outcome, ObjectNotFound)
+    assert outcomes[True][0] == outcomes[False][0]
+    assert outcomes[True][1] == outcomes[False][1], "as many tries on both paths"
+
+
+async def test_a_read_retried_after_throttling_returns_the_object(fake_s3: tuple[FakeS3, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, url = fake_s3
+    fake.mode, fake.fail_first = "data", 1
+    assert await get(url, lean=True, monkeypatch=monkeypatch) == b"the object's bytes"
+    assert fake.requests == 2
+
+
+async def put(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    return await outcome_of(url, monkeypatch, lambda store: store.put_bytes("bucket", "k", b"x"), lean_put=lean)
 
 
 @pytest.mark.parametrize(
