@@ -17,9 +17,9 @@ NOW = datetime(2026, 11, 23, 12, 34, 56, tzinfo=UTC)
 
 
 def botocore_authorization(
-    url: str, headers: dict[str, str], body: bytes, region: str, token: str | None
+    url: str, headers: dict[str, str], body: bytes, region: str, token: str | None, method: str = "PUT"
 ) -> dict[str, str]:
-    request = AWSRequest(method="PUT", url=url, data=body, headers=dict(headers))
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
     request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
     auth = S3SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token), "s3", region)
     with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
@@ -56,6 +56,17 @@ def test_signature_equals_botocore(endpoint: str, key: str, token: str | None, r
     assert ours["x-amz-date"] == theirs["x-amz-date"] == "20261123T123456Z"
     if token:
         assert ours["x-amz-security-token"] == token
+
+
+def test_a_get_is_signed_as_botocore_signs_it() -> None:
+    signer = SigV4Signer("http://127.0.0.1:8333", "us-east-1")
+    path = signer.path("raw-data", "raw/u1/d1/start_ms=1/end_ms=2_abc.bin")
+    empty = hashlib.sha256(b"").hexdigest()
+    ours = signer.sign("GET", path, {}, empty, access_key="AKIDEXAMPLE",
+                       secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", now=NOW)
+    theirs = botocore_authorization(signer.base_url + path, {}, b"", "us-east-1", None, method="GET")
+    assert ours["authorization"] == theirs["authorization"]
+    assert ours["x-amz-content-sha256"] == empty
 
 
 def test_host_and_path() -> None:
