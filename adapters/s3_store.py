@@ -209,8 +209,9 @@ class S3ObjectStore:
             await self._start_lean(session)
 
     async def _start_lean(self, session: Any) -> None:
-        """Set up the lean PUT path; without credentials (anonymous access)
-        or with an endpoint it cannot sign for, botocore does every write."""
+        """Set up the lean path (PUT, GET); without credentials (anonymous
+        access) or with an endpoint it cannot sign for, botocore does every
+        request."""
         if self._access_key and self._secret_key:
             credentials: Any = None
         else:
@@ -218,7 +219,7 @@ class S3ObjectStore:
             if inspect.isawaitable(credentials):
                 credentials = await credentials
             if credentials is None:
-                log.info("S3: no credentials found for the lean PUT path; every write goes through botocore")
+                log.info("S3: no credentials found for the lean path; every request goes through botocore")
                 return
         # The endpoint and region botocore resolved (AWS_ENDPOINT_URL_S3, the
         # profile, partitions such as amazonaws.com.cn), so both paths always
@@ -228,14 +229,14 @@ class S3ObjectStore:
         try:
             signer = SigV4Signer(endpoint, region)
         except ValueError as exc:
-            log.info("S3: lean PUT path disabled: %s", exc)
+            log.info("S3: lean path disabled: %s", exc)
             return
         # Behind an HTTP(S)_PROXY (which botocore honours) every write stays
         # with botocore. Decided once here: aiohttp's trust_env would read the
         # environment and ~/.netrc in a thread on every request.
         scheme = urlsplit(endpoint).scheme
         if getproxies().get(scheme) and not proxy_bypass(urlsplit(endpoint).hostname or ""):
-            log.info("S3: a proxy is configured for %s; every write goes through botocore", endpoint)
+            log.info("S3: a proxy is configured for %s; every request goes through botocore", endpoint)
             return
         ssl_context: ssl.SSLContext | bool = False
         if urlsplit(endpoint).scheme == "https":
@@ -397,6 +398,11 @@ class S3ObjectStore:
             signed = signer.sign(
                 method, path, headers, payload_sha256, access_key=access_key, secret_key=secret_key, session_token=token
             )
+            if not writing:
+                # aiohttp would offer gzip, and a compressing proxy or server
+                # would then send the object compressed: ask for the bytes as
+                # stored, as botocore does (unsigned, as botocore's is).
+                signed["accept-encoding"] = "identity"
             try:
                 if http.closed:
                     raise StorageError(f"S3 {action} of {where} failed: the object store is closed")

@@ -7,6 +7,7 @@ object store contract suite."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,12 @@ class FakeS3:
         if self.fail_first:
             self.fail_first -= 1
             return web.Response(status=503, body=ERROR.format(code="SlowDown", message="later").encode())
+        if self.mode == "gzip-if-accepted":
+            # What a compressing proxy or server does when the client says
+            # it takes gzip.
+            if "gzip" in request.headers.get("Accept-Encoding", ""):
+                return web.Response(body=gzip.compress(b"the object's bytes"), headers={"Content-Encoding": "gzip"})
+            return web.Response(body=b"the object's bytes")
         answers = {
             "data": (200, "the object's bytes", {"ETag": '"abc"'}),
             "ok": (200, "", {"ETag": '"abc"'}),
@@ -85,6 +92,7 @@ async def get(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
     ("mode", "expected"),
     [
         ("data", b"the object's bytes"),
+        ("gzip-if-accepted", b"the object's bytes"),
         # A GET's 200 body is the object, even one that looks like an error.
         ("200-error", ERROR.format(code="InternalError", message="late failure").encode()),
         ("slowdown", StorageError),
