@@ -38,6 +38,15 @@ class FakeS3:
         if self.fail_first:
             self.fail_first -= 1
             return web.Response(status=503, body=ERROR.format(code="SlowDown", message="later").encode())
+        if self.mode == "cut-once":
+            # The first answer stops in the middle of its body.
+            self.mode = "data"
+            response = web.StreamResponse(headers={"Content-Length": "1000"})
+            await response.prepare(request)
+            await response.write(b"the obj")
+            assert request.transport is not None
+            request.transport.close()
+            return response  # type: ignore[return-value]
         if self.mode == "gzip-if-accepted":
             # What a compressing proxy or server does when the client says
             # it takes gzip.
@@ -128,6 +137,17 @@ async def test_a_read_retried_after_throttling_returns_the_object(fake_s3: tuple
     fake.mode, fake.fail_first = "data", 1
     assert await get(url, lean=True, monkeypatch=monkeypatch) == b"the object's bytes"
     assert fake.requests == 2
+
+
+async def test_a_read_cut_in_the_middle_is_read_again(fake_s3: tuple[FakeS3, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, url = fake_s3
+    fake.mode = "cut-once"
+    assert await get(url, lean=True, monkeypatch=monkeypatch) == b"the object's bytes"
+    assert fake.requests == 2
+    # botocore's read of the body is not retried: an error, never a short object.
+    fake.mode, fake.requests = "cut-once", 0
+    outcome = await get(url, lean=False, monkeypatch=monkeypatch)
+    assert isinstance(outcome, StorageError) and fake.requests == 1
 
 
 async def put(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
