@@ -594,6 +594,11 @@ class S3ObjectStore:
                 if _error_code(exc) == "InvalidRange" or _status(exc) == 416:
                     raise ValueError("range not satisfiable") from None
                 raise
+        if response.get("ContentLength") is None:
+            # Every S3 server sends it for GetObject; without it the stream
+            # could not tell a complete object from one cut short.
+            response["Body"].close()
+            raise StorageError(f"S3 read of {bucket}/{key} failed: the answer has no Content-Length")
         length = int(response["ContentLength"])
         size = length
         first = 0

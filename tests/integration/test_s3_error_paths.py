@@ -47,6 +47,14 @@ class FakeS3:
             assert request.transport is not None
             request.transport.close()
             return response  # type: ignore[return-value]
+        if self.mode == "chunked":
+            # An answer without Content-Length (chunked transfer encoding).
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b"the object's bytes")
+            await response.write_eof()
+            return response  # type: ignore[return-value]
         if self.mode == "gzip-if-accepted":
             # What a compressing proxy or server does when the client says
             # it takes gzip.
@@ -148,6 +156,16 @@ async def test_a_read_cut_in_the_middle_is_read_again(fake_s3: tuple[FakeS3, str
     fake.mode, fake.requests = "cut-once", 0
     outcome = await get(url, lean=False, monkeypatch=monkeypatch)
     assert isinstance(outcome, StorageError) and fake.requests == 1
+
+
+async def test_a_read_without_content_length_is_an_error_on_botocore_and_data_on_the_lean_path(
+    fake_s3: tuple[FakeS3, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = fake_s3
+    fake.mode = "chunked"
+    assert await get(url, lean=True, monkeypatch=monkeypatch) == b"the object's bytes"  # aiohttp reads to the end
+    outcome = await get(url, lean=False, monkeypatch=monkeypatch)
+    assert isinstance(outcome, StorageError) and "Content-Length" in str(outcome)
 
 
 async def put(url: str, *, lean: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
