@@ -251,13 +251,21 @@ def busiest_other_processes(exclude: set[int], seconds: float = 1.0, top: int = 
 def run_noop_server(port: int) -> None:
     """A Litestar app with one route that takes the ingest body, discards it
     and answers 202, on eeghub's uvicorn settings (app/server.py)."""
-    import uvicorn
-    from litestar import Litestar, Request, Response, get, post
+    from litestar import Request, Response, post
 
     @post("/api/v1/data", status_code=202)
     async def post_data(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         await request.body()
         return Response({"status": "accepted"}, status_code=202)
+
+    serve_route(port, post_data)
+
+
+def serve_route(port: int, post_data: Any, **app_options: Any) -> None:
+    """Serve ``post_data`` and ``GET /health`` as a Litestar app on eeghub's
+    uvicorn settings (app/server.py): the no-op and the floor server."""
+    import uvicorn
+    from litestar import Litestar, Request, Response, get
 
     @get("/health")
     async def health() -> dict[str, str]:
@@ -268,6 +276,7 @@ def run_noop_server(port: int) -> None:
         request_max_body_size=100 * 1024 * 1024,
         debug=False,
         signature_namespace={"Request": Request, "Response": Response, "Any": Any},
+        **app_options,
     )
     config = uvicorn.Config(
         app,
@@ -299,8 +308,7 @@ def run_floor_server(port: int, amqp_url: str, exchange_name: str, queue_name: s
 
     import aio_pika
     import msgspec
-    import uvicorn
-    from litestar import Litestar, Request, Response, get, post
+    from litestar import Request, Response, post
 
     state: dict[str, Any] = {"busy": False}
     pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
@@ -340,10 +348,6 @@ def run_floor_server(port: int, amqp_url: str, exchange_name: str, queue_name: s
         await future
         return Response({"status": "accepted"}, status_code=202)
 
-    @get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     async def connect(app: Any) -> None:
         connection = state["connection"] = await aio_pika.connect(amqp_url, timeout=10)
         channel = await connection.channel(publisher_confirms=True)
@@ -355,27 +359,7 @@ def run_floor_server(port: int, amqp_url: str, exchange_name: str, queue_name: s
         if "connection" in state:
             await state["connection"].close()
 
-    app = Litestar(
-        route_handlers=[post_data, health],
-        on_startup=[connect],
-        on_shutdown=[disconnect],
-        request_max_body_size=100 * 1024 * 1024,
-        debug=False,
-        signature_namespace={"Request": Request, "Response": Response, "Any": Any},
-    )
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        timeout_graceful_shutdown=20,
-    )
-    uvicorn.Server(config).run()
+    serve_route(port, post_data, on_startup=[connect], on_shutdown=[disconnect])
 
 
 # =================================================================== load generator (child process)
