@@ -21,7 +21,7 @@ import pytest
 
 from eeghub.core.packet import compress_frame, decode_payload
 from eeghub.core.simulator import SimulatedDevice
-from tests.e2e.helpers import end_form, user, wait_for
+from tests.e2e.helpers import end_form, finished_task, start_export, user, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3]
 
@@ -112,15 +112,8 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
             assert len(renamed) == 1
         finally:
             await conn.close()
-        r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
-        assert r.status_code == 202, r.text
-        status_url = r.json()["status_url"]
-
-        async def finished() -> Any:
-            task = (await client.get(status_url, headers=user(OWNER))).json()
-            return task if task["status"] in ("completed", "failed") else None
-
-        task = await wait_for(finished, timeout=180, interval=0.5)
+        status_url = await start_export(client, eid, OWNER)
+        task = await finished_task(client, status_url, OWNER, timeout=180)
         assert task["status"] == "completed", task
         assert task["validation"]["errors"] == 0 and task["progress"] == 100
         listed = (await client.get(f"/api/v1/export-tasks?experiment_id={eid}", headers=user(OWNER))).json()

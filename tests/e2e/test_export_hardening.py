@@ -29,7 +29,7 @@ import pytest
 from eeghub.adapters.filesystem_store import FilesystemObjectStore
 from eeghub.core.packet import compress_frame, decode_payload
 from eeghub.core.simulator import SimulatedDevice
-from tests.e2e.helpers import end_form, user, wait_for
+from tests.e2e.helpers import end_form, finished_task, start_export, user, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -125,23 +125,6 @@ async def wait_processed(client: Any, sessions: dict[str, str], timeout: float =
     await wait_for(done, timeout=timeout, interval=0.2)
 
 
-async def start_export(client: Any, eid: str) -> str:
-    r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
-    assert r.status_code == 202, r.text
-    return str(r.json()["status_url"])
-
-
-async def finished_task(client: Any, status_url: str, timeout: float = 120) -> dict[str, Any]:
-    async def finished() -> Any:
-        r = await client.get(status_url, headers=user(OWNER))
-        assert r.status_code == 200, r.text
-        task = r.json()
-        return task if task["status"] in ("completed", "failed") else None
-
-    result: dict[str, Any] = await wait_for(finished, timeout=timeout, interval=0.25)
-    return result
-
-
 async def concurrently(client: Any, app: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
     """Send requests at the same time. The test client hands each request
     to the app's event loop (in another thread) and waits for it, so
@@ -190,7 +173,7 @@ async def test_two_concurrent_exports_of_one_experiment(app_client: Any, service
         accepted = await concurrently(client, app, [export, export])
         assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
         first, second = (r.json()["status_url"] for r in accepted)
-        tasks = await asyncio.gather(finished_task(client, first), finished_task(client, second))
+        tasks = await asyncio.gather(finished_task(client, first, OWNER), finished_task(client, second, OWNER))
         archives = []
         for task in tasks:
             assert task["status"] == "completed", task
@@ -257,7 +240,7 @@ async def test_hostile_labels_empty_session_and_undecodable_object(
             segment[start : start + length] = b"\x04" + b"\xff" * (length - 1)  # 255 channels: refused
             await store.put_bytes(bucket, rows[2]["segment_key"], bytes(segment))
 
-        task = await finished_task(client, await start_export(client, eid))
+        task = await finished_task(client, await start_export(client, eid, OWNER), OWNER)
         assert task["status"] == "completed", task
         assert task["validation"]["errors"] == 0, task["validation"]
         # Members may read the status, but only the owner downloads.
@@ -324,7 +307,7 @@ async def test_nothing_to_export_fails_with_a_clear_message(app_client: Any, loc
         unended = await new_experiment(client, "Unended")
         await join(client, unended, subject)
         await start_session(client, unended, subject, "never-ended", T0)
-        task = await finished_task(client, await start_export(client, unended))
+        task = await finished_task(client, await start_export(client, unended, OWNER), OWNER)
         assert task["status"] == "failed", task
         assert "No fully processed sessions" in task["error_message"], task
         assert task["result_file_path"] is None and task["download_url"] is None
@@ -336,7 +319,7 @@ async def test_nothing_to_export_fails_with_a_clear_message(app_client: Any, loc
         await start_session(client, empty, subject, "no-data", T0 + 60_000)
         await end_session(client, subject, "no-data", "dev-0", T0 + 66_000, None)
         await wait_processed(client, {"no-data": subject})
-        task = await finished_task(client, await start_export(client, empty))
+        task = await finished_task(client, await start_export(client, empty, OWNER), OWNER)
         assert task["status"] == "failed", task
         assert "no-data" in task["error_message"] and "no data linked" in task["error_message"], task
         assert task["result_file_path"] is None
@@ -360,8 +343,8 @@ async def test_export_authorization(app_client: Any, local_env: dict[str, str]) 
         assert (await client.post(export_url, headers=user(member))).status_code == 403
         assert (await client.post(f"/api/v1/experiments/{uuid.uuid4()}/export", headers=user(OWNER))).status_code == 404
         assert (await client.post("/api/v1/experiments/not-a-uuid/export", headers=user(OWNER))).status_code == 400
-        status_url = await start_export(client, eid)
-        task = await finished_task(client, status_url)  # no sessions: fails fast
+        status_url = await start_export(client, eid, OWNER)
+        task = await finished_task(client, status_url, OWNER)  # no sessions: fails fast
         assert task["status"] == "failed"
 
         assert (await client.get(status_url)).status_code == 401

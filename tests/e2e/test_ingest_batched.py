@@ -24,7 +24,7 @@ from eeghub.config import load_settings
 from eeghub.core.packet import compress_frame, decode_payload, decompress_frame
 from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, read_raw_payload
 from eeghub.core.simulator import SimulatedDevice
-from tests.e2e.helpers import end_form, user, wait_for
+from tests.e2e.helpers import end_form, finished_task, start_export, user, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3]
 
@@ -109,15 +109,8 @@ async def test_concurrent_packets_share_segments_and_are_each_stored_once(servic
             report = (await client.get("/api/v1/sessions/batched/correction", headers=user("batch-0"))).json()
             data = (await client.get("/api/v1/sessions/batched/data", headers=user("batch-0"))).json()
             # Exported from the segments: the samples that were sent.
-            r = await client.post(f"/api/v1/experiments/{eid}/export", headers=user(OWNER))
-            assert r.status_code == 202, r.text
-            status_url = r.json()["status_url"]
-
-            async def finished() -> Any:
-                task = (await client.get(status_url, headers=user(OWNER))).json()
-                return task if task["status"] in ("completed", "failed") else None
-
-            task = await wait_for(finished, timeout=120, interval=0.5)
+            status_url = await start_export(client, eid, OWNER)
+            task = await finished_task(client, status_url, OWNER)
             assert task["status"] == "completed", task
             archive = (await client.get(f"{status_url}/download", headers=user(OWNER))).content
     assert report["matched"] == len(triggers) and report["unmatched_event_ids"] == [], report
