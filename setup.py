@@ -30,5 +30,6 @@ setup(
     package_data={
         "eeghub.adapters": ["postgres/migrations/*.sql"],
         "eeghub.config": ["*.toml"],
+        "eeghub.plugins": ["console/templates/*.html", "console/static/*"],
     },
 )

@@ -113,29 +113,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                         print(f"{name}.dlq: {await broker.queue_depth(name + '.dlq')} message(s)")
                     return 0
                 await broker.declare_queue(args.queue)
-                from eeghub.core.packet_messages import BATCH_COUNT_HEADER
+                from eeghub.core.messaging import describe_dead_letter
 
                 letters = await broker.dead_letters(args.queue, limit=args.limit)
                 print(f"{args.queue}.dlq ({backend}): showing {len(letters)} message(s)")
                 for letter in letters:
-                    m = letter.message
-                    print(
-                        json.dumps(
-                            {
-                                "message_id": m.message_id,
-                                "attempts": letter.attempts,
-                                "failed_at": letter.failed_at.isoformat() if letter.failed_at else None,
-                                "error": letter.error,
-                                "headers": {
-                                    k: v for k, v in m.headers.items() if not k.startswith("x-eeghub-") or k == BATCH_COUNT_HEADER
-                                },
-                                "content_type": m.content_type,
-                                "body_bytes": len(m.body),
-                                "body_preview": m.body[:200].decode("utf-8", "replace"),
-                            },
-                            ensure_ascii=False,
-                        )
-                    )
+                    print(json.dumps(describe_dead_letter(letter), ensure_ascii=False))
                 return 0
             await broker.declare_queue(args.queue)
             moved = await broker.replay_dead_letters(args.queue, limit=args.limit)

@@ -1,0 +1,149 @@
+"""Routes the console needs that the API did not have: who the caller is, and
+for administrators (``auth.admin_users``) queue depths, dead letters with
+replay, and the process's recent errors. Every one is guarded here, so the
+console never gets more than a curl user with the same identity."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import get, post
+from litestar.params import Parameter
+
+from eeghub.core.auth import Identity, identity_of, require_user
+from eeghub.core.context import AppContext
+from eeghub.core.errors import Forbidden, NotFound
+from eeghub.core.http import IdParam, error_responses
+from eeghub.core.messaging import describe_dead_letter
+from eeghub.core.ports import dead_letter_queue
+from eeghub.core.topology import durable_queues
+
+ERROR_CAPACITY = 200
+
+
+class RecentErrors(logging.Handler):
+    """The last ``ERROR_CAPACITY`` records at ERROR or above of the ``eeghub``
+    loggers: time, logger, message (cut to 500 characters) and the exception's
+    type. Tracebacks stay in the server log."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=ERROR_CAPACITY)
+        self._lock_records = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the record
+            message = str(record.msg)
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message[:500],
+            "exception": record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None,
+        }
+        with self._lock_records:
+            self.records.append(entry)
+
+    def newest(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock_records:
+            return list(self.records)[-limit:][::-1]
+
+    @classmethod
+    def install(cls, ctx: AppContext) -> None:
+        handler = cls()
+        logging.getLogger("eeghub").addHandler(handler)
+        ctx.services["console.errors"] = handler
+
+    @classmethod
+    def uninstall(cls, ctx: AppContext) -> None:
+        handler = ctx.services.pop("console.errors", None)
+        if handler is not None:
+            logging.getLogger("eeghub").removeHandler(handler)
+
+
+def is_administrator(ctx: AppContext, identity: Identity) -> bool:
+    return identity.user_id in ctx.settings.auth.admin_users
+
+
+async def require_admin(connection: Any, _: Any) -> None:
+    """Guard: the caller is listed in ``auth.admin_users``."""
+    identity = identity_of(connection)
+    if not is_administrator(connection.app.state.ctx, identity):
+        raise Forbidden("Only administrators (auth.admin_users) may use the operations routes")
+
+
+def _queue(ctx: AppContext, name: str) -> str:
+    if name not in durable_queues(ctx.settings.broker.queues):
+        raise NotFound(f"no queue named {name!r}: the queues are {', '.join(durable_queues(ctx.settings.broker.queues))}")
+    return name
+
+
+@get("/api/v1/console/me", guards=[require_user], tags=["console"], responses=error_responses(401))
+async def whoami(ctx: AppContext, identity: Identity) -> dict[str, Any]:
+    """The caller as the server sees them: user id, identity mode, and whether
+    they are an administrator (which the console uses to show its admin pages;
+    the admin routes check it again)."""
+    return {"user_id": identity.user_id, "auth_mode": ctx.auth.mode, "administrator": is_administrator(ctx, identity)}
+
+
+ADMIN_ERRORS = error_responses(401, 403, 503)
+
+
+@get("/api/v1/admin/queues", guards=[require_admin], tags=["admin"], responses=ADMIN_ERRORS)
+async def list_queues(ctx: AppContext) -> dict[str, Any]:
+    """Each durable queue with its depth and the depth of its dead-letter queue."""
+    names = durable_queues(ctx.settings.broker.queues)
+    depths = await asyncio.gather(*(ctx.broker.queue_depth(n) for n in names))
+    dead = await asyncio.gather(*(ctx.broker.queue_depth(dead_letter_queue(n)) for n in names))
+    queues = [{"queue": n, "depth": d, "dead_letters": x} for n, d, x in zip(names, depths, dead, strict=True)]
+    return {"queues": queues, "backend": ctx.backends.get("broker")}
+
+
+@get(
+    "/api/v1/admin/queues/{queue:str}/dead-letters",
+    guards=[require_admin],
+    tags=["admin"],
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def list_dead_letters(
+    queue: IdParam, ctx: AppContext, limit: int = Parameter(default=50, ge=1, le=500)
+) -> dict[str, Any]:
+    """A queue's dead letters (without consuming them): id, attempts, error,
+    headers and the start of the body."""
+    name = _queue(ctx, queue)
+    letters = await ctx.broker.dead_letters(name, limit=limit)
+    return {"queue": name, "dead_letters": [describe_dead_letter(letter) for letter in letters]}
+
+
+@post(
+    "/api/v1/admin/queues/{queue:str}/replay",
+    guards=[require_admin],
+    tags=["admin"],
+    status_code=200,
+    responses=error_responses(400, 401, 403, 404, 503),
+)
+async def replay_dead_letters(
+    queue: IdParam, ctx: AppContext, identity: Identity, limit: int | None = Parameter(default=None, ge=1, le=100_000)
+) -> dict[str, Any]:
+    """Move a queue's dead letters (all, or the first ``limit``) back to it."""
+    name = _queue(ctx, queue)
+    moved = await ctx.broker.replay_dead_letters(name, limit=limit)
+    logging.getLogger("eeghub.console").info("%s replayed %d dead letter(s) of %s", identity.user_id, moved, name)
+    return {"queue": name, "replayed": moved}
+
+
+@get("/api/v1/admin/errors", guards=[require_admin], tags=["admin"], responses=error_responses(400, 401, 403))
+async def recent_errors(ctx: AppContext, limit: int = Parameter(default=50, ge=1, le=ERROR_CAPACITY)) -> dict[str, Any]:
+    """The newest errors this process logged (since it started), newest first."""
+    handler: RecentErrors | None = ctx.services.get("console.errors")
+    return {"errors": handler.newest(limit) if handler else [], "capacity": ERROR_CAPACITY}
+
+
+ROUTES = [whoami, list_queues, list_dead_letters, replay_dead_letters, recent_errors]
