@@ -67,6 +67,7 @@ function h(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") el.className = v;
+    else if (k === "style") Object.assign(el.style, v); // CSSOM: allowed by the page's CSP, unlike style attributes
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
@@ -224,7 +225,7 @@ function lineChart({ series, xLabel, yLabel, logY = false, width = 560, height =
     const color = d.color || PALETTE[i % PALETTE.length];
     svg.append(s("polyline", { fill: "none", stroke: color, "stroke-width": 1.5, points: points.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(" ") }));
   });
-  const legend = h("div", { class: "legend" }, series.map((d, i) => h("span", {}, h("i", { style: `background:${d.color || PALETTE[i % PALETTE.length]}` }), d.label)));
+  const legend = h("div", { class: "legend" }, series.map((d, i) => h("span", {}, h("i", { style: { background: d.color || PALETTE[i % PALETTE.length] } }), d.label)));
   return h("div", {}, svg, legend);
 }
 
@@ -243,7 +244,7 @@ function coherenceMatrix(result) {
   const cell = Math.max(18, Math.min(44, Math.floor(360 / Math.max(n, 1))));
   const left = 70, top = 10, size = cell * n;
   const width = left + size + 90, height = top + size + 60;
-  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "coherence matrix" });
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "coherence matrix", class: "matrix" });
   result.matrix.forEach((row, i) => row.forEach((v, j) => {
     const rect = s("rect", { x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1, fill: v === null ? "#eee" : heat(v) },
       s("title", {}, `${result.channels[i]}–${result.channels[j]}: ${v === null ? "n/a" : v.toFixed(3)}`));
@@ -483,8 +484,8 @@ function correctionPlot(report, session) {
       s("title", {}, `${e.trial_type} logged at ${a.toFixed(3)} s${matched ? `, trigger at ${b.toFixed(3)} s (shift ${e.shift_ms} ms)` : ", no trigger matched"}`)));
     if (matched) svg.append(s("circle", { cx: X(b), cy: rowCorrected, r: 4, fill: "#2e9d4f" }));
   }
-  const legend = h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:#1f6fb2" }), "logged onset, matched"),
-    h("span", {}, h("i", { style: "background:#d23c3c" }), "logged onset, unmatched"), h("span", {}, h("i", { style: "background:#2e9d4f" }), "trigger (corrected onset)"));
+  const legend = h("div", { class: "legend" }, h("span", {}, h("i", { style: { background: "#1f6fb2" } }), "logged onset, matched"),
+    h("span", {}, h("i", { style: { background: "#d23c3c" } }), "logged onset, unmatched"), h("span", {}, h("i", { style: { background: "#2e9d4f" } }), "trigger (corrected onset)"));
   const residuals = report.residuals_ms || [];
   const residualChart = residuals.length ? lineChart({
     series: [{ label: "residual (trigger − logged − offset)", xs: residuals.map((_, i) => i + 1), ys: residuals }],
@@ -496,9 +497,12 @@ function correctionPlot(report, session) {
 pages.session = async () => {
   const sid = body.dataset.sessionId;
   const path = `/api/v1/sessions/${encodeURIComponent(sid)}`;
+  let named = false;
   await poll(async () => {
     const session = await api(path);
-    if (session.experiment_id) {
+    if (session.experiment_id && !named) {
+      named = true;
+      api(`/api/v1/experiments/${session.experiment_id}`).then((e) => { $("#experiment-link").textContent = e.name; }).catch(() => {});
       $("#experiment-link").href = `/console/experiments/${session.experiment_id}`;
       $("#sessions-link").href = `/console/experiments/${session.experiment_id}/sessions`;
     }
@@ -565,6 +569,8 @@ pages.live = async () => {
         return h("span", { class: `light ${state}`, "data-channel": name, "data-state": state, title: (q.reasons || []).join("; ") || "good" },
           h("span", { class: "dot" }), name);
       }));
+      const reasons = [...new Set(Object.values(channels).flatMap((q) => q.reasons || []))];
+      $("#quality-reasons").textContent = reasons.length ? `Reasons: ${reasons.join("; ")}.` : "Every channel is good.";
       if (!Object.keys(channels).length) $("#quality").replaceChildren(h("p", { class: "muted" }, "No channel report yet."));
     } else if (pluginId === "psd") {
       const series = value.channels.map((name, i) => ({ label: name, xs: value.freqs, ys: value.psd[i] }));
@@ -728,7 +734,7 @@ pages.calibrations = async () => {
       const cell = h("td", {}, "–");
       if (/\.(png|jpe?g|gif|webp|svg)$/i.test(c.file_name)) {
         imageFrom(`/api/v1/stimuli/calibration/download/${encodeURIComponent(c.file_name)}`)
-          .then((url) => cell.replaceChildren(h("img", { src: url, alt: c.file_name, style: "max-height:60px" }))).catch(() => {});
+          .then((url) => cell.replaceChildren(h("img", { src: url, alt: c.file_name, class: "thumb" }))).catch(() => {});
       }
       return h("tr", {}, h("td", {}, c.file_name), h("td", {}, c.item_type), h("td", {}, c.description || ""), cell);
     }));
