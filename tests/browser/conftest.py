@@ -149,7 +149,14 @@ class Browser:
     def shot(self, label: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{self.name}-{len(self.shots):02d}-{label}.png"
-        self.driver.save_screenshot(str(path))
+        # The whole page, not only the viewport: grow the window to the page.
+        size = self.driver.get_window_size()
+        height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
+        self.driver.set_window_size(size["width"], min(max(height, size["height"]), 5000))
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(size["width"], size["height"])
         self.shots.append(path)
         return path
 
@@ -195,9 +202,7 @@ def browser_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
                 browser.shot("final")
         finally:
             browser.driver.quit()
-    if failed and not os.environ.get("EEGHUB_TEST_SCREENSHOTS") == "always":
-        pass  # keep the step screenshots too: they are what CI keeps as artefacts
-    elif not failed and os.environ.get("EEGHUB_TEST_SCREENSHOTS") != "always":
-        for browser in made:
+    if not failed and os.environ.get("EEGHUB_TEST_SCREENSHOTS") != "always":
+        for browser in made:  # kept only when a test fails (CI keeps .ci/logs as artefacts)
             for path in browser.shots:
                 path.unlink(missing_ok=True)
