@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,12 @@ class Server:
         self.base, self.env, self.log = base, env, log
 
 
-@pytest.fixture
-def console_server(services_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:  # noqa: F811
+@contextmanager
+def serve(env_vars: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """``eeghub serve`` on a free port with ``env_vars``, until healthy."""
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_")},
-        **services_env,
-        "EEGHUB_AUTH__ADMIN_USERS": ADMIN,
-        "EEGHUB_ANALYZER__INTERVAL_SECONDS": "1",
-        "EEGHUB_ANALYZER__COHERENCE_WINDOW_SECONDS": "8",
-    }
-    log = tmp_path / "server.log"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_")}, **env_vars}
+    log = tmp_path / f"server-{port}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "eeghub.cli", "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -83,6 +79,20 @@ def console_server(services_env: dict[str, str], tmp_path: Path) -> Iterator[Ser
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def console_server(services_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:  # noqa: F811
+    """On the real PostgreSQL, RabbitMQ and S3, with an administrator and a
+    fast analyzer (results every second, coherence over 8 s)."""
+    env = {
+        **services_env,
+        "EEGHUB_AUTH__ADMIN_USERS": ADMIN,
+        "EEGHUB_ANALYZER__INTERVAL_SECONDS": "1",
+        "EEGHUB_ANALYZER__COHERENCE_WINDOW_SECONDS": "8",
+    }
+    with serve(env, tmp_path) as server:
+        yield server
 
 
 def chromium_paths() -> tuple[str, str]:
@@ -150,6 +160,7 @@ class Browser:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{self.name}-{len(self.shots):02d}-{label}.png"
         # The whole page, not only the viewport: grow the window to the page.
+        self.driver.execute_script("window.scrollTo(0, 0)")
         size = self.driver.get_window_size()
         height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
         self.driver.set_window_size(size["width"], min(max(height, size["height"]), 5000))

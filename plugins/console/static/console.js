@@ -226,7 +226,7 @@ function lineChart({ series, xLabel, yLabel, logY = false, width = 560, height =
     svg.append(s("polyline", { fill: "none", stroke: color, "stroke-width": 1.5, points: points.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(" ") }));
   });
   const legend = h("div", { class: "legend" }, series.map((d, i) => h("span", {}, h("i", { style: { background: d.color || PALETTE[i % PALETTE.length] } }), d.label)));
-  return h("div", {}, svg, legend);
+  return h("div", { class: "chart" }, svg, legend);
 }
 
 /** Viridis-like colour for 0..1. */
@@ -487,10 +487,10 @@ function correctionPlot(report, session) {
   const legend = h("div", { class: "legend" }, h("span", {}, h("i", { style: { background: "#1f6fb2" } }), "logged onset, matched"),
     h("span", {}, h("i", { style: { background: "#d23c3c" } }), "logged onset, unmatched"), h("span", {}, h("i", { style: { background: "#2e9d4f" } }), "trigger (corrected onset)"));
   const residuals = report.residuals_ms || [];
-  const residualChart = residuals.length ? lineChart({
+  const residualChart = residuals.length ? h("div", { class: "plot" }, lineChart({
     series: [{ label: "residual (trigger − logged − offset)", xs: residuals.map((_, i) => i + 1), ys: residuals }],
     xLabel: "matched event (time order)", yLabel: "residual (ms)", height: 200,
-  }) : null;
+  })) : null;
   return h("div", {}, svg, legend, residualChart);
 }
 
@@ -588,6 +588,8 @@ pages.live = async () => {
   } else if (first) {
     status.textContent = first.data.status || "No results yet.";
   } else {
+    status.textContent = "The server refused or failed this view (the message above says why).";
+    for (const id of ["#quality", "#psd-plot", "#coherence-plot"]) $(id).replaceChildren();
     return;
   }
   // Server-sent events read through fetch: EventSource cannot send the
