@@ -805,7 +805,7 @@ async function start() {
     const me = await whoami();
     if (!me) return;
     $("#who").textContent = `${me.user_id}${me.administrator ? " (administrator)" : ""}`;
-    if (!me.administrator) document.querySelector('[data-nav="operations"]').hidden = true;
+    document.querySelector('[data-nav="operations"]').hidden = !me.administrator;
     const out = $("#sign-out");
     out.hidden = false;
     out.addEventListener("click", () => { identity.clear(); location.assign("/console/sign-in"); });
