@@ -242,6 +242,24 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     a.wait(lambda d: len(a.all("#queues tbody tr")) == 6, message="queues")
     a.text_in("#plugins", "console")
     a.shot("operations")
+    # Calibration items: administrators register one; it is listed with its preview.
+    (stimuli / "fixation.png").write_bytes(png(32, 32, (0, 0, 0)))
+    a.open("/console/calibrations")
+    add = a.visible("#add-calibration")
+    add.find_element("name", "file").send_keys(str(stimuli / "fixation.png"))
+    add.find_element("name", "description").send_keys("fixation cross")
+    add.find_element("css selector", "button[type=submit]").click()
+    a.text_in("#calibrations tbody", "fixation.png")
+    a.wait(lambda d: a.all("#calibrations img.thumb"), message="calibration preview")
+    a.shot("calibrations")
+    p.open("/console/calibrations")
+    p.text_in("#calibrations tbody", "fixation.png")
+    assert not p.css("#add-calibration").is_displayed()
+    # Signing out forgets the identity: the next page asks again.
+    a.css("#sign-out").click()
+    a.wait(lambda d: "/console/sign-in" in d.current_url, message="sign-out")
+    a.open("/console/operations")
+    a.wait(lambda d: "/console/sign-in?next=" in d.current_url, message="pages need an identity after sign-out")
 
     # --- a tablet-width viewport: the pages reflow without horizontal scrolling
     t = browser_factory(console_server.base, width=768, height=1024)
