@@ -171,6 +171,15 @@ class Browser:
         self.shots.append(path)
         return path
 
+    def foreign_references(self) -> list[str]:
+        """Everything the page loaded or links to that is not this server
+        (resource timing entries and every src/href in the DOM)."""
+        return list(self.driver.execute_script(
+            """const urls = performance.getEntriesByType('resource').map(e => e.name)
+                 .concat([...document.querySelectorAll('[src],[href]')].map(e => e.src || e.href));
+               return urls.filter(u => u && !u.startsWith(location.origin + '/') && !u.startsWith('blob:' + location.origin));"""
+        ))
+
     def console_errors(self) -> list[str]:
         try:
             entries = self.driver.get_log("browser")

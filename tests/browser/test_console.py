@@ -136,6 +136,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
         "return [...document.querySelectorAll('.stimulus img')].map(i => [i.src.slice(0, 5), i.naturalWidth])")
     assert loaded == [["blob:", 64], ["blob:", 64]], loaded
     b.shot("experiment-stimuli")
+    assert b.foreign_references() == []
 
     # --- participants join; one streams a session in real time
     subject = Participant(console_server.base, SUBJECT, eid)
@@ -162,6 +163,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     assert len(b.all("#psd-plot svg polyline")) == 8
     b.wait(lambda d: len(b.all("#coherence-plot svg rect")) >= 64, timeout=60, message="no coherence matrix")
     b.shot("live")
+    assert b.foreign_references() == []
     streamer.join(timeout=60)
     assert not streamer.is_alive() and not subject.errors, subject.errors
 
@@ -178,9 +180,17 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     b.text_in("#correction-facts", "60.0 ms")
     b.wait(lambda d: len(b.all("#correction-plot circle.ev-matched")) == len(TRIGGERS), message="timeline")
     assert "time since session start (s)" in b.css("#correction-plot svg").text
-    streams = b.css("#streams tbody").text
-    assert "100.0 %" in streams, streams
+    # A 202 means queued, not stored: a packet stored after the session was
+    # linked is linked by a second pass, so reload until all are counted.
+    for _ in range(60):
+        if "4000 / 4000" in b.css("#streams tbody").text:
+            break
+        time.sleep(1)
+        b.driver.refresh()
+        b.text_in("#correction-status", "completed")
+    assert "100.0 %" in b.css("#streams tbody").text, b.css("#streams tbody").text
     b.shot("session")
+    assert b.foreign_references() == []
 
     # --- export: start, progress to completed, validator summary, download
     b.open(f"/console/experiments/{eid}/exports")
@@ -193,6 +203,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     task_id = card.get_attribute("data-task-id")
     card.find_element("css selector", "details summary").click()
     b.shot("exports")
+    assert b.foreign_references() == []
     card.find_element("css selector", "button.download").click()
     b.wait(lambda d: [p for p in b.downloads.glob("*.zip")], timeout=60, message="no download")
     zip_path = next(b.downloads.glob("*.zip"))
@@ -242,6 +253,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     a.wait(lambda d: len(a.all("#queues tbody tr")) == 6, message="queues")
     a.text_in("#plugins", "console")
     a.shot("operations")
+    assert a.foreign_references() == []
     # Calibration items: administrators register one; it is listed with its preview.
     (stimuli / "fixation.png").write_bytes(png(32, 32, (0, 0, 0)))
     a.open("/console/calibrations")
@@ -271,5 +283,6 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
         overflow = t.driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, (path, overflow)
         t.shot("tablet-" + path.split("/")[2])
+        assert t.foreign_references() == [], path
     for browser in (b, p, a, t):
         assert not [m for m in browser.console_errors() if "the server responded with a status of 4" not in m], browser.console_errors()
