@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from litestar.params import Parameter
 
 from eeghub.core.auth import Identity, identity_of, require_user
 from eeghub.core.context import AppContext
-from eeghub.core.errors import Forbidden, NotFound
+from eeghub.core.errors import BrokerError, BrokerUnavailable, Forbidden, NotFound, ServiceUnavailable
 from eeghub.core.http import IdParam, error_responses
 from eeghub.core.messaging import describe_dead_letter
 from eeghub.core.ports import dead_letter_queue
@@ -34,7 +33,6 @@ class RecentErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
         self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=ERROR_CAPACITY)
-        self._lock_records = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -48,12 +46,14 @@ class RecentErrors(logging.Handler):
             "message": message[:500],
             "exception": record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None,
         }
-        with self._lock_records:
-            self.records.append(entry)
+        self.records.append(entry)  # under the handler's lock (Handler.handle)
 
     def newest(self, limit: int) -> list[dict[str, Any]]:
-        with self._lock_records:
+        self.acquire()
+        try:
             return list(self.records)[-limit:][::-1]
+        finally:
+            self.release()
 
     @classmethod
     def install(cls, ctx: AppContext) -> None:
@@ -100,8 +100,17 @@ ADMIN_ERRORS = error_responses(401, 403, 503)
 async def list_queues(ctx: AppContext) -> dict[str, Any]:
     """Each durable queue with its depth and the depth of its dead-letter queue."""
     names = durable_queues(ctx.settings.broker.queues)
-    depths = await asyncio.gather(*(ctx.broker.queue_depth(n) for n in names))
-    dead = await asyncio.gather(*(ctx.broker.queue_depth(dead_letter_queue(n)) for n in names))
+
+    async def depth(name: str) -> int | str:
+        try:
+            return await ctx.broker.queue_depth(name)
+        except BrokerUnavailable:
+            raise
+        except BrokerError as exc:  # e.g. a queue deleted by hand: shown, not a 500
+            return f"unavailable: {exc}"[:300]
+
+    depths = await asyncio.gather(*(depth(n) for n in names))
+    dead = await asyncio.gather(*(depth(dead_letter_queue(n)) for n in names))
     queues = [{"queue": n, "depth": d, "dead_letters": x} for n, d, x in zip(names, depths, dead, strict=True)]
     return {"queues": queues, "backend": ctx.backends.get("broker")}
 
@@ -118,7 +127,12 @@ async def list_dead_letters(
     """A queue's dead letters (without consuming them): id, attempts, error,
     headers and the start of the body."""
     name = _queue(ctx, queue)
-    letters = await ctx.broker.dead_letters(name, limit=limit)
+    try:
+        letters = await ctx.broker.dead_letters(name, limit=limit)
+    except BrokerUnavailable:
+        raise
+    except BrokerError as exc:
+        raise ServiceUnavailable(f"cannot read the dead letters of {name}: {exc}") from None
     return {"queue": name, "dead_letters": [describe_dead_letter(letter) for letter in letters]}
 
 
@@ -134,7 +148,12 @@ async def replay_dead_letters(
 ) -> dict[str, Any]:
     """Move a queue's dead letters (all, or the first ``limit``) back to it."""
     name = _queue(ctx, queue)
-    moved = await ctx.broker.replay_dead_letters(name, limit=limit)
+    try:
+        moved = await ctx.broker.replay_dead_letters(name, limit=limit)
+    except BrokerUnavailable:
+        raise
+    except BrokerError as exc:
+        raise ServiceUnavailable(f"cannot replay the dead letters of {name}: {exc}") from None
     logging.getLogger("eeghub.console").info("%s replayed %d dead letter(s) of %s", identity.user_id, moved, name)
     return {"queue": name, "replayed": moved}
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
 from eeghub.core.errors import PermanentFailure
@@ -156,6 +157,22 @@ async def test_dead_letters_are_listed_and_replayed(app_client: Any, services_en
         # Replayed to the consumer, which fails it again.
         await wait_for(lambda: _async(len(failing.seen) == 2), timeout=30)
         await wait_for(dead, timeout=30)
+
+        # A dead-letter queue deleted behind eeghub's back is shown as
+        # unavailable, not a 500, and reading it is a 503.
+        export_queue = app.state.ctx.settings.broker.queues.export_queue
+        connection = await aio_pika.connect(services_env["EEGHUB_BROKER__URL"])
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete(export_queue + ".dlq")
+        finally:
+            await connection.close()
+        r = await client.get("/api/v1/admin/queues", headers=user(ADMIN))
+        assert r.status_code == 200, r.text
+        row = next(q for q in r.json()["queues"] if q["queue"] == export_queue)
+        assert str(row["dead_letters"]).startswith("unavailable") and row["depth"] == 0, row
+        r = await client.get(f"/api/v1/admin/queues/{export_queue}/dead-letters", headers=user(ADMIN))
+        assert r.status_code == 503 and export_queue in r.json()["error"], r.text
 
 
 async def _async(value: Any) -> Any:
