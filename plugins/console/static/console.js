@@ -451,11 +451,12 @@ pages.sessions = async () => {
     $("#page-info").textContent = page.total ? `${offset + 1}–${offset + page.items.length} of ${page.total}` : "no sessions";
     $("#prev-page").disabled = offset === 0;
     $("#next-page").disabled = offset + limit >= page.total;
+    return page.items.some((x) => [x.link_status, x.event_correction_status].some((v) => ["pending", "processing"].includes(v)));
   }
   filter.addEventListener("submit", (event) => { event.preventDefault(); offset = 0; guarded(load); });
   $("#prev-page").addEventListener("click", () => { offset = Math.max(0, offset - limit); guarded(load); });
   $("#next-page").addEventListener("click", () => { offset += limit; guarded(load); });
-  await guarded(load);
+  await poll(load, 3000); // while a shown session is still being linked or corrected
 };
 
 function correctionPlot(report, session) {
