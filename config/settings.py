@@ -121,10 +121,14 @@ class PluginSettings(_Section):
 
 
 class AuthSettings(_Section):
-    mode: Literal["trusted-header", "jwt"] = "trusted-header"
-    """``trusted-header``: identity from ``X-User-Id`` (behind an authenticating
-    gateway only). ``jwt``: a bearer token signed with ``jwt_secret`` (HS256) or
-    the key in ``jwt_public_key_file`` / ``jwks_file`` (RS256/ES256)."""
+    mode: Literal["compat", "trusted-header", "jwt"] = "compat"
+    """``compat``: the predecessor's rules: ``X-User-Id`` where it is sent, and
+    without it, on the calls where the predecessor took the caller from the
+    request (join, data, media, analysis poll, export task by id), that
+    request's user id. ``trusted-header``: ``X-User-Id`` required on every
+    call (behind an authenticating gateway only). ``jwt``: a bearer token
+    signed with ``jwt_secret`` (HS256) or the key in ``jwt_public_key_file`` /
+    ``jwks_file`` (RS256/ES256). See docs/identity.md."""
     user_header: str = "X-User-Id"
     jwt_secret: str | None = None
     jwt_public_key_file: str | None = None
@@ -133,6 +137,11 @@ class AuthSettings(_Section):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = 30
+    link_secret: str | None = None
+    """``jwt`` mode: key of the signed download links (default: derived from
+    ``jwt_secret``; without either, random per process)."""
+    link_ttl_seconds: int = 300
+    """Lifetime of a signed download link."""
     admin_users: list[str] = []
     """User ids allowed to use administrative endpoints (calibration items, DLQ)."""
 
@@ -257,6 +266,7 @@ SECRET_KEYS = frozenset(
         "object_store.secret_key",
         "broker.url",
         "auth.jwt_secret",
+        "auth.link_secret",
         "export.internal_token",
     }
 )

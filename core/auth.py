@@ -1,14 +1,21 @@
 """Identity and experiment roles, shared by every plugin.
 
-Two identity modes (``[auth] mode``):
+Three identity modes (``[auth] mode``, see ``docs/identity.md``):
 
-- ``trusted-header`` (the embedded default, and the predecessor's behaviour):
-  the caller's user id is the ``X-User-Id`` header. Only safe behind a gateway
-  that authenticates users and sets that header; ``eeghub serve`` warns when
-  this mode listens on a non-loopback address.
+- ``compat`` (the default, the predecessor's behaviour): the ``X-User-Id``
+  header where it is sent; without it, and on exactly the calls where the
+  predecessor took the caller from the request (``claimed_identity``), the
+  user id the request names (join body, data envelope, media form, analysis
+  path) or, for an export task, the task id itself.
+- ``trusted-header``: the ``X-User-Id`` header on every call. Only safe behind
+  a gateway that authenticates users and always sets that header.
 - ``jwt``: ``Authorization: Bearer <token>``, verified with HS256 and a shared
   secret, or RS256/ES256 with a PEM public key or a JWKS file. The user id is
-  the ``sub`` claim; ``exp`` is required and enforced.
+  the ``sub`` claim; ``exp`` is required and enforced. Downloads a browser
+  opens carry a short-lived signed link instead (``LinkSigner``).
+
+``eeghub serve`` warns when ``compat`` or ``trusted-header`` listens on a
+non-loopback address: both take the caller's word for who it is.
 
 Roles come from ``experiment_participants``: ``owner`` or ``participant``
 (an owner may do everything a participant may). Route handlers declare what
@@ -18,12 +25,16 @@ authorization is visible at the route.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from eeghub.config.settings import AuthSettings
 
@@ -40,6 +51,14 @@ class Identity:
 
 
 MISSING_IDENTITY = "Unauthorized: X-User-Id header is required."
+HEADER_MODES = ("compat", "trusted-header")
+"""Modes whose identity is the ``X-User-Id`` header."""
+
+
+def valid_user_id(value: str) -> bool:
+    """The rule for every user id: it goes into VARCHAR(255) columns, and
+    PostgreSQL text cannot hold NUL."""
+    return bool(value) and len(value) <= 255 and not any(ord(c) < 32 for c in value)
 
 
 class Authenticator:
@@ -50,8 +69,11 @@ class Authenticator:
         self.mode = settings.mode
         self._key: Any = None
         self._jwks: Any = None
+        self.links: LinkSigner | None = None
+        """Signed download links; only ``jwt`` mode hands them out."""
         if self.mode == "jwt":
             self._load_keys()
+            self.links = LinkSigner(settings)
 
     def _load_keys(self) -> None:
         import jwt
@@ -77,12 +99,12 @@ class Authenticator:
     def identify(self, headers: Any) -> Identity | None:
         """The caller's identity, None when the request carries none, or
         ``Unauthorized`` when it carries an invalid one."""
-        if self.mode == "trusted-header":
+        if self.mode in HEADER_MODES:
             value = headers.get(self.settings.user_header)
             if value is None:
                 return None
             value = value.strip()
-            if not value or len(value) > 255 or any(ord(c) < 32 for c in value):
+            if not valid_user_id(value):
                 raise Unauthorized(f"invalid {self.settings.user_header} header")
             return Identity(user_id=value)
         authorization = headers.get("authorization")
@@ -119,11 +141,46 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         subject = claims.get("sub")
-        # The same rule as the X-User-Id header: the user id goes into
-        # VARCHAR(255) columns, and PostgreSQL text cannot hold NUL.
-        if not isinstance(subject, str) or not subject or len(subject) > 255 or any(ord(c) < 32 for c in subject):
+        if not isinstance(subject, str) or not valid_user_id(subject):
             raise Unauthorized("token has no usable 'sub' claim")
         return Identity(user_id=subject, claims=claims)
+
+
+class LinkSigner:
+    """Short-lived signed download links (``jwt`` mode): a browser opening a
+    download cannot send a bearer token, so the route that lists the file
+    hands out ``<path>?expires=<unix time>&signature=<HMAC-SHA256>``. The MAC
+    covers the exact path (the task id or the experiment and file name), so a
+    link opens that one file until it expires and nothing else; it carries no
+    standing credential. The key is ``auth.link_secret``, else derived from
+    ``auth.jwt_secret``, else random per process (links then die with it)."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.ttl_seconds = settings.link_ttl_seconds
+        if settings.link_secret:
+            self._key = settings.link_secret.encode()
+        elif settings.jwt_secret:
+            self._key = hmac.new(settings.jwt_secret.encode(), b"eeghub download links", hashlib.sha256).digest()
+        else:
+            self._key = secrets.token_bytes(32)
+
+    def _mac(self, path: str, expires: int) -> str:
+        return hmac.new(self._key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, path: str, *, now: float | None = None) -> str:
+        """The link to ``path`` (unquoted, as the server sees it)."""
+        expires = int(now if now is not None else time.time()) + self.ttl_seconds
+        return f"{quote(path)}?expires={expires}&signature={self._mac(path, expires)}"
+
+    def verify(self, path: str, query: Any, *, now: float | None = None) -> bool:
+        """True when ``query`` holds a valid, unexpired signature for ``path``."""
+        expires_text, signature = query.get("expires"), query.get("signature")
+        if not expires_text or not signature or not str(expires_text).isdigit() or len(str(expires_text)) > 12:
+            return False
+        expires = int(expires_text)
+        if expires < (now if now is not None else time.time()):
+            return False
+        return hmac.compare_digest(self._mac(path, expires), str(signature))
 
 
 def mint_token(settings: AuthSettings, user_id: str, *, ttl_seconds: int = 3600, extra: dict[str, Any] | None = None) -> str:
@@ -182,9 +239,53 @@ def identity_of(connection: Any) -> Identity:
     ctx = connection.app.state.ctx
     identity = ctx.auth.identify(connection.headers)
     if identity is None:
-        raise Unauthorized(MISSING_IDENTITY if ctx.auth.mode == "trusted-header" else "a bearer token is required")
+        raise Unauthorized(MISSING_IDENTITY if ctx.auth.mode in HEADER_MODES else "a bearer token is required")
     connection.scope["eeghub.identity"] = identity
     return identity
+
+
+def signed_link(connection: Any, path: str) -> str:
+    """``path`` as a download link: signed in ``jwt`` mode (a browser opens
+    it without the bearer token), the plain path in the header modes."""
+    links = connection.app.state.ctx.auth.links
+    return links.sign(path) if links is not None else path
+
+
+def has_valid_link(connection: Any) -> bool:
+    """The request is a signed download link for its own path (``jwt``)."""
+    links = connection.app.state.ctx.auth.links
+    return links is not None and links.verify(connection.url.path, connection.query_params)
+
+
+def header_identity(connection: Any) -> Identity | None:
+    """The identity the request's header or token carries, or None (an
+    invalid one is still a 401)."""
+    cached = connection.scope.get("eeghub.identity")
+    if cached is not None:
+        return cached
+    identity = connection.app.state.ctx.auth.identify(connection.headers)
+    if identity is not None:
+        connection.scope["eeghub.identity"] = identity
+    return identity
+
+
+def compat_mode(connection: Any) -> bool:
+    return connection.app.state.ctx.auth.mode == "compat"
+
+
+def claimed_identity(connection: Any, claimed: str | None, where: str) -> Identity:
+    """The caller on the calls where the predecessor took it from the
+    request: the header or token when there is one (the route then checks
+    that ``claimed`` matches it); else, in ``compat`` mode only, the user id
+    the request names at ``where``. 401 otherwise."""
+    identity = header_identity(connection)
+    if identity is not None:
+        return identity
+    if compat_mode(connection) and isinstance(claimed, str) and valid_user_id(claimed):
+        identity = Identity(user_id=claimed, claims={"claimed_in": where})
+        connection.scope["eeghub.identity"] = identity
+        return identity
+    return identity_of(connection)  # raises the mode's 401
 
 
 async def require_user(connection: Any, _: Any) -> None:
@@ -193,11 +294,21 @@ async def require_user(connection: Any, _: Any) -> None:
     identity_of(connection)
 
 
-def require_role(role: Role, param: str = "experiment_id") -> Any:
+async def require_user_or_link(connection: Any, _: Any) -> None:
+    """Guard of a download a browser may open: a valid identity, or a signed
+    link for exactly this path (``jwt`` mode)."""
+    if not has_valid_link(connection):
+        identity_of(connection)
+
+
+def require_role(role: Role, param: str = "experiment_id", *, or_link: bool = False) -> Any:
     """Guard factory: the caller must hold ``role`` in the experiment named by
-    the path parameter ``param``."""
+    the path parameter ``param``. ``or_link``: a signed link for exactly this
+    path (``jwt`` mode) is enough (downloads a browser opens)."""
 
     async def guard(connection: Any, _: Any) -> None:
+        if or_link and has_valid_link(connection):
+            return
         identity = identity_of(connection)
         experiment_id = parse_experiment_id(connection.path_params[param])
         await check_role(connection.app.state.ctx.database, experiment_id, identity.user_id, role)

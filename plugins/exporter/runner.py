@@ -30,7 +30,8 @@ import msgspec
 import numpy as np
 
 from eeghub.core.context import AppContext
-from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
+from eeghub.core.errors import EeghubError, HttpError, ObjectNotFound, PermanentFailure
+from eeghub.core.files import unwrap_zstd
 from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
@@ -602,14 +603,18 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
 
 async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, session_label: str) -> int:
     """Photos and audio linked to the session, under ``sourcedata/media`` with
-    an index (``media.tsv``); BIDS has no place for them in the raw tree."""
+    an index (``media.tsv``); BIDS has no place for them in the raw tree.
+    Only files the session's own user uploaded; a file stored as the
+    predecessor's app sent it (one zstd frame) is written decompressed."""
     rows = await ctx.database.fetch(
         """SELECT object_id, 'image' AS kind, timestamp_utc AS captured_at, content_type, original_filename
-             FROM images WHERE session_id = $1
+             FROM images WHERE session_id = $1 AND user_id = $2
            UNION ALL
-           SELECT object_id, 'audio', start_time, content_type, original_filename FROM audio_clips WHERE session_id = $1
+           SELECT object_id, 'audio', start_time, content_type, original_filename FROM audio_clips
+            WHERE session_id = $1 AND user_id = $2
            ORDER BY 3, 1""",
         session["session_id"],
+        session["user_id"],
     )
     items = []
     bucket = ctx.settings.object_store.buckets.media
@@ -618,6 +623,10 @@ async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, 
             data = await ctx.objects.get_bytes(bucket, row["object_id"])
         except ObjectNotFound:
             continue
+        try:
+            data = unwrap_zstd(data, ctx.settings.ingest.max_media_bytes)
+        except HttpError:
+            log.warning("media object %s is a broken zstd frame; exported as stored", row["object_id"])
         name = row["object_id"].rsplit("/", 1)[-1]  # a safe key segment, unique per object
         items.append(
             dataset.MediaItem(
