@@ -72,7 +72,9 @@ async def test_garbage_is_rejected_with_400_and_never_stored(app_client: Any, lo
                 assert "payload_base64" in r.json()["error"], r.text
         r = await client.post("/api/v1/data", content=b"{not json", headers={**user(U), "Content-Type": "application/json"})
         assert r.status_code == 400
-        assert (await client.post("/api/v1/data", json=good)).status_code == 401
+        # compat (the default): without X-User-Id the caller is the envelope's
+        # user_id, as for the predecessor (the strict modes: test_identity_modes)
+        assert (await client.post("/api/v1/data", json=good)).status_code == 202
         r = await client.post("/api/v1/data", json=good, headers=user("someone-else"))
         assert r.status_code == 403 and "user_id" in r.json()["error"]
         # session_id may be omitted (the predecessor demanded the key)
