@@ -30,6 +30,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.metrics import Metrics, observability_middleware
 from eeghub.core.outbox import OutboxRelay
 from eeghub.core.ports import Broker, Database, ObjectStore
 from eeghub.core.system_routes import system_routes
@@ -198,6 +199,7 @@ def create_app(
     """Build the application. Nothing connects until its lifespan starts."""
     host = load_plugins(settings, extra=extra_plugins)
     ctx = AppContext(settings=settings, host=host, auth=Authenticator(settings.auth))
+    metrics = ctx.services["metrics"] = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -248,6 +250,7 @@ def create_app(
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[observability_middleware(metrics)],
         request_max_body_size=settings.server.max_request_body_bytes,
         cors_config=cors,
         openapi_config=OpenAPIConfig(

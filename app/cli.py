@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -40,15 +39,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, env)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Third-party chatter at info level hides eeghub's own messages.
-    for noisy in ("aiormq", "aio_pika", "botocore", "aiobotocore", "numba", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(level: str, log_format: str = "plain") -> None:
+    from eeghub.core.logs import setup_logging
+
+    setup_logging(level, log_format)
 
 
 # ---------------------------------------------------------------- commands
@@ -56,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     settings = _settings(args)
-    _setup_logging(settings.server.log_level)
+    _setup_logging(settings.server.log_level, settings.server.log_format)
     return serve(settings)
 
 

@@ -41,7 +41,11 @@ class ServerSettings(_Section):
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty means no CORS headers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = "plain"
+    """``plain``: one line per record; ``json``: one JSON object per line. Both carry the request id."""
     access_log: bool = False
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics`` (no identity needed: restrict it at the network)."""
     workers_threads: int = 4
     """Threads for blocking work (file I/O, decoding of large uploads)."""
 

@@ -30,6 +30,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
 from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+from .metrics import REQUEST_ID
 
 log = logging.getLogger("eeghub.http")
 
@@ -199,7 +200,7 @@ def _bad_encoding(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Respons
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    request_id = uuid.uuid4().hex[:16]
+    request_id = REQUEST_ID.get() or uuid.uuid4().hex[:16]
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", request_id=request_id)
 
