@@ -138,7 +138,12 @@ class AuthSettings(_Section):
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = 30
     admin_users: list[str] = []
-    """User ids allowed to use administrative endpoints (calibration items, DLQ)."""
+    """User ids allowed to use administrative endpoints (calibration items)."""
+    local_admin_token: bool = True
+    """Write a fresh administrator token to ``<data_dir>/admin-token`` (mode 0600)
+    at each start; the ``X-Eeghub-Admin-Token`` header with it is an administrator,
+    accepted only from a loopback address and never through a proxy. The ``eeghub``
+    commands on the same machine use it to administer a running server."""
 
 
 class SessionSettings(_Section):
