@@ -65,6 +65,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         access_log=settings.server.access_log,
         log_level=settings.server.log_level,
+        log_config=None,  # one format: uvicorn's records go through eeghub's handler (core/logs.py)
         server_header=False,
         timeout_graceful_shutdown=20,
     )

@@ -41,7 +41,11 @@ class ServerSettings(_Section):
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty means no CORS headers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = "plain"
+    """``plain``: one line per record; ``json``: one JSON object per line. Both carry the request id."""
     access_log: bool = False
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics`` (no identity needed: restrict it at the network)."""
     workers_threads: int = 4
     """Threads for blocking work (file I/O, decoding of large uploads)."""
 
@@ -143,7 +147,12 @@ class AuthSettings(_Section):
     link_ttl_seconds: int = 300
     """Lifetime of a signed download link."""
     admin_users: list[str] = []
-    """User ids allowed to use administrative endpoints (calibration items, DLQ)."""
+    """User ids allowed to use administrative endpoints (calibration items)."""
+    local_admin_token: bool = True
+    """Write a fresh administrator token to ``<data_dir>/admin-token`` (mode 0600)
+    at each start; the ``X-Eeghub-Admin-Token`` header with it is an administrator,
+    accepted only from a loopback address and never through a proxy. The ``eeghub``
+    commands on the same machine use it to administer a running server."""
 
 
 class SessionSettings(_Section):

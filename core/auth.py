@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import os
 import secrets
 import time
 import uuid
@@ -59,6 +61,59 @@ def valid_user_id(value: str) -> bool:
     """The rule for every user id: it goes into VARCHAR(255) columns, and
     PostgreSQL text cannot hold NUL."""
     return bool(value) and len(value) <= 255 and not any(ord(c) < 32 for c in value)
+
+LOCAL_ADMIN_HEADER = "X-Eeghub-Admin-Token"
+LOCAL_ADMIN_USER = "eeghub-admin"
+"""The user id of a request carrying the local administrator token."""
+ADMIN_TOKEN_FILE = "admin-token"
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def write_admin_token(data_dir: Path) -> str:
+    """A fresh local administrator token in ``<data_dir>/admin-token``,
+    readable by its owner only (created 0600, then renamed into place)."""
+    token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = data_dir / ADMIN_TOKEN_FILE
+    temporary = data_dir / f".{ADMIN_TOKEN_FILE}.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, token.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
+    return token
+
+
+def remove_admin_token(data_dir: Path, token: str) -> None:
+    """Remove the token file if it still holds ``token`` (not a newer server's)."""
+    target = data_dir / ADMIN_TOKEN_FILE
+    try:
+        if target.read_text().strip() == token:
+            target.unlink()
+    except OSError:
+        pass
+
+
+def read_admin_token(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_admin(identity: Identity, settings: AuthSettings) -> bool:
+    """An administrator: listed in ``auth.admin_users``, or the local administrator token."""
+    return bool(identity.claims.get("local_admin")) or identity.user_id in settings.admin_users
 
 
 class Authenticator:
@@ -225,8 +280,10 @@ async def check_role(database: Database, experiment_id: uuid.UUID, user_id: str,
     """Raise 403 unless ``user_id`` holds ``required`` (an owner satisfies
     ``participant``) in the experiment; 404 if the experiment does not exist."""
     role = await experiment_role(database, experiment_id, user_id)
-    if role is None or (required == "owner" and role != "owner"):
-        raise Forbidden("Forbidden")
+    if role is None:
+        raise Forbidden(f"Forbidden: {user_id} is not a member of experiment {experiment_id} (join it first)")
+    if required == "owner" and role != "owner":
+        raise Forbidden(f"Forbidden: this needs the owner role in experiment {experiment_id}; {user_id} is a {role}")
     return role
 
 
@@ -236,11 +293,10 @@ def identity_of(connection: Any) -> Identity:
     cached = connection.scope.get("eeghub.identity")
     if cached is not None:
         return cached
-    ctx = connection.app.state.ctx
-    identity = ctx.auth.identify(connection.headers)
+    identity = header_identity(connection)
     if identity is None:
-        raise Unauthorized(MISSING_IDENTITY if ctx.auth.mode in HEADER_MODES else "a bearer token is required")
-    connection.scope["eeghub.identity"] = identity
+        mode = connection.app.state.ctx.auth.mode
+        raise Unauthorized(MISSING_IDENTITY if mode in HEADER_MODES else "a bearer token is required")
     return identity
 
 
@@ -263,7 +319,9 @@ def header_identity(connection: Any) -> Identity | None:
     cached = connection.scope.get("eeghub.identity")
     if cached is not None:
         return cached
-    identity = connection.app.state.ctx.auth.identify(connection.headers)
+    ctx = connection.app.state.ctx
+    admin_token = connection.headers.get(LOCAL_ADMIN_HEADER)
+    identity = _local_admin(connection, ctx, admin_token) if admin_token is not None else ctx.auth.identify(connection.headers)
     if identity is not None:
         connection.scope["eeghub.identity"] = identity
     return identity
@@ -286,6 +344,18 @@ def claimed_identity(connection: Any, claimed: str | None, where: str) -> Identi
         connection.scope["eeghub.identity"] = identity
         return identity
     return identity_of(connection)  # raises the mode's 401
+
+
+def _local_admin(connection: Any, ctx: Any, supplied: str) -> Identity:
+    expected = ctx.services.get("admin_token")
+    if expected is None:
+        raise Unauthorized(f"{LOCAL_ADMIN_HEADER}: this server has no local administrator token (auth.local_admin_token)")
+    client = connection.client.host if connection.client else None
+    if not _is_loopback(client) or any(h in connection.headers for h in FORWARDING_HEADERS):
+        raise Forbidden(f"Forbidden: {LOCAL_ADMIN_HEADER} is accepted only from this machine (loopback, not through a proxy)")
+    if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
+        raise Unauthorized(f"{LOCAL_ADMIN_HEADER}: wrong token (it changes at every start; read <data_dir>/{ADMIN_TOKEN_FILE})")
+    return Identity(user_id=LOCAL_ADMIN_USER, claims={"local_admin": True})
 
 
 async def require_user(connection: Any, _: Any) -> None:
@@ -328,5 +398,5 @@ async def check_session_reader(database: Database, session: Any, user_id: str) -
     if session["user_id"] == user_id:
         return
     if session["experiment_id"] is None:
-        raise Forbidden("Forbidden")
+        raise Forbidden("Forbidden: only the user who recorded this session may read it (it belongs to no experiment)")
     await check_role(database, session["experiment_id"], user_id, "owner")

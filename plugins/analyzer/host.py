@@ -111,6 +111,7 @@ class AnalysisHost:
         quality_factory: Callable[[StreamLayout], Any] | None = None,
         plugin_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        on_run: Callable[[str, float], None] | None = None,
     ) -> None:
         self.buffer_seconds = buffer_seconds
         self.idle_eviction_seconds = idle_eviction_seconds
@@ -118,6 +119,8 @@ class AnalysisHost:
         self.plugin_timeout = plugin_timeout
         self.quality_factory = quality_factory
         self.clock = clock
+        self.on_run = on_run
+        """Called with (plugin id, seconds) after each successful run (metrics)."""
         self.streams: OrderedDict[tuple[str, str], Stream] = OrderedDict()
         self.results: dict[tuple[str, str], dict[str, Result]] = {}
         self.plugins: dict[str, PluginState] = {}
@@ -290,6 +293,8 @@ class AnalysisHost:
         self._release(stream, state)
         state.runs += 1
         state.total_seconds += seconds
+        if self.on_run is not None:
+            self.on_run(pid, seconds)
         if value is None or self.streams.get(stream.key) is not stream:
             return  # nothing to show, or the stream was reset meanwhile
         self._sequence += 1

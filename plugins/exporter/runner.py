@@ -32,6 +32,7 @@ import numpy as np
 from eeghub.core.context import AppContext
 from eeghub.core.errors import EeghubError, HttpError, ObjectNotFound, PermanentFailure
 from eeghub.core.files import unwrap_zstd
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
@@ -835,7 +836,10 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PermanentFailure(f"malformed export job: {exc}") from None
+        started = time.monotonic()
         await run_export(ctx, job)
+        status = await ctx.database.fetchval("SELECT status FROM export_tasks WHERE task_id = $1", job.task_id)
+        metrics_of(ctx).export_duration.labels(status or "unknown").observe(time.monotonic() - started)
 
     return handle
 

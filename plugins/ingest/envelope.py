@@ -23,7 +23,7 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 MAX_SAMPLING_RATE = 100_000.0
 
 
-class DataEnvelope(msgspec.Struct):
+class DataEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /api/v1/data`` JSON body. ``session_id`` may be left out (the
     predecessor required the key, spec §8 item 23)."""
 

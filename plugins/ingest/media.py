@@ -25,12 +25,13 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec.enums import OpenAPIFormat
 
 from eeghub.core.auth import claimed_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, HttpError, PayloadTooLarge, PermanentFailure
 from eeghub.core.files import unwrap_zstd
-from eeghub.core.http import error_responses
+from eeghub.core.http import body_operation, error_responses, file_schema, multipart, text_schema
 from eeghub.core.keys import key_segment
 from eeghub.core.ports import Delivery, Message
 
@@ -98,6 +99,23 @@ def _extension(name: str) -> str:
     tags=["ingest"],
     status_code=202,
     responses=error_responses(400, 401, 403, 413, 415, 503),
+    operation_class=body_operation(
+        "multipart/form-data: a photo (image/*, with `timestamp_utc`) or an audio recording (audio/*, with "
+        "`start_time_utc` and `end_time_utc`) taken during a session. Times are ISO 8601 with a UTC offset.",
+        multipart(
+            {
+                "file": file_schema("The image or audio file"),
+                "user_id": text_schema("The caller's user id"),
+                "session_id": text_schema("The session it belongs to (optional)"),
+                "mimetype": text_schema("image/… or audio/…; anything else is a 415", examples=["image/jpeg"]),
+                "original_filename": text_schema("The file's name on the phone (its extension is kept)"),
+                "timestamp_utc": text_schema("When the photo was taken (images)", format=OpenAPIFormat.DATE_TIME),
+                "start_time_utc": text_schema("When the recording began (audio)", format=OpenAPIFormat.DATE_TIME),
+                "end_time_utc": text_schema("When the recording ended (audio)", format=OpenAPIFormat.DATE_TIME),
+            },
+            ["file", "user_id", "mimetype"],
+        ),
+    ),
 )
 async def post_media(request: Request[Any, Any, Any], ctx: AppContext) -> Response[Accepted]:
     """Multipart ``file`` with ``user_id``, ``session_id``, ``mimetype``,

@@ -16,6 +16,7 @@ from eeghub.core.auth import claimed_identity, compat_mode, header_identity, ide
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from eeghub.core.http import error_responses, openapi_schema_of
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
@@ -138,4 +139,5 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     packet, message_id = packet_for(envelope, frame, layout)
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
+    metrics_of(ctx).packets_accepted.inc()
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

@@ -9,12 +9,14 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 
-from eeghub.core.auth import Identity, parse_experiment_id, require_role, require_user, require_user_or_link, signed_link
+from eeghub.core.auth import Identity, is_admin, parse_experiment_id, require_role, require_user, require_user_or_link, signed_link
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from eeghub.core.files import content_type_for, media_kind, stream_object, validate_file_name
-from eeghub.core.http import IdParam, UuidParam, error_responses
+from eeghub.core.http import IdParam, UuidParam, body_operation, error_responses, file_schema, multipart, text_schema
 from eeghub.core.outbox import enqueue_json
 
 from .definitions import parse_definitions
@@ -78,6 +80,24 @@ def _files(form: Any, field: str) -> list[UploadFile]:
     tags=["stimuli"],
     status_code=202,
     responses=error_responses(400, 401, 403, 404, 413, 503),
+    operation_class=body_operation(
+        "multipart/form-data: one `stimuli_definition_csv` and the `stimulus_files` it names.",
+        multipart(
+            {
+                "stimuli_definition_csv": file_schema(
+                    "UTF-8 CSV with a header row. Required columns: `file_name`, `trial_type`; known optional "
+                    "columns: `description`, `item_name`, `brand_name`, `category`, `gender`; any other column is "
+                    "kept as extra data. Its file_name values and the uploaded file names must match exactly."
+                ),
+                "stimulus_files": Schema(
+                    type=OpenAPIType.ARRAY,
+                    items=file_schema("A stimulus file, named as in the CSV"),
+                    description="The stimulus files (repeat the part once per file)",
+                ),
+            },
+            ["stimuli_definition_csv", "stimulus_files"],
+        ),
+    ),
 )
 async def upload_stimuli(
     experiment_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity
@@ -367,12 +387,27 @@ async def register_calibration_item(
     tags=["calibration"],
     status_code=201,
     responses=error_responses(400, 401, 403, 413, 503),
+    operation_class=body_operation(
+        "multipart/form-data: the calibration item's `file` (its file name is the item's name; one with the "
+        "same name is replaced), `item_type` and an optional `description`.",
+        multipart(
+            {
+                "file": file_schema("The calibration stimulus (an image)"),
+                "item_type": text_schema("What the item is in the calibration task", examples=["target", "nontarget"]),
+                "description": text_schema("Free text"),
+            },
+            ["file", "item_type"],
+        ),
+    ),
 )
 async def add_calibration(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> CalibrationItem:
     """Register or replace a calibration item (administrators, listed in
     ``auth.admin_users``): multipart ``file``, ``item_type``, ``description``."""
-    if identity.user_id not in ctx.settings.auth.admin_users:
-        raise Forbidden("Only administrators (auth.admin_users) may register calibration items")
+    if not is_admin(identity, ctx.settings.auth):
+        raise Forbidden(
+            f"Forbidden: only administrators may register calibration items ({identity.user_id} is not in "
+            "auth.admin_users; on the server's machine, `eeghub calibration add` uses the local administrator token)"
+        )
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
