@@ -212,6 +212,10 @@ class AnalyzerSettings(_Section):
     """Window of the built-in PSD (the predecessor's ANALYSIS_WINDOW_SEC was 2)."""
     coherence_window_seconds: float = 20.0
     """Window of the built-in coherence: many 1 s segments, a low noise floor."""
+    coherence_min_segments: int = 9
+    """The built-in coherence starts once the stream holds this many
+    overlapping 1 s segments (9: 5 s of data, noise floor 0.12) and grows its
+    window up to ``coherence_window_seconds``; at least 2."""
     coherence_band: list[float] = msgspec.field(default_factory=lambda: [8.0, 13.0])
     psd_fmin: float = 1.0
     psd_fmax: float = 45.0

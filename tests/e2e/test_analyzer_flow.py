@@ -252,3 +252,26 @@ async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_repo
         assert "render: ValueError: no canvas" in stats["broken"]["last_error"]
         assert "images" not in body["results"]["psd"]  # built-ins: the psd_coherence entry
         assert body["applications"]["psd_coherence"]["psd_image"]
+
+
+async def test_a_twelve_second_session_gets_a_coherence_image(app_client: Any, env: dict[str, str]) -> None:
+    """The default 20 s coherence window, a 12 s stream: the estimate starts at
+    9 segments (5 s) and the predecessor's entry carries its picture."""
+    defaults = {**env, "EEGHUB_ANALYZER__COHERENCE_WINDOW_SECONDS": "20", "EEGHUB_ANALYZER__BUFFER_SECONDS": "60"}
+    device = SimulatedDevice(user_id="short-session", device_id="short-dev", alpha_amplitude_counts=600, noise_counts=60, seed=3)
+    async with app_client(defaults) as (client, _):
+        await stream(client, device, 12)
+
+        async def ready() -> Any:
+            r = await client.get("/api/v1/users/short-session/analysis?format=json", headers=user("short-session"))
+            coherence = r.json().get("applications", {}).get("coherence") if r.status_code == 200 else None
+            return coherence if coherence and coherence["window_seconds"] >= 12 else None
+
+        coherence = await wait_for(ready, timeout=30)
+        assert coherence["n_segments"] == 23 and 0.04 < coherence["noise_floor"] < 0.05, coherence
+        assert coherence["units"]["matrix"] == "1"
+        r = await client.get("/api/v1/users/short-session/analysis", headers=user("short-session"))
+        entry = r.json()["applications"]["psd_coherence"]
+        assert base64.b64decode(entry["coherence_image"])[:4] == b"\x89PNG"
+        plugins = {p["id"]: p for p in r.json()["available_applications"] if "window_seconds" in p}
+        assert plugins["coherence"]["min_window_seconds"] == 5.0 and plugins["coherence"]["window_seconds"] == 20.0
