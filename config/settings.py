@@ -195,6 +195,10 @@ class ExportSettings(_Section):
     internal_token: str | None = None
     """Token required by ``/internal/v1/*``; unset: the internal API refuses every call."""
     max_concurrent_exports: int = 2
+    validator: str | None = None
+    """The BIDS validator to run: a path, or a command looked up on PATH.
+    Unset: ``bids-validator-deno`` next to the running interpreter, then on
+    PATH (it is a dependency of eeghub)."""
 
 
 class ChannelQualitySettings(_Section):

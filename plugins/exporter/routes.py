@@ -4,6 +4,8 @@ and with the app's task list, with authorization on every route."""
 from __future__ import annotations
 
 import hmac
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -84,9 +86,28 @@ def _task(row: Any, *, owner: bool, with_report: bool = False) -> ExportTask:
         if owner or row["error_message"] is None
         else "The export failed; an owner of the experiment can see why.",
         validation=row["validation"] if owner else _participant_view(row["validation"]),
-        download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
+        download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if _downloadable(row) else None,
         report=row["report"] if owner and with_report else None,
     )
+
+
+def _downloadable(row: Any) -> bool:
+    """Completed, or failed with its archive kept for inspection (validator
+    errors, or a validator that could not run)."""
+    return bool(row["result_file_path"]) and row["status"] in ("completed", "failed")
+
+
+ARCHIVE_SLUG_CHARS = 60
+
+
+def archive_name(experiment_name: str | None, task_id: uuid.UUID) -> str:
+    """The download's file name: a slug of the experiment's name (letters and
+    digits of any script, other runs as ``-``, at most 60 characters) and the
+    first 8 hex digits of the task id, e.g. ``visual-oddball-2025-3f2a9c1e.zip``."""
+    text = unicodedata.normalize("NFKC", experiment_name or "")
+    slug = re.sub(r"-+", "-", "".join(ch if ch.isalnum() else "-" for ch in text)).strip("-").lower()
+    slug = slug[:ARCHIVE_SLUG_CHARS].rstrip("-") or "experiment"
+    return f"{slug}-{task_id.hex[:8]}.zip"
 
 
 def _task_id(value: str) -> uuid.UUID:
@@ -201,15 +222,18 @@ async def list_export_tasks(
 )
 async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Any]:
     """The export's ZIP (owner), streamed with ``Content-Length`` and HTTP
-    ``Range``. A storage error is an error status, never a truncated 200."""
+    ``Range``, named after the experiment (``<slug>-<task id prefix>.zip``);
+    also a failed export's kept archive. A storage error is an error status,
+    never a truncated 200."""
     row = await _member_task(ctx, task_id, identity, role="owner")
-    if row["status"] != "completed" or not row["result_file_path"]:
+    if not _downloadable(row):
         raise BadRequest(f"Task is not complete. Current status: {row['status']}")
+    name = await ctx.database.fetchval("SELECT name FROM experiments WHERE experiment_id = $1", row["experiment_id"])
     return await stream_object(
         ctx.objects,
         ctx.settings.object_store.buckets.bids_exports,
         row["result_file_path"],
-        file_name=f"eid_{row['experiment_id']}.zip",
+        file_name=archive_name(name, row["task_id"]),
         content_type="application/zip",
         inline=False,
         range_header=request.headers.get("range"),

@@ -779,8 +779,8 @@ async def run_export(ctx: AppContext, job: Job) -> None:
     try:
         report = await build_dataset(ctx, job.experiment_id, root, progress)
         await progress(stage="validating", progress=87)
-        summary = await asyncio.to_thread(validation.validate, root)
-        await progress(stage="compressing and uploading", progress=90, validation=summary.to_dict())
+        summary, checked = await validate_dataset(ctx, root, f"export {job.task_id}")
+        await progress(stage="compressing and uploading", progress=90, validation=checked)
         key = f"exports/{job.experiment_id}/{job.task_id}.zip"
         written = [0]
         info = await ctx.objects.put_stream(
@@ -798,17 +798,18 @@ async def run_export(ctx: AppContext, job: Job) -> None:
             "finished_at": datetime.now(UTC),
             "report": report,
         }
-        if summary.ok:
+        if summary is not None and summary.ok:
             await update_task(ctx, job.task_id, status="completed", **fields)
         else:
-            await update_task(
-                ctx,
-                job.task_id,
-                status="failed",
-                error_message=f"the BIDS validator found {summary.errors} error(s); the archive is kept for inspection",
-                **fields,
+            why = (
+                f"the BIDS validator found {summary.errors} error(s)"
+                if summary is not None
+                else f"the dataset could not be validated ({checked['validator_error']})"
             )
-    except (ExportError, validation.ValidatorUnavailable) as exc:
+            await update_task(
+                ctx, job.task_id, status="failed", error_message=f"{why}; the archive is kept for inspection"[:1000], **fields
+            )
+    except ExportError as exc:
         await update_task(ctx, job.task_id, status="failed", error_message=str(exc), finished_at=datetime.now(UTC))
     except asyncio.CancelledError:
         raise  # shut-down: the message is redelivered and the export restarts
@@ -818,6 +819,34 @@ async def run_export(ctx: AppContext, job: Job) -> None:
                           finished_at=datetime.now(UTC))
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+VALIDATOR_HEALTH = "exporter.validator"
+"""``ctx.services`` key of the exporter's :class:`validation.ValidatorHealth`."""
+
+
+def validator_health(ctx: AppContext) -> validation.ValidatorHealth:
+    health = ctx.services.get(VALIDATOR_HEALTH)
+    if health is None:
+        health = ctx.services[VALIDATOR_HEALTH] = validation.ValidatorHealth()
+    return health  # type: ignore[no-any-return]
+
+
+async def validate_dataset(ctx: AppContext, root: Path, what: str) -> tuple[validation.ValidationSummary | None, dict[str, Any]]:
+    """Run the validator on ``root``: its summary and the task's ``validation``
+    field. A validator that is missing or cannot run is logged, marks the
+    exporter degraded in ``/api/v1/health`` and gives ``(None, {...,
+    "validator_error": reason})``: the dataset is then unvalidated, not wrong."""
+    health = validator_health(ctx)
+    try:
+        summary = await asyncio.to_thread(validation.validate, root, command=ctx.settings.export.validator)
+    except validation.ValidatorUnavailable as exc:
+        reason = str(exc)[:1000]
+        log.error("%s: the BIDS validator could not run, the dataset is not validated: %s", what, reason)
+        health.failed(reason)
+        return None, {"errors": None, "warnings": None, "schema_version": None, "issues": [], "validator_error": reason}
+    health.ran()
+    return summary, summary.to_dict()
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
@@ -846,5 +875,5 @@ async def build_for_analysis(ctx: AppContext, experiment_id: uuid.UUID) -> tuple
         from eeghub.core.errors import NotFound
 
         raise NotFound(str(exc)) from None
-    summary = await asyncio.to_thread(validation.validate, target)
-    return target, summary.to_dict()
+    _, checked = await validate_dataset(ctx, target, f"internal build of {experiment_id}")
+    return target, checked
