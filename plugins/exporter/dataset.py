@@ -7,13 +7,14 @@ writer (``session.py``) and the validator (``validation.py``), so it is the
 one entry point. Layout, for each session (one recording per session, BrainVision, see
 ``brainvision.py``)::
 
-    dataset_description.json  README  participants.tsv  participants.json
+    dataset_description.json  README  participants.tsv  participants.json  .bidsignore
     stimuli/<file_name>                              the experiment's stimuli
     sourcedata/label_map.json                        original ids → BIDS labels
     sourcedata/media/media.tsv + sub-<S>/ses-<T>/…   photos and audio from the app
     sub-<S>/ses-<T>/sub-<S>_ses-<T>_scans.tsv        filename, acq_time
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_eeg.vhdr|.vmrk|.eeg|.json
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_channels.tsv
+    sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_desc-quality_channels.json   (the predecessor's quality report)
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_events.tsv|.json
 
 Conventions (also written into the README, so a dataset explains itself):
@@ -62,6 +63,7 @@ __all__ = [
     "SessionSpec",
     "ValidationSummary",
     "validate",
+    "write_bidsignore",
     "write_dataset_description",
     "write_participants",
     "write_readme",
@@ -155,6 +157,18 @@ digits; sourcedata/label_map.json maps the original identifiers to them.
 Photos and audio recorded by the app are in sourcedata/media (index:
 sourcedata/media/media.tsv).
 """
+
+
+BIDSIGNORE = ("*_desc-quality_channels.json",)
+"""Files beside the recordings that BIDS does not define: the predecessor's
+channel-quality reports (the quality is in ``channels.tsv`` too)."""
+
+
+def write_bidsignore(root: Path, patterns: Sequence[str] = BIDSIGNORE) -> Path:
+    """``.bidsignore``: what the validator skips (gitignore syntax)."""
+    path = inside(root, ".bidsignore")
+    path.write_text("".join(f"{pattern}\n" for pattern in patterns), encoding="utf-8")
+    return path
 
 
 def write_participants(

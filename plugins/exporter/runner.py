@@ -111,6 +111,11 @@ class _SessionQuality(Mapping[str, Mapping[str, str]]):
             }
         return self._report
 
+    def channel_report(self) -> dict[str, dict[str, Any]]:
+        """The full per-channel report (the predecessor's keys), for the
+        session's ``…_desc-quality_channels.json``."""
+        return self.window.report().channel_report() if self.window.samples else {}
+
     def __getitem__(self, key: str) -> Mapping[str, str]:
         return self._build()[key]
 
@@ -556,6 +561,7 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
     await asyncio.to_thread(
         dataset.write_participants, root, [{"participant_id": f"sub-{labels.label('subject', u)}"} for u in users]
     )
+    await asyncio.to_thread(dataset.write_bidsignore, root)
     await progress(stage="copying stimuli", progress=10)
     bucket_media = ctx.settings.object_store.buckets.media
     stimuli_items: list[tuple[str, bytes]] = []
