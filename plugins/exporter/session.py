@@ -79,7 +79,7 @@ class EventSpec:
     """One logged event. ``onset_us`` is the corrected absolute onset (µs
     since the epoch) or None when no trigger matched; ``logged_onset_s`` is
     the app's onset in seconds from the session start; ``stim_file`` is a
-    file name in ``stimuli/``."""
+    path relative to ``stimuli/``: a file name, or ``calibration/<name>``."""
 
     onset_us: int | None
     logged_onset_s: float | None
@@ -345,7 +345,8 @@ def _event_rows(
             continue
         stim_file = event.stim_file
         if stim_file is not None:
-            validate_file_name(stim_file, field="events.stim_file")
+            for part in stim_file.split("/"):  # a name, or folder/name (calibration/…)
+                validate_file_name(part, field="events.stim_file")
             if not stimulus_exists(stim_file):
                 if stim_file not in missing:
                     missing.append(stim_file)
