@@ -81,6 +81,20 @@ def test_a_shared_rhythm_in_five_seconds_is_coherent() -> None:
     assert out.units["matrix"] == "1" and out.units["window_seconds"] == "s"
 
 
+def test_a_shared_10_hz_sinusoid_in_five_seconds_is_coherent_at_its_frequency() -> None:
+    from eeghub.plugins.analyzer.dsp import alpha_coherence
+
+    t = np.arange(int(5 * SFREQ)) / SFREQ
+    x = noise(3, 5, seed=9, scale=2e-6)
+    x[0] += 20e-6 * np.sin(2 * np.pi * 10 * t)
+    x[1] += 10e-6 * np.sin(2 * np.pi * 10 * t + 1.0)
+    result = alpha_coherence(x, SFREQ)
+    assert result.n_segments == 9
+    ten = list(result.freqs).index(10.0)
+    assert result.per_frequency[0, 1, ten] > 0.99  # the shared sinusoid: ≈ 1
+    assert result.per_frequency[0, 2, ten] < 0.5 and result.per_frequency[1, 2, ten] < 0.5  # independent: near the floor
+
+
 def test_the_image_title_says_segments_and_floor() -> None:
     out = CoherenceAnalysis(AnalyzerSettings()).analyze(window(noise(3, 6, seed=3)))
     assert out is not None and out.n_segments == 11
