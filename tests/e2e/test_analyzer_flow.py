@@ -79,7 +79,10 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
         async def ready(device: str) -> Any:
             r = await client.get(f"/api/v1/users/{P}/analysis?format=json&device_id={device}", headers=user(P))
             body = r.json() if r.status_code == 200 else {}
-            return body if {"psd", "coherence", "channel_quality"} <= set(body.get("applications", {})) else None
+            if not {"psd", "coherence", "channel_quality"} <= set(body.get("applications", {})):
+                return None
+            # Coherence starts at 5 s of data and grows: wait for the full 8 s window (15 segments).
+            return body if body["applications"]["coherence"]["window_seconds"] >= 8 else None
 
         a = await wait_for(lambda: ready("alpha-dev"), timeout=30)
         b = await wait_for(lambda: ready("noise-dev"), timeout=30)
@@ -97,7 +100,7 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
         assert compat["timestamp"].endswith("+00:00")
 
         coh_a, coh_b = a["applications"]["coherence"], b["applications"]["coherence"]
-        assert coh_b["n_segments"] >= 10 and coh_b["mean"] < 3 * coh_b["noise_floor"] + 0.02, coh_b
+        assert coh_b["n_segments"] == 15 and coh_b["mean"] < 3 * coh_b["noise_floor"] + 0.02, coh_b
         assert coh_a["mean"] > 0.4 > coh_b["mean"], (coh_a["mean"], coh_b["mean"])
 
         # images on demand, cached
