@@ -797,6 +797,11 @@ async def _write_one(
         "overlaps": result.overlaps,
         "packets_outside_session": len(result.outside_bounds),
         "trimmed_samples": result.trimmed_samples,
+        # The recording runs from the first to the last sample: the session's edges without data.
+        "missing_before_first_sample_s": round(result.recording_start.timestamp() - spec.start_ms / 1000, 3),
+        "missing_after_last_sample_s": round(
+            spec.end_ms / 1000 - result.recording_start.timestamp() - result.samples / spec.sampling_rate, 3
+        ),
         "events_from_trigger": result.events_from_trigger,
         "events_from_log": result.events_from_log,
         "events_not_placed": result.events_not_placed,

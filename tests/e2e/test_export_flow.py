@@ -42,7 +42,8 @@ def iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, variant: str, seed: int) -> tuple[np.ndarray, list[int]]:
+async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, variant: str, seed: int,
+                 ended_later_ms: int = 0) -> tuple[np.ndarray, list[int]]:
     """Start, stream, end one session; return the int16 data sent and the trigger samples."""
     triggers = [int(RATE * (1.0 + 1.1 * k)) for k in range(9)]
     device = SimulatedDevice(user_id=subject, device_id=f"{subject}-dev", variant=variant, seed=seed,
@@ -60,7 +61,7 @@ async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start
     files = ["choco.png", "chime.png"] if kind != "calibration" else list(CALIBRATION)
     csv = "onset,duration,trial_type,file_name,value\n" + "".join(
         f"{o:.4f},0.5,{'target' if k % 2 else 'other'},{files[k % len(files)]},{k}\n" for k, o in enumerate(onsets))
-    meta = {"session_id": sid, "user_id": subject, "device_id": f"{subject}-dev", "end_time": iso(start + SECONDS * 1000)}
+    meta = {"session_id": sid, "user_id": subject, "device_id": f"{subject}-dev", "end_time": iso(start + SECONDS * 1000 + ended_later_ms)}
     r = await client.post("/api/v1/sessions/end", headers=user(subject), **end_form(meta, csv.encode()))
     assert r.status_code == 200, r.text
     return np.concatenate(sent, axis=1), triggers
@@ -123,7 +124,10 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
             base = T0 + n * 3_600_000
             for k, (kind, variant) in enumerate((("calibration", "app"), ("main_external", "v4"))):
                 sid = f"{subject}-{kind}"
-                data, _ = await record(client, eid, subject, sid, kind, base + k * 60_000, variant, seed=10 * n + k)
+                # subj.B's main session ends 2 s after its last packet.
+                later = 2000 if (n, kind) == (1, "main_external") else 0
+                data, _ = await record(client, eid, subject, sid, kind, base + k * 60_000, variant, seed=10 * n + k,
+                                       ended_later_ms=later)
                 sent[(subject, kind)] = data
                 if n == 0 and kind == "main_external":  # a photo taken during the session
                     photo = {"user_id": subject, "session_id": sid, "mimetype": "image/png", "original_filename": "shelf.png",
@@ -178,6 +182,11 @@ async def test_export_two_subjects(app_client: Any, services_env: dict[str, str]
         assert task["report"]["calibration_stimuli"] == ["calibration/cal_target.png", "calibration/choco.png"]
         assert task["report"]["missing_calibration_stimuli"] == []
         assert all(s["missing_stimuli"] == [] for s in task["report"]["sessions"]), task["report"]
+        # The recordings run from the first to the last sample; the session's edges without data are reported.
+        edges = {s["session_id"]: (s["missing_before_first_sample_s"], s["missing_after_last_sample_s"])
+                 for s in task["report"]["sessions"]}
+        assert edges.pop("subj.B-main_external") == (0, 2.0), task["report"]
+        assert all(before == 0 and abs(after) <= 0.004 for before, after in edges.values()), edges
         listed = (await client.get(f"/api/v1/export-tasks?experiment_id={eid}", headers=user(OWNER))).json()
         assert [t["task_id"] for t in listed] == [task["task_id"]]
         assert (await client.get(f"{status_url}/download", headers=user(subjects[0]))).status_code == 403
