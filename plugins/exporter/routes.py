@@ -281,10 +281,13 @@ async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], c
 
     eid = parse_experiment_id(data.experiment_id)
     path, validation = await build_for_analysis(ctx, eid)
+    unvalidated = validation.get("validator_error")
     return InternalBuilt(
         experiment_id=str(eid),
         bids_path=str(path),
-        message="BIDS dataset created successfully for analysis.",
+        message="BIDS dataset created successfully for analysis."
+        if not unvalidated
+        else "BIDS dataset created for analysis, but it could not be validated (see validation.validator_error).",
         validation=validation,
     )
 

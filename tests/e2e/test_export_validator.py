@@ -34,7 +34,7 @@ async def test_an_unusable_validator_degrades_health_and_keeps_the_archive(
     app_client: Any, local_env: dict[str, str], tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str
 ) -> None:
     command = str(tmp_path / "no" / "bids-validator-deno") if kind == "missing" else broken_validator(tmp_path)
-    env = {**local_env, "EEGHUB_EXPORT__VALIDATOR": command}
+    env = {**local_env, "EEGHUB_EXPORT__VALIDATOR": command, "EEGHUB_EXPORT__INTERNAL_TOKEN": "t" * 32}
     subject = "subj-v"
     async with app_client(env) as (client, _):
         health = (await client.get("/api/v1/health")).json()
@@ -67,6 +67,15 @@ async def test_an_unusable_validator_degrades_health_and_keeps_the_archive(
         health = (await client.get("/api/v1/health")).json()
         assert health["plugins"]["exporter"]["status"] == "degraded"
         assert health["plugins"]["exporter"]["detail"]["reason"] == task["validation"]["validator_error"]
+
+        # The internal build says so too.
+        r = await client.post("/internal/v1/create-bids-for-analysis", json={"experiment_id": eid},
+                              headers={"X-Internal-Token": "t" * 32})
+        assert r.status_code == 200, r.text
+        built = r.json()
+        assert built["validation"]["errors"] is None
+        assert built["validation"]["validator_error"] == task["validation"]["validator_error"]
+        assert "could not be validated" in built["message"] and Path(built["bids_path"]).is_dir()
     logged = [line for line in capfd.readouterr().err.splitlines() if "ERROR" in line and "eeghub.exporter" in line]
     assert any("exports will not be validated" in m for m in logged), logged  # at start-up
     assert any(f"export {task['task_id']}" in m and "not validated" in m for m in logged), logged
