@@ -52,10 +52,10 @@ TASK_FIELDS: tuple[tuple[str, str], ...] = (
 )
 """``export.bids.tasks.<session type>.<setting>`` → ``_eeg.json`` key."""
 
-RECOMMENDED_DATASET = ("Authors", "License", "SourceDatasets")
-"""dataset_description.json keys the validator recommends (1.11); with
-events also HEDVersion (the HED schema of HED tags in events.json, which
-eeghub does not write)."""
+RECOMMENDED_DATASET = ("Authors", "License", "SourceDatasets", "HEDVersion")
+"""dataset_description.json keys the validator recommends (1.11), with or
+without events (HEDVersion: the HED schema of HED tags, which eeghub does
+not write)."""
 
 RECOMMENDED_SIDECAR = tuple(key for _, key in SIDECAR_FIELDS) + tuple(key for _, key in TASK_FIELDS)
 """``_eeg.json`` keys the validator recommends that eeghub cannot know (HeadCircumference aside)."""
@@ -100,7 +100,7 @@ def left_for_the_lab(
     (``fill``: the setting that fills it, or why eeghub cannot)."""
     left: list[dict[str, str]] = []
     dataset = dataset_fields(bids)
-    for key in (*RECOMMENDED_DATASET, *(("HEDVersion",) if events else ())):
+    for key in RECOMMENDED_DATASET:
         if not _given(dataset.get(key)):
             name = next((n for n, k in DATASET_FIELDS if k == key), None)
             fill = f"export.bids.{name}" if name else f"export.bids.dataset_description.{key}"

@@ -81,7 +81,22 @@ async def test_an_unusable_validator_degrades_health_and_keeps_the_archive(
     assert any(f"export {task['task_id']}" in m and "not validated" in m for m in logged), logged
 
 
-async def test_a_working_validator_is_healthy(app_client: Any, local_env: dict[str, str]) -> None:
+async def test_a_working_validator_is_healthy_and_the_report_names_every_warned_key(
+    app_client: Any, local_env: dict[str, str]
+) -> None:
+    """Nothing in ``[export.bids]``: each key the validator recommends is in
+    the report's ``left_for_the_lab`` (EEGReference too, written as n/a)."""
+    subject = "subj-w"
     async with app_client(local_env) as (client, _):
         exporter = (await client.get("/api/v1/health")).json()["plugins"]["exporter"]
         assert exporter["status"] == "ok" and os.path.basename(exporter["detail"]["validator"]) == "bids-validator-deno"
+        eid = await new_experiment(client, "Unconfigured lab")
+        await join(client, eid, subject)
+        await record(client, local_env["EEGHUB_DATABASE__URL"], eid, subject, "s-plain", T0, seed=6)
+        await wait_processed(client, {"s-plain": subject})
+        task = await finished_task(client, await start_export(client, eid, OWNER), OWNER)
+    assert task["status"] == "completed" and task["validation"]["errors"] == 0, task
+    warned = {i["sub_code"] or "Authors" for i in task["validation"]["issues"]}  # TOO_FEW_AUTHORS has no sub code
+    left = [f["field"] for f in task["report"]["left_for_the_lab"]]
+    assert warned <= set(left) and set(left) - warned == {"EEGReference"}, (sorted(warned), left)
+    assert {"Authors", "License", "TaskDescription", "HEDVersion", "StimulusPresentation", "HeadCircumference"} <= warned

@@ -29,7 +29,7 @@ def test_nothing_configured_leaves_every_recommended_key_to_the_lab() -> None:
     # The experiment's description describes the main tasks, not calibration.
     described = left_for_the_lab(BidsSettings(), ["calibration", "main_task"], "Snacks on a shelf", events=False)
     assert fields(described).count("TaskDescription") == 1
-    assert "HEDVersion" not in fields(described) and "StimulusPresentation" not in fields(described)
+    assert "HEDVersion" in fields(described) and "StimulusPresentation" not in fields(described)  # no events.json
 
 
 def test_settings_fill_the_files() -> None:
