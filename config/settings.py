@@ -18,7 +18,7 @@ names the key (see ``config/loader.py``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -205,6 +205,62 @@ class IngestSettings(_Section):
     storing, never the 202. 0: write whatever is waiting at once."""
 
 
+class BidsTaskSettings(_Section):
+    """What the lab says about one task (one session type) in ``_eeg.json``."""
+
+    task_description: str | None = None
+    """TaskDescription (default for tasks other than calibration: the experiment's description)."""
+    instructions: str | None = None
+    """Instructions: the text given to the participant."""
+    cog_atlas_id: str | None = None
+    """CogAtlasID: a https://www.cognitiveatlas.org/task/id/… URI."""
+    cog_po_id: str | None = None
+    """CogPOID: a http://www.wiki.cogpo.org/… URI."""
+
+
+class BidsSettings(_Section):
+    """Dataset and recording metadata only the lab knows, written into every
+    export (BIDS RECOMMENDED fields). What stays unset is listed in the
+    export report's ``left_for_the_lab``."""
+
+    authors: list[str] = []
+    """dataset_description.json Authors, one person per entry."""
+    license: str | None = None
+    """License, e.g. ``CC0`` or ``CC-BY-4.0``."""
+    acknowledgements: str | None = None
+    how_to_acknowledge: str | None = None
+    funding: list[str] = []
+    ethics_approvals: list[str] = []
+    references_and_links: list[str] = []
+    dataset_doi: str | None = None
+    institution_name: str | None = None
+    institution_address: str | None = None
+    institutional_department_name: str | None = None
+    manufacturer: str | None = None
+    """The EEG amplifier's manufacturer."""
+    manufacturers_model_name: str | None = None
+    software_versions: str | None = None
+    """The acquisition software (app and firmware) versions."""
+    cap_manufacturer: str | None = None
+    cap_manufacturers_model_name: str | None = None
+    eeg_placement_scheme: str | None = None
+    """e.g. ``10-20``."""
+    eeg_reference: str | None = None
+    """e.g. ``Cz`` or ``linked mastoids``; unset: ``n/a``."""
+    eeg_ground: str | None = None
+    subject_artefact_description: str | None = None
+    """Known artefacts of the set-up, written for every recording."""
+    stimulus_presentation: dict[str, str] = {}
+    """``_events.json`` StimulusPresentation: OperatingSystem, SoftwareName,
+    SoftwareRRID, SoftwareVersion, Code."""
+    tasks: dict[str, BidsTaskSettings] = {}
+    """Per session type (``calibration``, ``main_task``, …)."""
+    dataset_description: dict[str, Any] = {}
+    """More dataset_description.json keys (e.g. SourceDatasets); they win over eeghub's."""
+    sidecar: dict[str, Any] = {}
+    """More ``_eeg.json`` keys for every recording; they win over eeghub's."""
+
+
 class ExportSettings(_Section):
     output_dir: str | None = None
     """Working area and internal-build output (default ``<data_dir>/exports``)."""
@@ -213,6 +269,11 @@ class ExportSettings(_Section):
     internal_token: str | None = None
     """Token required by ``/internal/v1/*``; unset: the internal API refuses every call."""
     max_concurrent_exports: int = 2
+    validator: str | None = None
+    """The BIDS validator to run: a path, or a command looked up on PATH.
+    Unset: ``bids-validator-deno`` next to the running interpreter, then on
+    PATH (it is a dependency of eeghub)."""
+    bids: BidsSettings = msgspec.field(default_factory=BidsSettings)
 
 
 class ChannelQualitySettings(_Section):
@@ -230,6 +291,10 @@ class AnalyzerSettings(_Section):
     """Window of the built-in PSD (the predecessor's ANALYSIS_WINDOW_SEC was 2)."""
     coherence_window_seconds: float = 20.0
     """Window of the built-in coherence: many 1 s segments, a low noise floor."""
+    coherence_min_segments: int = 9
+    """The built-in coherence starts once the stream holds this many
+    overlapping 1 s segments (9: 5 s of data, noise floor 0.12) and grows its
+    window up to ``coherence_window_seconds``; at least 2."""
     coherence_band: list[float] = msgspec.field(default_factory=lambda: [8.0, 13.0])
     psd_fmin: float = 1.0
     psd_fmax: float = 45.0

@@ -198,8 +198,11 @@ class AnalysisHost:
     def window_for(self, stream: Stream, plugin: Any) -> AnalysisWindow | None:
         layout = stream.layout
         n = int(round(plugin.window_seconds * layout.sampling_rate))
-        if stream.buffer.available < n:
+        minimum = getattr(plugin, "min_window_seconds", None)
+        n_min = n if minimum is None else min(n, max(1, int(round(minimum * layout.sampling_rate))))
+        if stream.buffer.available < n_min:
             return None
+        n = min(n, stream.buffer.available)  # a growing window until the buffer holds a full one
         picks = [i for i, t in enumerate(layout.channel_types) if t in plugin.channel_types]
         if not picks:
             return None

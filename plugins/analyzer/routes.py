@@ -101,6 +101,7 @@ def _summaries(host: AnalysisHost) -> list[dict[str, Any]]:
             "display_name": state.plugin.display_name,
             "description": state.plugin.description,
             "window_seconds": state.plugin.window_seconds,
+            "min_window_seconds": getattr(state.plugin, "min_window_seconds", state.plugin.window_seconds),
             "interval_seconds": state.plugin.interval_seconds,
             "channel_types": list(state.plugin.channel_types),
         }

@@ -4,6 +4,8 @@ and with the app's task list, with authorization on every route."""
 from __future__ import annotations
 
 import hmac
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -97,9 +99,28 @@ def _task(request: Any, row: Any, *, owner: bool, with_report: bool = False) -> 
         if owner or row["error_message"] is None
         else "The export failed; an owner of the experiment can see why.",
         validation=row["validation"] if owner else _participant_view(row["validation"]),
-        download_url=signed_link(request, download) if row["status"] == "completed" else None,
+        download_url=signed_link(request, download) if _downloadable(row) else None,
         report=row["report"] if owner and with_report else None,
     )
+
+
+def _downloadable(row: Any) -> bool:
+    """Completed, or failed with its archive kept for inspection (validator
+    errors, or a validator that could not run)."""
+    return bool(row["result_file_path"]) and row["status"] in ("completed", "failed")
+
+
+ARCHIVE_SLUG_CHARS = 60
+
+
+def archive_name(experiment_name: str | None, task_id: uuid.UUID) -> str:
+    """The download's file name: a slug of the experiment's name (letters and
+    digits of any script, other runs as ``-``, at most 60 characters) and the
+    first 8 hex digits of the task id, e.g. ``visual-oddball-2025-3f2a9c1e.zip``."""
+    text = unicodedata.normalize("NFKC", experiment_name or "")
+    slug = re.sub(r"-+", "-", "".join(ch if ch.isalnum() else "-" for ch in text)).strip("-").lower()
+    slug = slug[:ARCHIVE_SLUG_CHARS].rstrip("-") or "experiment"
+    return f"{slug}-{task_id.hex[:8]}.zip"
 
 
 def _task_id(value: str) -> uuid.UUID:
@@ -221,10 +242,12 @@ async def list_export_tasks(
 )
 async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext) -> Response[Any]:
     """The export's ZIP (owner), streamed with ``Content-Length`` and HTTP
-    ``Range``. A storage error is an error status, never a truncated 200.
-    Without a header or token: the signed ``download_url`` of the task
-    status (``jwt``), or, in ``compat`` mode, anyone holding the task id
-    (the app opens this link in the phone's browser)."""
+    ``Range``, named after the experiment (``<slug>-<task id prefix>.zip``);
+    also a failed export's kept archive. A storage error is an error status,
+    never a truncated 200. Without a header or token: the signed
+    ``download_url`` of the task status (``jwt``), or, in ``compat`` mode,
+    anyone holding the task id (the app opens this link in the phone's
+    browser)."""
     identity = header_identity(request)
     if identity is None and (has_valid_link(request) or compat_mode(request)):
         row = await ctx.database.fetchrow("SELECT * FROM export_tasks WHERE task_id = $1", _task_id(task_id))
@@ -232,13 +255,14 @@ async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], c
             raise NotFound("Task not found")
     else:
         row = await _member_task(ctx, task_id, identity or identity_of(request), role="owner")
-    if row["status"] != "completed" or not row["result_file_path"]:
+    if not _downloadable(row):
         raise BadRequest(f"Task is not complete. Current status: {row['status']}")
+    name = await ctx.database.fetchval("SELECT name FROM experiments WHERE experiment_id = $1", row["experiment_id"])
     return await stream_object(
         ctx.objects,
         ctx.settings.object_store.buckets.bids_exports,
         row["result_file_path"],
-        file_name=f"eid_{row['experiment_id']}.zip",
+        file_name=archive_name(name, row["task_id"]),
         content_type="application/zip",
         inline=False,
         range_header=request.headers.get("range"),
@@ -286,10 +310,13 @@ async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], c
 
     eid = parse_experiment_id(data.experiment_id)
     path, validation = await build_for_analysis(ctx, eid)
+    unvalidated = validation.get("validator_error")
     return InternalBuilt(
         experiment_id=str(eid),
         bids_path=str(path),
-        message="BIDS dataset created successfully for analysis.",
+        message="BIDS dataset created successfully for analysis."
+        if not unvalidated
+        else "BIDS dataset created for analysis, but it could not be validated (see validation.validator_error).",
         validation=validation,
     )
 
