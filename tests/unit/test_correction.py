@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eeghub.core.correction import MatchParameters, _align, greedy_baseline, match_events
+from eeghub.core.correction import NO_CODE, MatchParameters, _align, _Problem, greedy_baseline, match_events
 
 START_US = 1_760_000_000_000_000  # a session start in epoch µs
 MS = 1000
@@ -134,10 +134,13 @@ def test_offset_near_the_search_limit(offset_ms: float) -> None:
     assert report.offset_ms is not None and abs(report.offset_ms - offset_ms) < 1.0
 
 
-def test_offset_outside_the_search_range_is_no_match() -> None:
+def test_offset_outside_the_search_range_is_not_corrected() -> None:
+    # Inside ±2 s only chance alignments remain (about 30 of 200 events at
+    # any offset); the two best tie, so the session is ambiguous, never ok.
     s = make_session(3, offset_ms=2500.0)
     corrected, report = match_events(s.expected, s.triggers)
-    assert report.status == "no_match" and corrected == [None] * len(s.expected)
+    assert report.status in ("no_match", "ambiguous") and corrected == [None] * len(s.expected)
+    assert report.matched == 0 and report.evidence is None
     assert match_events(s.expected, s.triggers, MatchParameters(max_offset_ms=3000.0))[1].matched == len(s.expected)
 
 
@@ -259,15 +262,17 @@ def test_all_triggers_far_away_is_no_match() -> None:
 
 
 def test_one_event() -> None:
-    # One pair is no evidence of an offset; the caller may accept it anyway.
+    # One event and one trigger in the searched range correspond one to one.
     corrected, report = match_events([START_US], [START_US + 137 * MS])
-    assert corrected == [None] and report.status == "no_match"
+    assert corrected == [START_US + 137 * MS] and report.status == "ok" and report.evidence == "one-to-one"
+    assert report.offset_ms == 137.0
+    # Two triggers, either could be it: never a silent choice, even when the
+    # statistical threshold is switched off.
     one = MatchParameters(min_matches_for_offset=1, min_evidence_z=0.0)
-    corrected, report = match_events([START_US], [START_US + 137 * MS], one)
-    assert corrected == [START_US + 137 * MS] and report.offset_ms == 137.0
-    # Ties (two triggers, either could be it) go to the smaller |offset|.
-    corrected, _ = match_events([START_US], [START_US - 300 * MS, START_US + 137 * MS], one)
-    assert corrected == [START_US + 137 * MS]
+    for params in (MatchParameters(), one):
+        corrected, report = match_events([START_US], [START_US - 300 * MS, START_US + 137 * MS], params)
+        assert corrected == [None] and report.status in ("no_match", "ambiguous")
+    assert report.status == "ambiguous" and {c["offset_ms"] for c in report.candidates} == {-300.0, 137.0}
 
 
 def test_noise_on_the_trigger_channel_is_no_match() -> None:
@@ -292,9 +297,12 @@ def test_too_few_matches_for_an_offset() -> None:
     # One trigger cannot establish an offset for two events (default needs 2).
     corrected, report = match_events([0, 500 * MS], [100 * MS])
     assert report.status == "no_match" and corrected == [None, None]
+    assert report.reason is not None and "not one-to-one: 2 events, 1 triggers" in report.reason
+    # Without the threshold either event could own the trigger: ambiguous.
     relax = MatchParameters(min_matches_for_offset=1, min_evidence_z=0.0)
     _, relaxed = match_events([0, 500 * MS], [100 * MS], relax)
-    assert relaxed.status == "ok" and relaxed.matched == 1
+    assert relaxed.status == "ambiguous" and relaxed.matched == 0
+    assert sorted(c["offset_ms"] for c in relaxed.candidates) == [-400.0, 100.0]
 
 
 def test_report_is_json_serialisable() -> None:
@@ -316,24 +324,30 @@ def test_bad_input_is_refused() -> None:
         MatchParameters(tolerance_ms=0)
 
 
-def test_pair_bound_still_finds_the_offset() -> None:
+def test_bin_bound_still_finds_the_offset() -> None:
+    # 1024 bins over a ~400 s session: bins of ~0.8 s instead of 25 ms.
     s = make_session(12, n=400, offset_ms=-700.0, jitter_ms=2.0, drop=0.1, extra=0.1)
-    corrected, report = match_events(s.expected, s.triggers, MatchParameters(max_pairs=500))
-    assert wrong(corrected, s) == []
+    corrected, report = match_events(s.expected, s.triggers, MatchParameters(max_bins=1024))
+    assert wrong(corrected, s) == [] and report.status == "ok"
 
 
 # ------------------------------------------------------------------ properties
 
 
-def dense_optimum(events: list[int], triggers: list[int], offset: int, tolerance_us: float) -> tuple[int, int]:
-    """(matches, total |residual|) of the best monotone one-to-one matching,
-    by the textbook E × T alignment table: the oracle for the sparse DP."""
+def dense_optimum(
+    events: list[int], triggers: list[int], offset: int, tolerance_us: float,
+    event_codes: list[int], trigger_codes: list[int],
+) -> tuple[int, int]:
+    """(matches, total |residual|) of the best monotone one-to-one matching
+    of compatible pairs (equal codes, or the event's is NO_CODE), by the
+    textbook E × T alignment table: the oracle for the sparse DP."""
     best = [[(0, 0)] * (len(triggers) + 1) for _ in range(len(events) + 1)]
     for i in range(1, len(events) + 1):
         for j in range(1, len(triggers) + 1):
             options = [best[i - 1][j], best[i][j - 1]]
             residual = abs(triggers[j - 1] - events[i - 1] - offset)
-            if residual <= tolerance_us:
+            compatible = event_codes[i - 1] in (NO_CODE, trigger_codes[j - 1])
+            if residual <= tolerance_us and compatible:
                 count, cost = best[i - 1][j - 1]
                 options.append((count + 1, cost - residual))
             best[i][j] = max(options)
@@ -345,12 +359,22 @@ times = st.lists(st.integers(0, 20_000), min_size=0, max_size=25)
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=times, triggers=times, offset=st.integers(-300, 300))
-def test_sparse_dp_is_optimal(events: list[int], triggers: list[int], offset: int) -> None:
+@given(events=times, triggers=times, offset=st.integers(-300, 300), coded=st.booleans(), seed=st.integers(0, 2**16))
+def test_sparse_dp_is_optimal(events: list[int], triggers: list[int], offset: int, coded: bool, seed: int) -> None:
     events, triggers = sorted(events), sorted(set(triggers))
-    alignment = _align(np.array(events, dtype=np.int64), np.array(triggers, dtype=np.int64), offset, 400.0)
-    assert (len(alignment.pairs), alignment.cost_us) == dense_optimum(events, triggers, offset, 400.0)
+    rng = np.random.default_rng(seed)
+    event_codes = rng.choice([NO_CODE, 1, 2], len(events)).tolist() if coded else [NO_CODE] * len(events)
+    trigger_codes = rng.choice([1, 2], len(triggers)).tolist() if coded else [NO_CODE] * len(triggers)
+    problem = _Problem(
+        np.array(events, dtype=np.int64), np.array(triggers, dtype=np.int64),
+        np.array(event_codes, dtype=np.int64), np.array(trigger_codes, dtype=np.int64), 400.0, 0.0, 0.0, coded,
+    )  # fmt: skip
+    alignment = _align(problem, offset)
+    assert (len(alignment.pairs), alignment.cost_us) == dense_optimum(
+        events, triggers, offset, 400.0, event_codes, trigger_codes
+    )
     assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(alignment.pairs, alignment.pairs[1:], strict=False))
+    assert all(event_codes[i] in (NO_CODE, trigger_codes[j]) for i, j in alignment.pairs)
 
 
 @st.composite
