@@ -109,7 +109,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -225,6 +225,9 @@ class CorrectionReport:
     """When ``ambiguous``: the two offsets that could not be told apart."""
     precision_radius_ms: float | None = None
     """The radius within which candidates' matches were counted."""
+    match_radius_ms: float | None = None
+    """The largest residual the final (statistical) assignment accepted:
+    the tolerance, or three residual spreads of the session when less."""
     codes_used: bool = False
     """Whether matching required equal codes (both sides had codes)."""
     code_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -246,6 +249,8 @@ class _Alignment:
     offset_us: int
     pairs: list[tuple[int, int]]
     cost_us: int
+    radius_us: float | None = None
+    """The largest residual the assignment accepted, when it was narrowed."""
 
     def key(self) -> tuple[int, int, int]:
         """Larger is better: more matches, less |residual|, smaller |offset|."""
@@ -320,6 +325,7 @@ class _Outcome:
     runner_up: _Candidate | None = None
     best: _Candidate | None = None
     radius_us: float | None = None
+    match_radius_us: float | None = None
 
 
 # ---------------------------------------------------------------- public API
@@ -426,6 +432,7 @@ def _decide(problem: _Problem, params: MatchParameters) -> _Outcome:
         return searched
     if one_to_one is not None:
         searched.status, searched.kind, searched.alignment, searched.reason = "ok", "one-to-one", one_to_one, None
+        searched.match_radius_us = None
         return searched
     if searched.status == "no_match":
         searched.reason = f"{searched.reason}; {why_not}"
@@ -444,11 +451,12 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     runner = next(
         (c for c in candidates[1:] if abs(c.alignment.offset_us - best.alignment.offset_us) > 2.0 * tolerance_us), None
     )
-    alignment = best.alignment
+    alignment = _tightened(problem, best.alignment)
     chance = _chance_pairs(vote, alignment.offset_us, tolerance_us)
     windows = (problem.high_us - problem.low_us + 2.0 * tolerance_us) / 2.0
     evidence = _evidence(alignment.abs_residuals_us(problem.events, problem.triggers), chance, tolerance_us, windows)
     outcome = _Outcome("ok", alignment, evidence, "statistical", None, runner, best, radius)
+    outcome.match_radius_us = alignment.radius_us
     if len(alignment.pairs) < params.min_matches_for_offset or evidence.z < params.min_evidence_z:
         outcome.status, outcome.kind = "no_match", None
         outcome.reason = (
@@ -462,6 +470,18 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
             f"explain {best.precise} and {runner.precise} events: not decisive"
         )
     return outcome
+
+
+def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
+    """The assignment redone within ``PRECISION_MARGIN`` residual spreads
+    of its offset when that is less than the tolerance: a pulse farther
+    from the expected time than the session's true triggers ever are (a
+    spurious pulse where a trigger was lost) is left alone."""
+    spread = _spread(alignment.abs_residuals_us(problem.events, problem.triggers), problem.tolerance_us)
+    radius = min(problem.tolerance_us, PRECISION_MARGIN * spread)
+    if radius >= problem.tolerance_us:
+        return replace(alignment, radius_us=problem.tolerance_us)
+    return replace(_align(replace(problem, tolerance_us=radius), alignment.offset_us), radius_us=radius)
 
 
 def _judge_candidates(
@@ -935,6 +955,8 @@ class _ReportContext:
             runner_up=None if outcome.runner_up is None else _describe(outcome.runner_up),
             candidates=candidates,
             precision_radius_ms=None if outcome.radius_us is None else outcome.radius_us / 1000.0,
+            match_radius_ms=None if outcome.match_radius_us is None or outcome.status != "ok"
+            else outcome.match_radius_us / 1000.0,
             codes_used=self.coded,
             code_counts=self._code_counts(pairs),
             event_details=details,
