@@ -59,7 +59,9 @@ This module works in four steps.
    one at the end); missing triggers at the ends make it tie. The winner is
    taken only when its lead of m precise matches is decisive: chance pulses
    (the unmatched triggers' rate, plus one) would give the runner-up m more
-   matches within the precision radius with probability below ``alias_p``.
+   matches within the precision radius with probability below ``alias_p``,
+   and the runner-up does not have more matches within the tolerance (unless
+   it has at most half the winner's precise ones).
    Otherwise the status is ``ambiguous``: both candidates with their counts
    are in the report and no onset is corrected.
 4. **Optimal monotone one-to-one assignment** at an offset. Each event may
@@ -520,9 +522,18 @@ def _decisive(problem: _Problem, best: _Candidate, runner: _Candidate, radius_us
     """Whether chance pulses would give the runner-up the winner's lead with
     probability below ``alias_p``: a Poisson tail at the rate of the
     triggers the winner leaves unmatched (plus one), over the runner-up's
-    unmatched events, each with a window of ±radius."""
+    unmatched events, each with a window of ±radius.
+
+    The precise count is not the whole story when it is small: the radius
+    comes from the sharpest candidate's spread, which a few lucky residuals
+    can make too tight for the truth's. So when the runner-up has more
+    matches within the tolerance, the winner must also be far more precise
+    (the runner-up at most half its precise matches, as an alias of fast
+    stimuli is); else the two are not told apart."""
     lead = best.precise - runner.precise
     if lead <= 0:
+        return False
+    if len(runner.alignment.pairs) > len(best.alignment.pairs) and 2 * runner.precise > best.precise:
         return False
     window = problem.window_triggers()
     span_us = max(float(problem.triggers[window[-1]] - problem.triggers[window[0]]), 1e6) if window.size else 1e6
