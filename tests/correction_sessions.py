@@ -73,8 +73,10 @@ def make_session(case: Case, seed: int, tolerance_ms: float = 50.0, null: bool =
     """One session of ``case``. ``drop``/``spurious`` are fractions of the
     events (at least one pulse when non-zero). Spurious pulses fall anywhere
     in the session, but never within the tolerance (+10 ms) of a dropped
-    trigger's place nor within 10 ms of a kept one: there no method could
-    tell them from the real pulse. ``null``: the trigger channel carries
+    trigger's place nor within 25 ms of a kept one: there a pulse can be
+    nearer to the expected time than the event's own trigger (whose
+    latency varies by ±8 ms, plus the 4 ms sample grid), and no method could
+    tell them apart. ``null``: the trigger channel carries
     only random pulses (0.3 per second), none of them the events'."""
     rng = np.random.default_rng(seed)
     n = case.events
@@ -105,7 +107,7 @@ def make_session(case: Case, seed: int, tolerance_ms: float = 50.0, null: bool =
     while len(pulses) < wanted:
         pulse = int(rng.integers(START_US, end_us))
         near_dropped = not null and any(abs(pulse - int(true[i])) <= (tolerance_ms + 10) * 1000 for i in dropped)
-        near_kept = bool(kept) and min(abs(pulse - k) for k in kept) < 10_000
+        near_kept = bool(kept) and min(abs(pulse - k) for k in kept) < 25_000
         if not near_dropped and not near_kept:
             pulses.append(pulse)
             pulse_codes.append(int(rng.integers(1, 4)) if case.coded else 1)
