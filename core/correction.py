@@ -229,7 +229,8 @@ class CorrectionReport:
     """The radius within which candidates' matches were counted."""
     match_radius_ms: float | None = None
     """The largest residual the final (statistical) assignment accepted:
-    the tolerance, or three residual spreads of the session when less."""
+    three residual spreads of the session, within half the tolerance and
+    the tolerance."""
     codes_used: bool = False
     """Whether matching required equal codes (both sides had codes)."""
     code_counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -445,7 +446,7 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     """The offset search (module docstring, steps 1–3) and its evidence."""
     tolerance_us = problem.tolerance_us
     vote = _vote_offsets(problem, params)
-    judged = _judge_candidates(problem, vote.candidates, params.refine_iterations)
+    judged = _judge_candidates(problem, vote.candidates, params.refine_iterations, 2.0 * vote.bin_us)
     if not judged:
         return _Outcome("no_match", reason="no offset in the searched range puts an event on a compatible trigger")
     candidates, radius = judged
@@ -476,18 +477,21 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
 
 def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
     """The assignment redone within ``PRECISION_MARGIN`` residual spreads
-    of its offset when that is less than the tolerance: a pulse farther
-    from the expected time than the session's true triggers ever are (a
-    spurious pulse where a trigger was lost) is left alone."""
+    of its offset, but not less than half the tolerance, when that is less
+    than the tolerance: a pulse farther from the expected time than the
+    session's true triggers ever are (a spurious pulse where a trigger was
+    lost) is left alone. The floor keeps a true trigger whose latency
+    happened to vary more than the few others' (a spread from few residuals
+    is unreliable)."""
     spread = _spread(alignment.abs_residuals_us(problem.events, problem.triggers), problem.tolerance_us)
-    radius = min(problem.tolerance_us, PRECISION_MARGIN * spread)
+    radius = min(problem.tolerance_us, max(PRECISION_MARGIN * spread, problem.tolerance_us / 2.0))
     if radius >= problem.tolerance_us:
         return replace(alignment, radius_us=problem.tolerance_us)
     return replace(_align(replace(problem, tolerance_us=radius), alignment.offset_us), radius_us=radius)
 
 
 def _judge_candidates(
-    problem: _Problem, offsets: list[int], iterations: int
+    problem: _Problem, offsets: list[int], iterations: int, uncertainty_us: float
 ) -> tuple[list[_Candidate], float] | None:
     """Every candidate settled and aligned, distinct offsets only, best
     first by matches within the shared precision radius (step 2); and the
@@ -495,7 +499,7 @@ def _judge_candidates(
     tolerance_us = problem.tolerance_us
     alignments: list[_Alignment] = []
     for offset in offsets:
-        settled, _ = _settle_offset(problem, offset, iterations)
+        settled, _ = _settle_offset(problem, offset, iterations, uncertainty_us)
         alignment = _refined_alignment(problem, settled, iterations)
         if not alignment.pairs:
             continue
@@ -724,13 +728,15 @@ def _chance_pairs(vote: _Vote, offset_us: int, tolerance_us: float) -> float:
     return (max(around, 0.0) + 1.0) * 2.0 * tolerance_us / measure
 
 
-def _settle_offset(problem: _Problem, offset_us: int, iterations: int) -> tuple[int, Int64Array]:
+def _settle_offset(
+    problem: _Problem, offset_us: int, iterations: int, uncertainty_us: float = 0.0
+) -> tuple[int, Int64Array]:
     """Move ``offset_us`` to the median residual of the events' nearest
-    compatible triggers until it stops moving (a first step looks twice the
-    tolerance away: a vote peak is known to within a bin or two); the offset
-    and the final |residuals|."""
+    compatible triggers until it stops moving (a first step looks as far as
+    twice the tolerance or ``uncertainty_us``: a vote peak is known to within
+    a bin or two); the offset and the final |residuals|."""
     tolerance_us = problem.tolerance_us
-    residuals = _nearest_residuals(problem, offset_us, 2.0 * tolerance_us)
+    residuals = _nearest_residuals(problem, offset_us, max(2.0 * tolerance_us, uncertainty_us))
     if residuals.size:
         offset_us += int(np.rint(np.median(residuals)))
     residuals = _nearest_residuals(problem, offset_us, tolerance_us)
