@@ -90,7 +90,10 @@ the matches within ±r:
 - it must reach ``min_evidence_z`` (4), with at least
   ``min_matches_for_offset`` matches.
 
-In practice five to seven matched events are needed. Fewer events are
+In practice five to seven matched events are needed. The final assignment
+then accepts residuals up to three residual spreads (at least half the
+tolerance, at most all of it): a spurious pulse in a lost trigger's place
+farther than the true triggers ever are is not taken. Fewer events are
 corrected only on a one-to-one correspondence (``evidence: "one-to-one"``):
 as many triggers in the searched range as events, the k-th event with the
 k-th trigger of the same code, every interval between consecutive events
