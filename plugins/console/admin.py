@@ -14,7 +14,7 @@ from typing import Any
 from litestar import get, post
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, identity_of, require_user
+from eeghub.core.auth import Identity, identity_of, is_admin, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BrokerError, BrokerUnavailable, Forbidden, NotFound, ServiceUnavailable
 from eeghub.core.http import IdParam, error_responses
@@ -68,14 +68,11 @@ class RecentErrors(logging.Handler):
             logging.getLogger("eeghub").removeHandler(handler)
 
 
-def is_administrator(ctx: AppContext, identity: Identity) -> bool:
-    return identity.user_id in ctx.settings.auth.admin_users
-
-
 async def require_admin(connection: Any, _: Any) -> None:
-    """Guard: the caller is listed in ``auth.admin_users``."""
+    """Guard: the caller is an administrator (``auth.admin_users``, or the
+    local administrator token)."""
     identity = identity_of(connection)
-    if not is_administrator(connection.app.state.ctx, identity):
+    if not is_admin(identity, connection.app.state.ctx.settings.auth):
         raise Forbidden("Only administrators (auth.admin_users) may use the operations routes")
 
 
@@ -90,7 +87,7 @@ async def whoami(ctx: AppContext, identity: Identity) -> dict[str, Any]:
     """The caller as the server sees them: user id, identity mode, and whether
     they are an administrator (which the console uses to show its admin pages;
     the admin routes check it again)."""
-    return {"user_id": identity.user_id, "auth_mode": ctx.auth.mode, "administrator": is_administrator(ctx, identity)}
+    return {"user_id": identity.user_id, "auth_mode": ctx.auth.mode, "administrator": is_admin(identity, ctx.settings.auth)}
 
 
 ADMIN_ERRORS = error_responses(401, 403, 503)

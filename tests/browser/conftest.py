@@ -111,7 +111,13 @@ class Browser:
         self.shots: list[Path] = []
 
     def open(self, path: str) -> None:
+        """Load a page and wait until its script has attached its handlers."""
         self.driver.get(self.base + path)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        self.wait(lambda d: d.execute_script("return document.body && document.body.dataset.ready === '1'"),
+                  message="the page's script never became ready")
 
     def wait(self, condition: Any, timeout: float = 30, message: str = "") -> Any:
         from selenium.common.exceptions import TimeoutException
@@ -150,11 +156,14 @@ class Browser:
     def sign_in(self, user: str) -> None:
         self.open("/console/sign-in")
         self.driver.execute_script("sessionStorage.clear()")
+        self.driver.refresh()
+        self.wait_ready()
         field = self.visible("#user-id")
         field.clear()
         field.send_keys(user)
         self.css("#sign-in-form button[type=submit]").click()
         self.text_in("#who", user)
+        self.wait_ready()
 
     def shot(self, label: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

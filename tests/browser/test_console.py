@@ -115,6 +115,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     Select(form.find_element("name", "presentation_order")).select_by_visible_text("sequential")
     form.find_element("css selector", "button[type=submit]").click()
     b.wait(lambda d: "/console/experiments/" in d.current_url and d.current_url.count("/") >= 5, message="no experiment page")
+    b.wait_ready()
     eid = b.driver.current_url.rstrip("/").split("/")[-1]
     b.text_in("#experiment-name", "Chocolate shelf study")
     b.text_in("#experiment-facts", "sequential")
@@ -172,7 +173,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     row = f'#sessions tr[data-session-id="{subject.session_id}"]'
     b.visible(row)
     b.shot("sessions")
-    b.css(f"{row} a").click()
+    b.open(f"/console/sessions/{subject.session_id}")  # the list re-renders while linking runs
     b.text_in("#link-status", "completed", timeout=90)
     b.text_in("#correction-status", "completed", timeout=90)
     b.text_in("#correction-matched", f"{len(TRIGGERS)} of {len(TRIGGERS)} events", timeout=30)

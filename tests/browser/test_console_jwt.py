@@ -41,8 +41,10 @@ def test_sign_in_with_a_token(local_env: dict[str, str], browser_factory: Any, t
         b.css("#sign-in-form button[type=submit]").click()
         b.text_in("#who", "alice")
         assert b.driver.current_url.endswith("/console/experiments")
+        b.wait_ready()
         b.visible("#create-experiment").find_element("name", "name").send_keys("Token study")
         b.css("#create-experiment button[type=submit]").click()
+        b.wait_ready()
         b.text_in("#experiment-facts", "owner")
         b.shot("jwt-experiment")
 

@@ -85,7 +85,7 @@ async def test_path_values_are_escaped_into_the_page(app_client: Any, local_env:
 async def test_operations_routes_are_for_administrators(app_client: Any, local_env: dict[str, str]) -> None:
     async with app_client(local_env, EEGHUB_AUTH__ADMIN_USERS=ADMIN) as (client, app):
         me = (await client.get("/api/v1/console/me", headers=user(ADMIN))).json()
-        assert me == {"user_id": ADMIN, "auth_mode": "trusted-header", "administrator": True}
+        assert me == {"user_id": ADMIN, "auth_mode": "compat", "administrator": True}
         assert (await client.get("/api/v1/console/me", headers=user("bob"))).json()["administrator"] is False
         assert (await client.get("/api/v1/console/me")).status_code == 401
         for method, path in (("GET", "/api/v1/admin/queues"), ("GET", "/api/v1/admin/errors"),

@@ -159,7 +159,10 @@ async function saveResponse(response, fallbackName) {
   return { name, bytes: blob.size };
 }
 
-async function imageFrom(path) {
+/** An image's URL for an <img>: the signed link in jwt mode (the browser
+ * loads it without the token), else the file fetched with the identity. */
+async function imageFrom(path, signed) {
+  if (MODE === "jwt" && signed && signed.includes("signature=")) return signed;
   const response = await api(path, { raw: true });
   if (!response.ok) throw new ApiError(response.status, null);
   return URL.createObjectURL(await response.blob());
@@ -295,6 +298,7 @@ pages.sign_in = async () => {
     const data = new FormData(form);
     tryIdentity(MODE === "jwt" ? { token: String(data.get("token")).trim() } : { user_id: String(data.get("user_id")).trim() });
   });
+  ready();
 };
 
 pages.experiments = async () => {
@@ -305,7 +309,6 @@ pages.experiments = async () => {
       h("td", {}, badge(e.role)), h("td", {}, e.has_password ? "yes" : "no"), h("td", {}, e.presentation_order))));
     $("#experiments-empty").hidden = list.length > 0;
   }
-  await guarded(load);
   $("#create-experiment").addEventListener("submit", (event) => guarded(async () => {
     event.preventDefault();
     const data = new FormData(event.target);
@@ -323,6 +326,8 @@ pages.experiments = async () => {
     await api(`/api/v1/auth/experiments/${encodeURIComponent(eid)}/join`, { method: "POST", json });
     location.assign(`/console/experiments/${eid}`);
   }));
+  ready();
+  await guarded(load);
 };
 
 async function experimentHeader(eid) {
@@ -386,14 +391,13 @@ pages.experiment = async () => {
       const card = h("figure", { class: "stimulus", "data-file-name": st.file_name }, holder,
         h("figcaption", {}, h("strong", {}, st.file_name), h("br"), `${st.trial_type || ""} · ${fmtBytes(st.size_bytes)}`));
       if ((st.content_type || "").startsWith("image/")) {
-        imageFrom(`/api/v1/stimuli/${encodeURIComponent(eid)}/download/${encodeURIComponent(st.file_name)}`)
+        imageFrom(`/api/v1/stimuli/${encodeURIComponent(eid)}/download/${encodeURIComponent(st.file_name)}`, st.download_url)
           .then((url) => holder.replaceWith(h("img", { src: url, alt: st.file_name })))
           .catch(() => { holder.textContent = "preview unavailable"; });
       }
       return card;
     }));
   }
-  await guarded(load);
   $("#edit-experiment").addEventListener("submit", (event) => guarded(async () => {
     event.preventDefault();
     const f = event.target;
@@ -429,6 +433,8 @@ pages.experiment = async () => {
       return !["completed", "failed"].includes(job.status);
     }, 500);
   }));
+  ready();
+  await guarded(load);
 };
 
 pages.sessions = async () => {
@@ -456,6 +462,7 @@ pages.sessions = async () => {
   filter.addEventListener("submit", (event) => { event.preventDefault(); offset = 0; guarded(load); });
   $("#prev-page").addEventListener("click", () => { offset = Math.max(0, offset - limit); guarded(load); });
   $("#next-page").addEventListener("click", () => { offset += limit; guarded(load); });
+  ready();
   await poll(load, 3000); // while a shown session is still being linked or corrected
 };
 
@@ -499,6 +506,7 @@ pages.session = async () => {
   const sid = body.dataset.sessionId;
   const path = `/api/v1/sessions/${encodeURIComponent(sid)}`;
   let named = false;
+  ready();
   await poll(async () => {
     const session = await api(path);
     if (session.experiment_id && !named) {
@@ -557,6 +565,7 @@ pages.live = async () => {
     event.preventDefault();
     location.assign(`/console/live/${encodeURIComponent(input.value.trim())}`);
   });
+  ready();
   if (!user) return;
   $("#live-user").textContent = `· ${user}`;
   const status = $("#live-status");
@@ -636,8 +645,17 @@ pages.live = async () => {
 function exportCard(task, owner) {
   const v = task.validation;
   const done = task.status === "completed";
-  const download = h("button", { type: "button", class: "download", disabled: !(done && owner) }, "Download ZIP");
+  // Completed, or failed with the archive kept for inspection.
+  const download = h("button", { type: "button", class: "download", disabled: !(task.download_url && owner) }, done ? "Download ZIP" : "Download the kept ZIP");
   download.addEventListener("click", () => guarded(async () => {
+    if (MODE === "jwt" && task.download_url && task.download_url.includes("signature=")) {
+      // A short-lived signed link: the browser streams the file to disk itself.
+      const a = h("a", { href: task.download_url, download: "", hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      return;
+    }
     download.disabled = true;
     const response = await api(`/api/v1/export-tasks/${task.task_id}/download`, { raw: true });
     if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
@@ -665,8 +683,6 @@ function reportTable(report) {
 pages.exports = async () => {
   const eid = body.dataset.experimentId;
   let owner = false;
-  await guarded(async () => { owner = (await experimentHeader(eid)).role === "owner"; });
-  $("#start-export").hidden = !owner;
   async function refresh() {
     const list = await api(`/api/v1/export-tasks?experiment_id=${encodeURIComponent(eid)}&limit=20`);
     // The list leaves the report out; the newest task is read in full.
@@ -679,6 +695,10 @@ pages.exports = async () => {
     await api(`/api/v1/experiments/${encodeURIComponent(eid)}/export`, { method: "POST" });
     await poll(refresh, 1000);
   }));
+  $("#start-export").hidden = true;
+  await guarded(async () => { owner = (await experimentHeader(eid)).role === "owner"; });
+  $("#start-export").hidden = !owner;
+  ready();
   await poll(refresh, 1000);
 };
 
@@ -725,6 +745,7 @@ pages.neuro_marketing = async () => {
     flash("Analysis requested.", "info");
     await load();
   }));
+  ready();
   await guarded(load);
 };
 
@@ -742,7 +763,6 @@ pages.calibrations = async () => {
       return h("tr", {}, h("td", {}, c.file_name), h("td", {}, c.item_type), h("td", {}, c.description || ""), cell);
     }));
   }
-  await guarded(load);
   $("#add-calibration").addEventListener("submit", (event) => guarded(async () => {
     event.preventDefault();
     await api("/api/v1/calibrations", { method: "POST", form: new FormData(event.target) });
@@ -750,6 +770,8 @@ pages.calibrations = async () => {
     flash("Registered.", "info");
     await load();
   }));
+  ready();
+  await guarded(load);
 };
 
 pages.operations = async () => {
@@ -789,10 +811,14 @@ pages.operations = async () => {
     $("#ops-updated").textContent = `Updated ${fmtTime(new Date().toISOString())}; refreshes every 5 s.`;
     return true;
   }
+  ready();
   await poll(refresh, 5000);
 };
 
 // ------------------------------------------------------------------ start
+/** Marks the page as interactive: its handlers are attached (tests wait for it). */
+function ready() { body.dataset.ready = "1"; }
+
 let mePromise = null;
 function whoami() {
   if (!mePromise) mePromise = identity.get() ? api("/api/v1/console/me").catch(() => null) : Promise.resolve(null);
@@ -812,6 +838,7 @@ async function start() {
     out.addEventListener("click", () => { identity.clear(); location.assign("/console/sign-in"); });
   }
   if (pages[page]) await pages[page]();
+  ready();
 }
 
 start();
