@@ -12,6 +12,7 @@ import jwt
 import pytest
 
 from .conftest import serve
+from .test_console import png
 
 pytestmark = [pytest.mark.postgres]
 
@@ -46,6 +47,18 @@ def test_sign_in_with_a_token(local_env: dict[str, str], browser_factory: Any, t
         b.css("#create-experiment button[type=submit]").click()
         b.wait_ready()
         b.text_in("#experiment-facts", "owner")
+        # Previews load from the API's signed links (an <img> cannot send the token).
+        (tmp_path / "s.csv").write_text("file_name,trial_type\ndot.png,target\n")
+        (tmp_path / "dot.png").write_bytes(png(32, 24, (200, 0, 0)))
+        upload = b.visible("#upload-stimuli")
+        upload.find_element("name", "stimuli_definition_csv").send_keys(str(tmp_path / "s.csv"))
+        upload.find_element("name", "stimulus_files").send_keys(str(tmp_path / "dot.png"))
+        upload.find_element("css selector", "button[type=submit]").click()
+        b.text_in("#stimulus-job-status", "completed", timeout=60)
+        b.wait(lambda d: b.all(".stimulus img"), message="no preview")
+        src = b.driver.execute_script("return document.querySelector('.stimulus img').src")
+        b.wait(lambda d: d.execute_script("return document.querySelector('.stimulus img').naturalWidth") == 32, message="preview not loaded")
+        assert "signature=" in src and src.startswith(server.base + "/api/v1/stimuli/"), src
         b.shot("jwt-experiment")
 
         # An identity provider redirecting back with the token in the fragment.
