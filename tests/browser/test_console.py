@@ -179,6 +179,7 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
     b.text_in("#correction-matched", f"{len(TRIGGERS)} of {len(TRIGGERS)} events", timeout=30)
     # The log's onsets are 60 ms before the triggers: the known offset.
     b.text_in("#correction-facts", "60.0 ms")
+    b.text_in("#correction-facts", "Evidence")
     b.wait(lambda d: len(b.all("#correction-plot circle.ev-matched")) == len(TRIGGERS), message="timeline")
     assert "time since session start (s)" in b.css("#correction-plot svg").text
     # A 202 means queued, not stored: a packet stored after the session was

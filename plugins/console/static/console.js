@@ -466,6 +466,12 @@ pages.sessions = async () => {
   await poll(load, 3000); // while a shown session is still being linked or corrected
 };
 
+function offsetText(c) {
+  if (!c || typeof c !== "object") return String(c);
+  const offset = typeof c.offset_ms === "number" ? `${c.offset_ms.toFixed(1)} ms` : "?";
+  return `offset ${offset}${c.matched !== undefined ? `, ${c.matched} matched` : ""}`;
+}
+
 function correctionPlot(report, session) {
   const start = new Date(session.start_time).getTime();
   const events = report.events || [];
@@ -548,6 +554,10 @@ pages.session = async () => {
         ["Residuals", stats.median === null || stats.median === undefined ? "–"
           : `median ${stats.median.toFixed(2)} ms, mean ${stats.mean.toFixed(2)} ms, SD ${stats.std.toFixed(2)} ms, max |r| ${stats.max_abs.toFixed(2)} ms`],
         ["Tolerance", `${r.tolerance_ms} ms (${r.method})`],
+        ...(r.evidence ? [["Evidence", r.evidence + (typeof r.evidence_z === "number" ? ` (z = ${r.evidence_z.toFixed(1)})` : "")]] : []),
+        ...(r.reason ? [["Why nothing was corrected", r.reason]] : []),
+        ...(Array.isArray(r.candidates) && r.candidates.length ? [["Candidates (could not be told apart)", r.candidates.map(offsetText).join("; ")]] : []),
+        ...(r.runner_up ? [["Runner-up", offsetText(r.runner_up)]] : []),
       ]);
       $("#correction-plot").replaceChildren(correctionPlot(r, session));
     }
