@@ -1,0 +1,72 @@
+"""The summary sentence, built from the numbers (no external service), in
+English or Japanese."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _names(rows: list[dict[str, Any]], stimuli: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for row in rows:
+        meta = stimuli.get(row["file_name"], {})
+        out.append(meta.get("item_name") or row["file_name"])
+    return out
+
+
+def summarize(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], language: str) -> str:
+    ja = language.lower().startswith("ja")
+    status = result["status"]
+    usable = result.get("participants_usable", 0)
+    total = result.get("participants_total", 0)
+    if status == "insufficient_data":
+        missing = "; ".join(result.get("missing") or []) or "not enough data"
+        if ja:
+            return f"解析できませんでした。不足しているもの: {missing}。推薦はありません。"
+        return f"No analysis was possible. Missing: {missing}. Nothing is recommended."
+    if status == "no_usable_participants":
+        if ja:
+            return (
+                f"{total}名の参加者のうち、キャリブレーションで標的検出がチャンスレベルを上回った参加者はいません。"
+                "製品への関心は判定できないため、推薦はありません。"
+            )
+        return (
+            f"None of the {total} participants' target detectors was better than chance on calibration, "
+            "so interest in the products cannot be judged; nothing is recommended."
+        )
+    rows = [r for r in result.get("group", {}).get("products", []) if r.get("score") is not None]
+    recommended = [r for r in rows if r["file_name"] in result.get("recommended_files", [])]
+    nt = result["group"].get("nontarget_level")
+    aucs = [p["detector"]["auc"] for p in result.get("participants", []) if p.get("detector", {}).get("better_than_chance")]
+    auc_text = f"{min(aucs):.2f}-{max(aucs):.2f}" if len(aucs) > 1 else (f"{aucs[0]:.2f}" if aucs else "n/a")
+    if status == "ambiguous":
+        if ja:
+            return (
+                f"すべての製品({len(rows)}件)が非標的レベル({nt:.2f})を上回りました。これは製品間の差ではなく"
+                "セッション間の違いを示唆するため、推薦はありません。"
+            )
+        return (
+            f"Every product ({len(rows)}) scored above the non-target level ({nt:.2f}); this points to a difference "
+            "between sessions rather than between products, so nothing is recommended."
+        )
+    if not recommended:
+        if ja:
+            return (
+                f"{total}名中{usable}名の参加者の標的検出がチャンスを上回りました(交差検証AUC {auc_text})。"
+                f"非標的レベル({nt:.2f})を確実に上回った製品はなく、推薦はありません。"
+            )
+        return (
+            f"{usable} of {total} participants had a target detector better than chance (cross-validated AUC {auc_text}). "
+            f"No product scored reliably above the non-target level ({nt:.2f}); nothing is recommended."
+        )
+    names = _names(recommended, stimuli)
+    scores = ", ".join(f"{n} {r['score']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" for n, r in zip(names, recommended, strict=True))
+    if ja:
+        return (
+            f"{total}名中{usable}名の参加者の標的検出がチャンスを上回りました(交差検証AUC {auc_text})。"
+            f"{len(recommended)}件の製品が非標的レベル({nt:.2f})を確実に上回り、高い関心が示されました: {scores}。"
+        )
+    return (
+        f"{usable} of {total} participants had a target detector better than chance (cross-validated AUC {auc_text}). "
+        f"{len(recommended)} of {len(rows)} products scored reliably above the non-target level ({nt:.2f}): {scores}."
+    )
