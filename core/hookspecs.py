@@ -98,3 +98,18 @@ def eeghub_analyses(ctx: AppContext) -> Sequence[Any] | None:
     channel types it uses, how often it runs, and a pure function from a
     window to a result). Other plugins never call this hook.
     """
+
+
+@hookspec
+def eeghub_experiment_analyses(ctx: AppContext) -> Sequence[Any] | None:
+    """Called by the experiment-analysis runner (the built-in ``erp`` plugin)
+    when it starts, and again when a job or a figure names an analysis.
+
+    Return experiment analysis objects: offline analyses of a whole
+    experiment (every participant's recordings with corrected events, and
+    the stimuli with their metadata), run as jobs in worker threads. The
+    contract (an id, a display name, a description, ``run(data)`` returning
+    an ``ExperimentAnalysisResult``, optional ``figures`` and ``render``) is
+    in ``core/experiment_analysis.py``. The built-in ERP neuro-marketing
+    analysis (id ``erp``) is one of them.
+    """

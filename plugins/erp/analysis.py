@@ -400,13 +400,18 @@ def analyze_participant(
 ) -> ParticipantOutcome:
     report: dict[str, Any] = {"user_id": participant.user_id}
     out = ParticipantOutcome(report=report)
-    calibration = [r for r in participant.recordings if r.session_type in CALIBRATION_TYPES]
-    main = [r for r in participant.recordings if r.session_type in MAIN_TYPES]
+    empty = [r.session_id for r in participant.recordings if r.data.size == 0]
+    if empty:
+        report["sessions_without_data"] = empty
+    recordings = [r for r in participant.recordings if r.data.size]
+    calibration = [r for r in recordings if r.session_type in CALIBRATION_TYPES]
+    main = [r for r in recordings if r.session_type in MAIN_TYPES]
     report["calibration_sessions"] = [r.session_id for r in calibration]
     report["main_sessions"] = [r.session_id for r in main]
     if not calibration or not main:
         report["status"] = "insufficient_data"
-        report["reason"] = "no calibration session" if not calibration else "no main session"
+        which = "calibration" if not calibration else "main"
+        report["reason"] = f"no {which} session with data"
         return out
     used = calibration + main
     rates = {r.sampling_rate for r in used}

@@ -4,30 +4,35 @@ participant's recordings in memory), combines the group, recommends."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from eeghub.core.experiment_analysis import ExperimentAnalysisResult, ExperimentData
+from eeghub.core.experiment_analysis import ExperimentAnalysisResult, ExperimentData, SessionInfo, Stimulus
 
 from .analysis import CALIBRATION_TYPES, MAIN_TYPES, ErpParameters, analyze_participant, grand_averages, group_products
 from .summary import summarize
 
 
 def missing_inputs(data: ExperimentData) -> list[str]:
+    return missing_inputs_of(data.stimuli, data.sessions)
+
+
+def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInfo]) -> list[str]:
     """What the experiment lacks for this analysis, from the database alone
     (one sentence each; empty: nothing)."""
     missing: list[str] = []
-    calibration = [s for s in data.sessions if s.session_type in CALIBRATION_TYPES]
-    main = [s for s in data.sessions if s.session_type in MAIN_TYPES]
-    if not data.sessions:
+    calibration = [s for s in sessions if s.session_type in CALIBRATION_TYPES]
+    main = [s for s in sessions if s.session_type in MAIN_TYPES]
+    if not sessions:
         missing.append("the experiment has no sessions")
     else:
         if not calibration:
             missing.append("no calibration session")
         if not main:
             missing.append("no main session")
-    if not data.stimuli:
+    if not stimuli:
         missing.append("no stimuli (upload the stimulus CSV and files)")
     if calibration and main:
         corrected = [s for s in calibration + main if s.event_correction_status == "completed"]
