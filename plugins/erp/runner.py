@@ -103,7 +103,12 @@ async def run_job(ctx: AppContext, job: Job) -> None:
 
         def progress(fraction: float, stage: str) -> None:
             percent = max(1, min(99, round(100 * fraction)))
-            asyncio.run_coroutine_threadsafe(update(ctx, job.analysis_id, progress=percent, stage=stage[:200]), loop)
+            # Waited for, so that no progress lands after the final update.
+            future = asyncio.run_coroutine_threadsafe(update(ctx, job.analysis_id, progress=percent, stage=stage[:200]), loop)
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - progress is informative; the analysis goes on
+                log.warning("analysis %s: progress not recorded: %s", job.analysis_id, exc)
 
         table = dict(ctx.settings.plugin.get(job.kind, {}))
         data = ExperimentData(

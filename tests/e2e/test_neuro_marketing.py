@@ -12,8 +12,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import json
+import uuid
 from typing import Any
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -222,6 +225,35 @@ async def test_predecessor_integration_scenario_and_bad_input(app_client: Any, s
         assert body["summary"] and body["recommendations"] == []
         assert body["outcome"] == "insufficient_data"
         assert any("too few calibration epochs" in m for m in body["missing"]), body["missing"]
+
+        # A crash mid-analysis leaves the row 'processing' and the job
+        # unacknowledged; the redelivered job runs it again to the end. A
+        # redelivered job whose row is completed is skipped.
+        conn = await asyncpg.connect(services_env["EEGHUB_DATABASE__URL"])
+        try:
+            crashed = await conn.fetchval(
+                """INSERT INTO erp_analysis_results (experiment_id, requested_by_user_id, status, kind, progress, stage)
+                   VALUES ($1, $2, 'processing', 'erp', 40, 'participant 1 of 1') RETURNING analysis_id""",
+                uuid.UUID(eid), OWNER)
+            finished_at = await conn.fetchval(
+                "SELECT completed_at FROM erp_analysis_results WHERE analysis_id = $1", body["analysis_id"])
+            for job in (crashed, body["analysis_id"]):
+                await conn.execute(
+                    "INSERT INTO eeghub_outbox (target_kind, target, body, headers, content_type)"
+                    " VALUES ('queue', $1, $2, '{}'::jsonb, 'application/json')",
+                    services_env["EEGHUB_BROKER__QUEUES__EXPERIMENT_ANALYSIS_QUEUE"],
+                    json.dumps({"analysis_id": job, "experiment_id": eid, "kind": "erp"}).encode())
+        finally:
+            await conn.close()
+
+        async def rerun() -> Any:
+            job = (await client.get(f"/api/v1/experiment-analyses/{crashed}", headers=user(OWNER))).json()
+            return job if job["status"] == "completed" else None
+
+        job = await wait_for(rerun, timeout=60, interval=0.25)
+        assert job["progress"] == 100 and job["stage"] == "done"
+        unchanged = (await client.get(f"/api/v1/experiment-analyses/{body['analysis_id']}", headers=user(OWNER))).json()
+        assert dt.datetime.fromisoformat(unchanged["completed_at"]) == finished_at
 
         # No stimuli, no calibration: 404 naming each.
         bare = await new_experiment(client, "No stimuli", with_stimuli=False)
