@@ -58,6 +58,17 @@ def eeghub_experiment_analyses(ctx: AppContext) -> list[Any]:
 
 
 @hookimpl
+def eeghub_startup(ctx: AppContext) -> None:
+    """A bad ``[plugin.erp]`` table stops start-up, naming the key."""
+    try:
+        ErpAnalysis(ctx).parameters(dict(ctx.settings.plugin.get("erp", {})))
+    except ValueError as exc:
+        from eeghub.core.errors import ConfigurationError
+
+        raise ConfigurationError(str(exc)) from None
+
+
+@hookimpl
 def eeghub_routes(ctx: AppContext) -> list[Any]:
     return list(routes.ROUTES)
 

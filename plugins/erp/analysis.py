@@ -87,11 +87,21 @@ class ErpParameters:
 
     @classmethod
     def from_settings(cls, table: dict[str, Any]) -> ErpParameters:
-        known = {name for name in cls.__dataclass_fields__}
+        """From a ``[plugin.erp]`` table; ValueError naming an unknown key or a
+        value of the wrong type."""
         values: dict[str, Any] = {}
         for key, value in table.items():
-            if key in known:
-                values[key] = tuple(value) if isinstance(value, list) else value
+            if key not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown key {key!r} in [plugin.erp] (the fields of ErpParameters)")
+            default = getattr(cls, key)
+            value = tuple(value) if isinstance(value, list) else value
+            if isinstance(default, tuple):
+                ok = isinstance(value, tuple) and len(value) == len(default) and all(isinstance(v, int | float) for v in value)
+            else:
+                ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+            if not ok or isinstance(value, bool) != isinstance(default, bool):
+                raise ValueError(f"[plugin.erp] {key} must be like {default!r}, got {value!r}")
+            values[key] = value
         return cls(**values)
 
 

@@ -37,7 +37,7 @@ def test_plugins_lists_the_builtins() -> None:
     done = eeghub("plugins", "--json")
     assert done.returncode == 0
     names = [p["name"] for p in json.loads(done.stdout)]
-    assert names == ["session", "stimulus", "ingest", "linker", "exporter", "analyzer"]
+    assert names == ["session", "stimulus", "ingest", "linker", "exporter", "analyzer", "erp"]
     done = eeghub("plugins", "--json", env={"EEGHUB_PLUGINS__DISABLED": "analyzer"})
     assert "analyzer" not in [p["name"] for p in json.loads(done.stdout)]
     assert eeghub("plugins", env={"EEGHUB_PLUGINS__ENABLED": "nope"}).returncode != 0

@@ -227,3 +227,14 @@ def test_events_outside_the_data_are_counted() -> None:
 
     ep = epochs_of([(rec, rec.data.astype(float))], np.ones(1, dtype=bool), FAST, "calibration", set())
     assert ep.counts["outside_data"] == 2 and ep.counts["kept"] == 0
+
+
+def test_parameters_from_the_plugin_table() -> None:
+    params = ErpParameters.from_settings({"reject_ptp_uv": 100, "erp_window": [0.25, 0.5]})
+    assert params.reject_ptp_uv == 100 and params.erp_window == (0.25, 0.5)
+    with pytest.raises(ValueError, match="unknown key 'rejekt'"):
+        ErpParameters.from_settings({"rejekt": 1})
+    with pytest.raises(ValueError, match="permutations"):
+        ErpParameters.from_settings({"permutations": "many"})
+    with pytest.raises(ValueError, match="erp_window"):
+        ErpParameters.from_settings({"erp_window": [0.3]})
