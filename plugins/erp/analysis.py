@@ -410,6 +410,11 @@ def analyze_participant(
 ) -> ParticipantOutcome:
     report: dict[str, Any] = {"user_id": participant.user_id}
     out = ParticipantOutcome(report=report)
+    report["sessions"] = [
+        {"session_id": r.session_id, "session_type": r.session_type,
+         "seconds": round(r.data.shape[1] / r.sampling_rate, 3) if r.sampling_rate else 0.0, **r.report}
+        for r in participant.recordings
+    ]
     empty = [r.session_id for r in participant.recordings if r.data.size == 0]
     if empty:
         report["sessions_without_data"] = empty

@@ -170,6 +170,9 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
                                      ErpParameters(), np.random.default_rng(0))
         assert abs(direct.report["detector"]["auc"] - participant["detector"]["auc"]) < 0.03
         assert direct.report["calibration_epochs"]["kept"] == participant["calibration_epochs"]["kept"]
+        read = {entry["session_id"]: entry for entry in participant["sessions"]}
+        assert read["nm-cal"]["seconds"] == DESIGN.calibration_s and read["nm-cal"]["gaps"] == 0
+        assert read["nm-main"]["missing_objects"] == read["nm-main"]["overlapping_objects"] == 0
         counts = participant["calibration_epochs"]
         assert counts["logged_onset_excluded"] == 0 and counts["kept"] >= 0.9 * counts["events"]
         assert "Field Cap" in result["summary"]  # Japanese by default, numbers and names in it
