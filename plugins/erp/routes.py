@@ -165,7 +165,7 @@ async def analyze(
     ctx: AppContext,
     identity: Identity,
     wait: bool = Parameter(default=True, description="false (or Prefer: respond-async): answer 202 with the status URL at once"),
-) -> Response[Any]:
+) -> Response[AnalysisResult | AnalysisJob]:
     """Run the ERP analysis of the experiment (owner). Waits for the result
     up to ``neuro_marketing.wait_seconds`` and answers 200 with it, as the
     predecessor did; with ``?wait=false`` or ``Prefer: respond-async`` (or
@@ -175,10 +175,10 @@ async def analyze(
     seconds = 0.0 if _wants_async(request, wait) else ctx.settings.neuro_marketing.wait_seconds
     row = await _wait(ctx, analysis_id, seconds)
     if row["status"] == "completed":
-        return Response(_result(row, _figure_names(ctx, "erp")), status_code=200)
+        return Response(_result(row, _figure_names(ctx, "erp")), status_code=200)  # type: ignore[arg-type]
     if row["status"] == "failed":
         raise HttpError(f"The analysis failed: {row['error_message']}", status_code=503)
-    return _accepted(row)
+    return _accepted(row)  # type: ignore[return-value]
 
 
 @get(
