@@ -129,7 +129,7 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
     rng = np.random.default_rng(11)
     calibration = synthetic.calibration_recording(rng, DESIGN)
     main = synthetic.main_recording(rng, DESIGN)
-    async with app_client(services_env) as (client, _):
+    async with app_client(services_env) as (client, app):
         eid = await new_experiment(client, "Shelf study")
         base = "/api/v1/neuro-marketing/experiments"
         # Before any session: 404 naming what is missing (the predecessor's 404s).
@@ -183,6 +183,9 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
         assert accepted.status_code == 202 and accepted.headers["location"] == accepted.json()["status_url"]
         prefer = await client.post(f"{base}/{eid}/analyze", headers={**user(OWNER), "Prefer": "respond-async"})
         assert prefer.status_code == 202
+        app.state.ctx.settings.neuro_marketing.wait_seconds = 0.0  # a wait that runs out: 202 too
+        timed_out = await client.post(f"{base}/{eid}/analyze", headers=user(OWNER))
+        assert timed_out.status_code == 202 and timed_out.json()["status"] in ("pending", "processing")
         status_url = accepted.json()["status_url"]
 
         async def done() -> Any:
