@@ -3,7 +3,8 @@
 A plugin is a module (or any object) with functions named after these hooks
 and decorated with ``eeghub.core.hookspecs.hookimpl``. An implementation may
 take any subset of the hook's arguments. The built-in features (session,
-stimulus, ingest, linker, exporter, analyzer) are plugins written this way.
+stimulus, ingest, linker, exporter, analyzer, erp) are plugins written this
+way.
 
 Each hook has a section in ``docs/plugins.md`` and a test in
 ``tests/unit/test_hooks.py``; ``tests/unit/test_plugin_docs.py`` fails when
