@@ -217,7 +217,7 @@ async def test_predecessor_integration_scenario_and_bad_input(app_client: Any, s
     tiny = dataclasses.replace(DESIGN, calibration_s=6, main_s=6, product_strengths=(1.0, 1.0))
     calibration = synthetic.calibration_recording(rng, tiny)
     main = synthetic.main_recording(rng, tiny)
-    calibration.events = [dataclasses.replace(e, trial_type=t) for e, t in zip(calibration.events, ["target", "nontarget", "target"])]
+    calibration.events = [dataclasses.replace(e, trial_type=t) for e, t in zip(calibration.events[:3], ["target", "nontarget", "target"], strict=True)]
     async with app_client(services_env) as (client, _):
         eid = await new_experiment(client, "Integration-like")
         sessions = {
