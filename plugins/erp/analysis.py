@@ -316,6 +316,14 @@ def roc_auc(scores: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def auc_interval(auc: float, n_targets: int, n_nontargets: int) -> tuple[float, float]:
+    """95 % interval of an AUC from its Hanley-McNeil (1982) standard error."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_targets - 1) * (q1 - auc**2) + (n_nontargets - 1) * (q2 - auc**2)) / (n_targets * n_nontargets)
+    se = math.sqrt(max(variance, 0.0))
+    return max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)
+
+
 @dataclass
 class Detector:
     auc: float
@@ -521,6 +529,7 @@ def analyze_participant(
         "features": int(x.shape[1]),
         "cv_folds": detector.folds,
         "auc": _clean(detector.auc),
+        "auc_ci": [_clean(v) for v in auc_interval(detector.auc, int(y.sum()), int(len(y) - y.sum()))],
         "chance_auc": _clean(detector.chance_auc),
         "chance_auc_95": _clean(detector.chance_auc_95),
         "permutations": p.permutations,

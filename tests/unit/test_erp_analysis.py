@@ -79,6 +79,8 @@ def test_reported_auc_is_near_the_detectors_true_auc() -> None:
     truth = roc_auc(ShrinkageLDA().fit(x_train, y_train).decision_function(x_test), y_test)
     assert 0.6 < truth < 0.95
     assert abs(reported - truth) < 0.08, (reported, truth)
+    low, high = outcome.report["detector"]["auc_ci"]
+    assert low < reported < high and low < truth < high
 
 
 def test_null_experiments_rarely_recommend_anything() -> None:
