@@ -21,15 +21,16 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from eeghub import __version__
 from eeghub.config import Settings
-from eeghub.core.auth import Authenticator, provide_identity
+from eeghub.core.auth import Authenticator, provide_identity, remove_admin_token, write_admin_token
 from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.metrics import Metrics, observability_middleware
+from eeghub.core.openapi import assets_router, declare_security, openapi_config
 from eeghub.core.outbox import OutboxRelay
 from eeghub.core.ports import Broker, Database, ObjectStore
 from eeghub.core.system_routes import system_routes
@@ -198,6 +199,7 @@ def create_app(
     """Build the application. Nothing connects until its lifespan starts."""
     host = load_plugins(settings, extra=extra_plugins)
     ctx = AppContext(settings=settings, host=host, auth=Authenticator(settings.auth))
+    metrics = ctx.services["metrics"] = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -207,6 +209,9 @@ def create_app(
             relay = OutboxRelay(ports.database, ports.broker)
             ctx.services["outbox"] = relay
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            admin_token = None
+            if settings.auth.local_admin_token:
+                admin_token = ctx.services["admin_token"] = write_admin_token(data_dir(settings))
             try:
                 await host.startup(ctx)
                 log.info(
@@ -219,6 +224,9 @@ def create_app(
                     on_ready(ctx)
                 yield
             finally:
+                if admin_token is not None:
+                    remove_admin_token(data_dir(settings), admin_token)
+                    ctx.services.pop("admin_token", None)
                 await host.shutdown(ctx)
                 relay.stop()
                 try:
@@ -241,22 +249,20 @@ def create_app(
         else None
     )
     app = Litestar(
-        route_handlers=[*system_routes(ctx), *host.routes(ctx)],
+        route_handlers=[*system_routes(ctx), *host.routes(ctx), assets_router()],
         lifespan=[lifespan],
         dependencies={
             "ctx": Provide(provide_ctx, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[observability_middleware(metrics)],
         request_max_body_size=settings.server.max_request_body_bytes,
         cors_config=cors,
-        openapi_config=OpenAPIConfig(
-            title="eeghub",
-            version=__version__,
-            description="EEG research data collection: sessions, stimuli, ingest, live analysis and BIDS export.",
-            path="/schema",
-        ),
+        openapi_config=openapi_config(settings, __version__),
+        logging_config=None,  # eeghub configures logging once, in one format (core/logs.py)
         debug=False,
     )
+    declare_security(app.openapi_schema)
     app.state.ctx = ctx
     return app

@@ -8,8 +8,10 @@
     eeghub dlq replay QUEUE [--limit N] [--config FILE]
     eeghub raw sweep [--min-age-hours H] [--delete] [--config FILE]
     eeghub token --user U [--ttl SECONDS]
-    eeghub calibration add FILE --type T [--description D]
-    eeghub simulate [--url URL] [--users N] [--devices M] [--seconds S] [--speed X] ...
+    eeghub calibration add FILE --type T [--description D] [--direct]
+    eeghub calibration list
+    eeghub simulate [--url URL] [--user U | --users N] [--device D] [--session S] [--seed N] ...
+    eeghub simulate --study [--participants N] [--export FILE] ...
 
 Every command reads the same settings as the server (``--config`` or
 ``EEGHUB_CONFIG``, then the environment).
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -40,15 +41,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, env)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Third-party chatter at info level hides eeghub's own messages.
-    for noisy in ("aiormq", "aio_pika", "botocore", "aiobotocore", "numba", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(level: str, log_format: str = "plain") -> None:
+    from eeghub.core.logs import setup_logging
+
+    setup_logging(level, log_format)
 
 
 # ---------------------------------------------------------------- commands
@@ -56,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     settings = _settings(args)
-    _setup_logging(settings.server.log_level)
+    _setup_logging(settings.server.log_level, settings.server.log_format)
     return serve(settings)
 
 
@@ -164,7 +160,21 @@ def cmd_calibration(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging("warning")
+    if args.calibration_command == "list":
+        return _list_calibrations(settings, args)
     path = Path(args.file)
+    if not path.is_file():
+        print(f"eeghub: {path}: no such file", file=sys.stderr)
+        return 2
+    if not args.direct:
+        from .admin import NoServer, add_calibration_over_http
+
+        try:
+            return add_calibration_over_http(
+                settings, path, item_type=args.type, description=args.description, name=args.name, url=args.url
+            )
+        except NoServer as exc:
+            print(f"eeghub: {exc}; writing to the database and object store directly", file=sys.stderr)
 
     async def run() -> int:
         async with open_database(settings) as (database, _dsn, _), open_object_store(settings) as (store, _b):
@@ -182,6 +192,17 @@ def cmd_calibration(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _list_calibrations(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin import admin_request, print_error
+
+    response = admin_request(settings, "GET", "/api/v1/calibrations", url=args.url)
+    if response.status_code != 200:
+        return print_error(response)
+    for item in response.json():
+        print(f"{item['item_id']:>5}  {item['file_name']:<40} {item['item_type']:<12} {item['description'] or ''}")
+    return 0
 
 
 def cmd_raw(args: argparse.Namespace) -> int:
@@ -223,6 +244,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import run_simulation
 
     settings = _settings(args)
+    if args.seconds is None:
+        args.seconds = 20.0 if args.study else 10.0
+    if args.speed is None:
+        args.speed = 0.0 if args.study else 1.0
+    if args.study and args.trigger_every <= 0:
+        print("eeghub: --study needs --trigger-every > 0 (its trials are the trigger pulses)", file=sys.stderr)
+        return 2
     return asyncio.run(run_simulation(settings, args))
 
 
@@ -270,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--type", required=True, help="item type, e.g. target or nontarget")
     q.add_argument("--description", default=None)
     q.add_argument("--name", default=None, help="file name to register (default: the file's name)")
+    q.add_argument("--url", default=None, help="the running server (default: this configuration's, over loopback)")
+    q.add_argument(
+        "--direct", action="store_true",
+        help="write to the database and object store directly instead of through the running server",
+    )
+    q.set_defaults(func=cmd_calibration)
+    q = cal.add_parser("list", help="list the calibration items (asks the running server)")
+    common(q)
+    q.add_argument("--url", default=None, help="the running server (default: this configuration's, over loopback)")
     q.set_defaults(func=cmd_calibration)
 
     p = sub.add_parser("raw", help="maintain the stored raw packets")
@@ -280,13 +317,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--delete", action="store_true", help="delete them (default: only list them)")
     q.set_defaults(func=cmd_raw)
 
-    p = sub.add_parser("simulate", help="stream synthetic EEG packets to a server")
+    p = sub.add_parser(
+        "simulate", help="stream synthetic EEG packets to a server, or play a whole study (--study)",
+        description="Stream synthetic EEG packets to a running server, or (--study) play a small study against it.",
+    )
     common(p)
     p.add_argument("--url", default=None, help="server base URL (default: this configuration's server)")
+    p.add_argument("--study", action="store_true",
+                   help="play a whole study: calibration items, experiment, stimuli, participants, sessions with "
+                        "triggers and event logs")
+    p.add_argument("--user", default=None, help="send as this user id (stream mode) / the one participant (--study)")
+    p.add_argument("--device", default=None, help="device id (several devices: DEVICE-1, DEVICE-2, ...)")
+    p.add_argument("--session", "--session-id", dest="session_id", default=None,
+                   help="session_id to put in every envelope (--study: prefix of the session ids)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first stream (default: random; printed)")
+    p.add_argument("--retries", type=int, default=6, help="retries per request on connection errors and 502-504")
     p.add_argument("--users", type=int, default=1)
     p.add_argument("--devices", type=int, default=1, help="devices per user")
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds of data per device")
-    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="seconds of data per device (default 10; --study: per session, default 20)")
+    p.add_argument("--speed", type=float, default=None,
+                   help="1 = real time, 10 = ten times faster, 0 = as fast as possible (default 1; --study: 0)")
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--rate", type=float, default=250.0, help="sampling rate in Hz")
     p.add_argument("--samples-per-packet", type=int, default=250)
@@ -294,9 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger-every", type=float, default=2.0, help="seconds between trigger pulses (0: none)")
     p.add_argument("--binary", action="store_true", help="send application/octet-stream bodies instead of JSON")
     p.add_argument("--start-ms", type=int, default=None, help="first packet's timestamp (default: now)")
-    p.add_argument("--user-prefix", default="sim-user")
-    p.add_argument("--session-id", default=None, help="session_id to put in every envelope")
+    p.add_argument("--user-prefix", default="sim-user", help="user ids are PREFIX-1, PREFIX-2, ...")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    study = p.add_argument_group("study mode (--study)")
+    study.add_argument("--owner", default="sim-owner", help="the experiment's owner (default sim-owner)")
+    study.add_argument("--participants", type=int, default=2, help="participants (default 2)")
+    study.add_argument("--experiment-name", default=None)
+    study.add_argument("--main-type", default="main_task",
+                       choices=["main_integrated", "main_external", "main_task"], help="session type of the main sessions")
+    study.add_argument("--trial-start", type=float, default=1.0, help="seconds from the session start to the first trial")
+    study.add_argument("--stimulus-seconds", type=float, default=0.5, help="the duration logged for each event")
+    study.add_argument("--log-lag", type=float, default=0.05,
+                       help="how late the phone's event log is against the trigger, in seconds (default 0.05)")
+    study.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server's jobs")
+    study.add_argument("--export", default=None, metavar="FILE", help="export the study as BIDS and save the zip here")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("dlq", help="inspect and replay dead-lettered messages")

@@ -40,12 +40,14 @@ def public_url(settings: Settings) -> str:
 
 def serve(settings: Settings) -> int:
     started = time.monotonic()
-    if settings.auth.mode == "trusted-header" and not is_loopback(settings.server.host):
+    if settings.auth.mode != "jwt" and not is_loopback(settings.server.host):
         log.warning(
-            "auth.mode is 'trusted-header' and the server listens on %s: anyone who can reach it can claim "
-            "any identity with the %s header. Put it behind an authenticating gateway or use auth.mode = 'jwt'.",
+            "auth.mode is %r and the server listens on %s: anyone who can reach it can claim any identity "
+            "with the %s header%s. Put it behind an authenticating gateway or use auth.mode = 'jwt'.",
+            settings.auth.mode,
             settings.server.host,
             settings.auth.user_header,
+            " or the user_id of a join, data, media or analysis request" if settings.auth.mode == "compat" else "",
         )
     url = public_url(settings)
 
@@ -63,6 +65,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         access_log=settings.server.access_log,
         log_level=settings.server.log_level,
+        log_config=None,  # one format: uvicorn's records go through eeghub's handler (core/logs.py)
         server_header=False,
         timeout_graceful_shutdown=20,
     )

@@ -1,136 +1,162 @@
 """Event ↔ trigger matching: ``match_events`` against the predecessor's greedy
-walk (``greedy_baseline``) on synthetic sessions whose answer is known.
+walk (``greedy_baseline``) on generated sessions on the mobile app's timing,
+whose answer is known (``tests/correction_sessions.py``), and its runtime on a
+long, noisy session.
 
-Run by hand: `.venv/bin/python benchmarks/correction.py [--seeds 100]`.
+Run by hand: `.venv/bin/python benchmarks/correction.py [--seeds 10] [--runs 5]`.
 
-Each session: events with random inter-stimulus intervals, triggers at a
-constant offset (uniform in 0–1.5 s) plus Gaussian jitter (2 ms), a fraction
-of the triggers dropped and spurious pulses added uniformly over the session.
-An event is right when it gets its own trigger, or nothing when its trigger
-was dropped; "wrong" counts events given another trigger (or, for the greedy
-walk, a made-up last+1 µs time), "missed" events left unmatched although
-their trigger was there. Runtimes are medians per session on this machine.
+1. Runtime: a 2-hour session, 2,000 events (random schedule, 0.6-4 s apart,
+   presentation 2 minutes after the start), 10 % of the triggers dropped and
+   a noisy trigger channel (``--noise`` spurious pulses, default 20,000), with
+   and without trigger codes; the median of ``--runs`` sessions.
+2. The validation grid, bigger than the test's: per case (events ×
+   dropped/spurious × codes, over the three schedules), ``--seeds`` sessions
+   per schedule, each with the presentation a random 0-300 s after the session
+   start. For eeghub: the share of sessions corrected (``ok``), ``ambiguous``,
+   and of events given a time other than their own trigger's (wrong). For the
+   greedy walk (which always answers): the share of events on their own
+   trigger and given another time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from eeghub.core.correction import greedy_baseline, match_events
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-START_US = 1_760_000_000_000_000
-Matcher = Callable[[np.ndarray, np.ndarray], list[int | None]]
-MATCHERS: dict[str, Matcher] = {
-    "match_events": lambda expected, triggers: match_events(expected, triggers)[0],
-    "greedy_baseline": greedy_baseline,
-}
+from eeghub.core.correction import CorrectionReport, greedy_baseline, match_events  # noqa: E402
+from tests.correction_sessions import SCHEDULES, START_US, Case, Session, make_session  # noqa: E402
+
+CONDITIONS = (("clean", 0.0, 0.0), ("10% dropped", 0.1, 0.0), ("10% spurious", 0.0, 0.1), ("both", 0.1, 0.1))
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    drop: float = 0.0
-    extra: float = 0.0
-    isi_ms: tuple[float, float] = (500.0, 1500.0)
+def long_session(seed: int, events: int, noise: int, coded: bool) -> Session:
+    """2 hours, ``events`` events from 2 minutes on, 10 % dropped, ``noise``
+    spurious pulses anywhere."""
+    session = make_session(Case(120.0, "random", events, drop=0.1, coded=coded), seed)
+    rng = np.random.default_rng(seed)
+    session.end_us = START_US + 7200 * 10**6
+    pulses = rng.integers(START_US, session.end_us, noise)
+    times = np.concatenate([session.triggers_us, pulses])
+    codes = np.concatenate([session.trigger_codes, rng.integers(1, 4, noise) if coded else np.ones(noise, int)])
+    order = np.argsort(times, kind="stable")
+    session.triggers_us, session.trigger_codes = times[order], codes[order].tolist()
+    return session
 
 
-SCENARIOS = [
-    Scenario("jitter only"),
-    Scenario("10% dropped", drop=0.1),
-    Scenario("10% extra", extra=0.1),
-    Scenario("10% dropped + 10% extra", drop=0.1, extra=0.1),
-    Scenario("same, fast (ISI 100-150 ms)", drop=0.1, extra=0.1, isi_ms=(100.0, 150.0)),
-]
+def run(session: Session) -> tuple[list[int | None], CorrectionReport]:
+    return match_events(
+        session.expected_us, session.triggers_us, event_codes=session.codes, trigger_codes=session.trigger_codes,
+        offset_range_ms=session.offset_range_ms(),
+    )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Session:
-    expected: np.ndarray
-    triggers: np.ndarray
-    truth: list[int | None]
-    """Per event, its trigger's time, or None when dropped."""
+def explicable(session: Session, corrected: list[int | None], report: CorrectionReport) -> int:
+    """Wrong events that timing and codes cannot tell apart: the taken
+    pulse carries the event's code (if any) and is nearer to the expected
+    time (at the found offset) than the event's own trigger, or that was
+    lost."""
+    if report.offset_ms is None:
+        return 0
+    count = 0
+    for i in session.wrong(corrected):
+        expected = session.expected_us[i] + report.offset_ms * 1000
+        own = math.inf if i in session.dropped else abs(session.true_us[i] - expected)
+        count += abs(int(corrected[i] or 0) - expected) <= own
+    return count
 
 
-def make_session(rng: np.random.Generator, scenario: Scenario, events: int) -> Session:
-    expected = START_US + np.cumsum(rng.uniform(*scenario.isi_ms, events) * 1000).astype(np.int64)
-    offset_us = int(rng.uniform(0, 1.5e6))
-    true = expected + offset_us + np.rint(rng.normal(0, 2000, events)).astype(np.int64)
-    kept = rng.random(events) >= scenario.drop
-    spurious = rng.integers(int(true[0]), int(true[-1]), int(scenario.extra * events))
-    triggers = np.sort(np.concatenate([true[kept], spurious]))
-    truth = [int(t) if k else None for t, k in zip(true, kept, strict=True)]
-    return Session(expected, triggers, truth)
+def runtime(args: argparse.Namespace) -> None:
+    print(f"runtime: 2-hour session, {args.events} events, 10% dropped, {args.noise} noise pulses; median of {args.runs}")
+    for coded in (True, False):
+        sessions = [long_session(500 + i, args.events, args.noise, coded) for i in range(args.runs)]
+        durations, statuses, wrong, nearer = [], Counter(), 0, 0
+        for session in sessions:
+            started = time.perf_counter()
+            corrected, report = run(session)
+            durations.append(time.perf_counter() - started)
+            statuses[report.status] += 1
+            wrong += len(session.wrong(corrected))
+            nearer += explicable(session, corrected, report)
+        ms = statistics.median(durations) * 1000
+        print(f"  codes {'yes' if coded else 'no ':3s}  {ms:8.1f} ms   statuses {dict(statuses)}; events on a noise pulse "
+              f"{wrong} of {args.runs * args.events}, {nearer} of them on one nearer than their own (or lost) trigger")
 
 
 @dataclass
 class Tally:
+    sessions: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
     events: int = 0
-    right: int = 0
     wrong: int = 0
-    missed: int = 0
+    greedy_right: int = 0
+    greedy_wrong: int = 0
 
-    def add(self, result: list[int | None], truth: list[int | None]) -> None:
-        for got, want in zip(result, truth, strict=True):
-            self.events += 1
-            if got == want:
-                self.right += 1
-            elif got is None:
-                self.missed += 1
-            else:
-                self.wrong += 1
-
-
-def run_scenario(scenario: Scenario, seeds: int, events: int) -> dict[str, tuple[Tally, float]]:
-    tallies = {name: Tally() for name in MATCHERS}
-    times: dict[str, list[float]] = {name: [] for name in MATCHERS}
-    for seed in range(seeds):
-        session = make_session(np.random.default_rng(seed), scenario, events)
-        for name, matcher in MATCHERS.items():
-            started = time.perf_counter()
-            result = matcher(session.expected, session.triggers)
-            times[name].append(time.perf_counter() - started)
-            tallies[name].add(result, session.truth)
-    return {name: (tallies[name], statistics.median(times[name]) * 1000) for name in MATCHERS}
+    def add(self, session: Session, corrected: list[int | None], status: str) -> None:
+        self.sessions += 1
+        self.statuses[status] += 1
+        self.events += len(corrected)
+        self.wrong += len(session.wrong(corrected))
+        greedy = greedy_baseline(session.expected_us, session.triggers_us)
+        truth = session.truth()
+        self.greedy_right += sum(g == t for g, t in zip(greedy, truth, strict=True))
+        self.greedy_wrong += len(session.wrong(greedy))
 
 
-def median_runtime_ms(matcher: Matcher, events: int, runs: int) -> float:
-    scenario = SCENARIOS[3]
-    sessions = [make_session(np.random.default_rng(1000 + i), scenario, events) for i in range(runs)]
-    durations = []
-    for session in sessions:
-        started = time.perf_counter()
-        matcher(session.expected, session.triggers)
-        durations.append(time.perf_counter() - started)
-    return statistics.median(durations) * 1000
+def sweep(args: argparse.Namespace) -> None:
+    print(f"\ngrid: {args.seeds} sessions per schedule ({', '.join(SCHEDULES)}) per case; presentation 0-300 s late")
+    header = (f"{'events':>6s} {'condition':13s} {'codes':5s} | {'eeghub ok':>9s} {'ambiguous':>9s} {'wrong ev.':>9s}"
+              f" | {'greedy right':>12s} {'greedy wrong':>12s}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    seed = 0
+    periodic_plain: dict[int, Tally] = {}
+    for events in (1, 2, 3, 8, 200):
+        for name, drop, spurious in CONDITIONS:
+            for coded in (True, False):
+                tally = Tally()
+                for schedule in SCHEDULES:
+                    for _ in range(args.seeds):
+                        seed += 1
+                        delay = float(np.random.default_rng(seed).uniform(0, 300))
+                        session = make_session(Case(delay, schedule, events, drop, spurious, coded), seed)
+                        corrected, report = run(session)
+                        tally.add(session, corrected, report.status)
+                        if schedule == "periodic" and not coded and name == "both":
+                            periodic_plain.setdefault(events, Tally()).add(session, corrected, report.status)
+                print(
+                    f"{events:6d} {name:13s} {'yes' if coded else 'no':5s} | "
+                    f"{tally.statuses['ok'] / tally.sessions:9.0%} {tally.statuses['ambiguous'] / tally.sessions:9.0%} "
+                    f"{tally.wrong / tally.events:9.1%} | "
+                    f"{tally.greedy_right / tally.events:12.0%} {tally.greedy_wrong / tally.events:12.0%}"
+                )
+    print("\nperiodic schedule, no codes, 10% dropped + 10% spurious (the hardest case):")
+    for events, tally in periodic_plain.items():
+        print(f"  {events:4d} events: ok {tally.statuses['ok'] / tally.sessions:.0%}, "
+              f"ambiguous {tally.statuses['ambiguous'] / tally.sessions:.0%}, wrong events {tally.wrong}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--events", type=int, default=500)
-    parser.add_argument("--large", type=int, default=5000, help="events per session for the runtime line")
+    parser.add_argument("--seeds", type=int, default=10, help="grid sessions per schedule and case")
+    parser.add_argument("--runs", type=int, default=5, help="sessions timed for the runtime line")
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--noise", type=int, default=20_000)
+    parser.add_argument("--skip-grid", action="store_true")
     args = parser.parse_args()
     match_events(np.arange(10) * 10**6, np.arange(10) * 10**6)  # warm up imports and caches
-
-    print(f"{args.seeds} sessions of {args.events} events per scenario; offset 0-1.5 s, jitter 2 ms (sd)\n")
-    header = f"{'scenario':30s} {'method':16s} {'accuracy':>9s} {'wrong':>8s} {'missed':>8s} {'median ms':>10s}"
-    print(header)
-    print("-" * len(header))
-    for scenario in SCENARIOS:
-        for name, (tally, ms) in run_scenario(scenario, args.seeds, args.events).items():
-            print(
-                f"{scenario.name:30s} {name:16s} {tally.right / tally.events:9.4f} "
-                f"{tally.wrong / tally.events:8.4f} {tally.missed / tally.events:8.4f} {ms:10.2f}"
-            )
-    print(f"\nmedian runtime, {args.large} events (10% dropped + 10% extra, 21 sessions):")
-    for name, matcher in MATCHERS.items():
-        print(f"  {name:16s} {median_runtime_ms(matcher, args.large, 21):8.1f} ms")
+    runtime(args)
+    if not args.skip_grid:
+        sweep(args)
 
 
 if __name__ == "__main__":

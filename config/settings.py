@@ -18,7 +18,7 @@ names the key (see ``config/loader.py``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -41,7 +41,11 @@ class ServerSettings(_Section):
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty means no CORS headers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = "plain"
+    """``plain``: one line per record; ``json``: one JSON object per line. Both carry the request id."""
     access_log: bool = False
+    metrics: bool = True
+    """Serve Prometheus metrics at ``GET /metrics`` (no identity needed: restrict it at the network)."""
     workers_threads: int = 4
     """Threads for blocking work (file I/O, decoding of large uploads)."""
 
@@ -122,10 +126,14 @@ class PluginSettings(_Section):
 
 
 class AuthSettings(_Section):
-    mode: Literal["trusted-header", "jwt"] = "trusted-header"
-    """``trusted-header``: identity from ``X-User-Id`` (behind an authenticating
-    gateway only). ``jwt``: a bearer token signed with ``jwt_secret`` (HS256) or
-    the key in ``jwt_public_key_file`` / ``jwks_file`` (RS256/ES256)."""
+    mode: Literal["compat", "trusted-header", "jwt"] = "compat"
+    """``compat``: the predecessor's rules: ``X-User-Id`` where it is sent, and
+    without it, on the calls where the predecessor took the caller from the
+    request (join, data, media, analysis poll, export task by id), that
+    request's user id. ``trusted-header``: ``X-User-Id`` required on every
+    call (behind an authenticating gateway only). ``jwt``: a bearer token
+    signed with ``jwt_secret`` (HS256) or the key in ``jwt_public_key_file`` /
+    ``jwks_file`` (RS256/ES256). See docs/identity.md."""
     user_header: str = "X-User-Id"
     jwt_secret: str | None = None
     jwt_public_key_file: str | None = None
@@ -134,8 +142,18 @@ class AuthSettings(_Section):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_seconds: int = 30
+    link_secret: str | None = None
+    """``jwt`` mode: key of the signed download links (default: derived from
+    ``jwt_secret``; without either, random per process)."""
+    link_ttl_seconds: int = 300
+    """Lifetime of a signed download link."""
     admin_users: list[str] = []
-    """User ids allowed to use administrative endpoints (calibration items, DLQ)."""
+    """User ids allowed to use administrative endpoints (calibration items)."""
+    local_admin_token: bool = True
+    """Write a fresh administrator token to ``<data_dir>/admin-token`` (mode 0600)
+    at each start; the ``X-Eeghub-Admin-Token`` header with it is an administrator,
+    accepted only from a loopback address and never through a proxy. The ``eeghub``
+    commands on the same machine use it to administer a running server."""
 
 
 class SessionSettings(_Section):
@@ -188,6 +206,62 @@ class IngestSettings(_Section):
     storing, never the 202. 0: write whatever is waiting at once."""
 
 
+class BidsTaskSettings(_Section):
+    """What the lab says about one task (one session type) in ``_eeg.json``."""
+
+    task_description: str | None = None
+    """TaskDescription (default for tasks other than calibration: the experiment's description)."""
+    instructions: str | None = None
+    """Instructions: the text given to the participant."""
+    cog_atlas_id: str | None = None
+    """CogAtlasID: a https://www.cognitiveatlas.org/task/id/… URI."""
+    cog_po_id: str | None = None
+    """CogPOID: a http://www.wiki.cogpo.org/… URI."""
+
+
+class BidsSettings(_Section):
+    """Dataset and recording metadata only the lab knows, written into every
+    export (BIDS RECOMMENDED fields). What stays unset is listed in the
+    export report's ``left_for_the_lab``."""
+
+    authors: list[str] = []
+    """dataset_description.json Authors, one person per entry."""
+    license: str | None = None
+    """License, e.g. ``CC0`` or ``CC-BY-4.0``."""
+    acknowledgements: str | None = None
+    how_to_acknowledge: str | None = None
+    funding: list[str] = []
+    ethics_approvals: list[str] = []
+    references_and_links: list[str] = []
+    dataset_doi: str | None = None
+    institution_name: str | None = None
+    institution_address: str | None = None
+    institutional_department_name: str | None = None
+    manufacturer: str | None = None
+    """The EEG amplifier's manufacturer."""
+    manufacturers_model_name: str | None = None
+    software_versions: str | None = None
+    """The acquisition software (app and firmware) versions."""
+    cap_manufacturer: str | None = None
+    cap_manufacturers_model_name: str | None = None
+    eeg_placement_scheme: str | None = None
+    """e.g. ``10-20``."""
+    eeg_reference: str | None = None
+    """e.g. ``Cz`` or ``linked mastoids``; unset: ``n/a``."""
+    eeg_ground: str | None = None
+    subject_artefact_description: str | None = None
+    """Known artefacts of the set-up, written for every recording."""
+    stimulus_presentation: dict[str, str] = {}
+    """``_events.json`` StimulusPresentation: OperatingSystem, SoftwareName,
+    SoftwareRRID, SoftwareVersion, Code."""
+    tasks: dict[str, BidsTaskSettings] = {}
+    """Per session type (``calibration``, ``main_task``, …)."""
+    dataset_description: dict[str, Any] = {}
+    """More dataset_description.json keys (e.g. SourceDatasets); they win over eeghub's."""
+    sidecar: dict[str, Any] = {}
+    """More ``_eeg.json`` keys for every recording; they win over eeghub's."""
+
+
 class ExportSettings(_Section):
     output_dir: str | None = None
     """Working area and internal-build output (default ``<data_dir>/exports``)."""
@@ -196,6 +270,11 @@ class ExportSettings(_Section):
     internal_token: str | None = None
     """Token required by ``/internal/v1/*``; unset: the internal API refuses every call."""
     max_concurrent_exports: int = 2
+    validator: str | None = None
+    """The BIDS validator to run: a path, or a command looked up on PATH.
+    Unset: ``bids-validator-deno`` next to the running interpreter, then on
+    PATH (it is a dependency of eeghub)."""
+    bids: BidsSettings = msgspec.field(default_factory=BidsSettings)
 
 
 class NeuroMarketingSettings(_Section):
@@ -230,6 +309,10 @@ class AnalyzerSettings(_Section):
     """Window of the built-in PSD (the predecessor's ANALYSIS_WINDOW_SEC was 2)."""
     coherence_window_seconds: float = 20.0
     """Window of the built-in coherence: many 1 s segments, a low noise floor."""
+    coherence_min_segments: int = 9
+    """The built-in coherence starts once the stream holds this many
+    overlapping 1 s segments (9: 5 s of data, noise floor 0.12) and grows its
+    window up to ``coherence_window_seconds``; at least 2."""
     coherence_band: list[float] = msgspec.field(default_factory=lambda: [8.0, 13.0])
     psd_fmin: float = 1.0
     psd_fmax: float = 45.0
@@ -276,6 +359,7 @@ SECRET_KEYS = frozenset(
         "object_store.secret_key",
         "broker.url",
         "auth.jwt_secret",
+        "auth.link_secret",
         "export.internal_token",
     }
 )

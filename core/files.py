@@ -18,10 +18,27 @@ from urllib.parse import quote
 from litestar import Response
 from litestar.response import Stream
 
-from .errors import BadRequest, HttpError, ObjectNotFound
+from .errors import BadRequest, HttpError, ObjectNotFound, PayloadTooLarge
+from .packet import PacketError, decompress_frame
 from .ports import ObjectStore
 
 MAX_FILE_NAME = 255
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def unwrap_zstd(data: bytes, max_bytes: int) -> bytes:
+    """The file itself: ``data`` decompressed when it is a zstd frame (as
+    the predecessor's app sends photos and audio), else ``data``. 413 beyond
+    ``max_bytes``, 400 for a broken frame."""
+    if not data.startswith(ZSTD_MAGIC):
+        return data
+    try:
+        return decompress_frame(data, max_output_size=max_bytes)
+    except PacketError as exc:
+        if exc.reason == "too_large":
+            raise PayloadTooLarge(f"file decompresses to more than {max_bytes} bytes") from None
+        raise BadRequest(f"file is a broken zstd frame: {exc}", issues=[{"field": "file", "message": str(exc)}]) from None
+
 
 # The predecessor's download table (spec §3.5).
 CONTENT_TYPES = {

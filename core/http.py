@@ -16,20 +16,23 @@ id that the body repeats.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import Encoding, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
 from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+from .metrics import REQUEST_ID
 
 log = logging.getLogger("eeghub.http")
 
@@ -94,32 +97,91 @@ _SCHEMA_KEYS = {
 
 def openapi_schema_of(struct: type) -> Schema:
     """The OpenAPI schema of a msgspec Struct, for a route that reads its
-    body itself (the hot ingest route: Litestar then knows no body type).
-    Built from ``msgspec.json.schema``, so it says exactly what the decoder
-    accepts; objects, strings, numbers, ``null`` and ``anyOf`` only (what
-    request envelopes use)."""
+    body itself (the hot ingest route, multipart forms holding JSON: Litestar
+    then knows no body type). Built from ``msgspec.json.schema``, so it says
+    exactly what the decoder accepts, ``additionalProperties: false`` for a
+    struct that refuses unknown fields included; nested structs are inlined."""
     document = msgspec.json.schema(struct)
     definitions = document.get("$defs", {})
     root = definitions[document["$ref"].rsplit("/", 1)[-1]] if "$ref" in document else document
-    return _schema(root)
+    return _schema(root, definitions)
 
 
-def _schema(node: dict[str, Any]) -> Schema:
+def _schema(node: dict[str, Any], definitions: dict[str, Any]) -> Schema:
+    if "$ref" in node:
+        return _schema(definitions[node["$ref"].rsplit("/", 1)[-1]], definitions)
     fields: dict[str, Any] = {}
     for key, value in node.items():
         if key == "type":
             fields["type"] = OpenAPIType(value)
         elif key == "properties":
-            fields["properties"] = {name: _schema(child) for name, child in value.items()}
+            fields["properties"] = {name: _schema(child, definitions) for name, child in value.items()}
         elif key == "anyOf":
-            fields["any_of"] = [_schema(child) for child in value]
-        elif key in ("required", "title", "description", "pattern", "minimum", "maximum", "default", "format"):
+            fields["any_of"] = [_schema(child, definitions) for child in value]
+        elif key == "items":
+            fields["items"] = _schema(value, definitions)
+        elif key == "additionalProperties":
+            fields["additional_properties"] = value if isinstance(value, bool) else _schema(value, definitions)
+        elif key in ("required", "title", "description", "pattern", "minimum", "maximum", "default", "format", "enum", "examples"):
             fields[key] = value
         elif key in _SCHEMA_KEYS:
             fields[_SCHEMA_KEYS[key]] = value
         else:
             raise ValueError(f"openapi_schema_of: JSON schema keyword {key!r} is not translated")
     return Schema(**fields)
+
+
+def file_schema(description: str) -> Schema:
+    """A multipart file part."""
+    return Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=description)
+
+
+def text_schema(description: str, **extra: Any) -> Schema:
+    """A multipart text part."""
+    return Schema(type=OpenAPIType.STRING, description=description, **extra)
+
+
+def body_operation(description: str, content: dict[str, OpenAPIMediaType]) -> type[Operation]:
+    """An ``operation_class=`` declaring the request body of a route that
+    reads its body itself (multipart forms, the hot ingest route), so the
+    OpenAPI document declares every body."""
+
+    @dataclass
+    class _BodyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(required=True, description=description, content=content)
+
+    return _BodyOperation
+
+
+def multipart(properties: dict[str, Schema], required: list[str], json_parts: tuple[str, ...] = ()) -> dict[str, OpenAPIMediaType]:
+    """The ``content`` of a ``multipart/form-data`` body; ``json_parts`` are
+    text parts that hold a JSON document."""
+    encoding = {name: Encoding(content_type="application/json") for name in json_parts}
+    return {
+        "multipart/form-data": OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.OBJECT, properties=properties, required=required),
+            encoding=encoding or None,
+        )
+    }
+
+
+def json_content(struct: type) -> dict[str, OpenAPIMediaType]:
+    return {"application/json": OpenAPIMediaType(schema=openapi_schema_of(struct))}
+
+
+_JSON_PATH = re.compile(r" - at `\$((?:\.[^`.\[]+|\[\d+\])*)`$")
+
+
+def validation_field(exc: Exception, default: str) -> tuple[str, str]:
+    """(message, field) of a msgspec ``ValidationError``: the field is the
+    JSON path msgspec names (``clock_offset_info.offset_ms``), else
+    ``default`` (the body or form field that held the JSON)."""
+    text = str(exc)
+    match = _JSON_PATH.search(text)
+    if match is None or not match.group(1):
+        return text, default
+    return text[: match.start()], match.group(1).lstrip(".")
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
@@ -199,7 +261,7 @@ def _bad_encoding(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Respons
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    request_id = uuid.uuid4().hex[:16]
+    request_id = REQUEST_ID.get() or uuid.uuid4().hex[:16]
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error", request_id=request_id)
 

@@ -2,8 +2,9 @@
 
 Used by ``eeghub simulate``, the tests and the benchmarks. A device produces
 one packet per ``samples_per_packet`` samples: an alpha (10 Hz) rhythm plus
-white noise on each EEG channel, and trigger pulses (value ``trigger_value``
-for ``pulse_samples`` samples) at the requested sample positions, in either
+white noise on each EEG channel, and trigger pulses (value ``trigger_value``,
+or a code per pulse as the app writes them, for ``pulse_samples`` samples)
+at the requested sample positions, in either
 payload variant (a TRIG channel in the header, or the mobile app's
 trigger block).
 """
@@ -36,6 +37,9 @@ class SimulatedDevice:
     """Absolute sample indices (from the device's first sample) where a pulse starts."""
     pulse_samples: int = 5
     trigger_value: int = 1
+    trigger_codes: Sequence[int] = ()
+    """The value of each pulse of ``trigger_samples`` (same order), e.g. the
+    app's stimulus class codes; empty: every pulse is ``trigger_value``."""
     seed: int = 0
     session_id: str | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
@@ -44,6 +48,8 @@ class SimulatedDevice:
     def __post_init__(self) -> None:
         if self.variant not in ("v4", "app"):
             raise ValueError("variant must be 'v4' or 'app'")
+        if self.trigger_codes and len(self.trigger_codes) != len(self.trigger_samples):
+            raise ValueError("trigger_codes must give one value per trigger sample")
         self._rng = np.random.default_rng(self.seed)
         self._phase = self._rng.uniform(0, 2 * np.pi, self.channels)
 
@@ -69,10 +75,11 @@ class SimulatedDevice:
 
     def trigger(self, first_sample: int, count: int) -> np.ndarray:
         out = np.zeros(count, dtype=np.int16)
-        for start in self.trigger_samples:
+        codes = self.trigger_codes or [self.trigger_value] * len(self.trigger_samples)
+        for start, code in zip(self.trigger_samples, codes, strict=True):
             lo, hi = max(start, first_sample), min(start + self.pulse_samples, first_sample + count)
             if lo < hi:
-                out[lo - first_sample : hi - first_sample] = self.trigger_value
+                out[lo - first_sample : hi - first_sample] = code
         return out
 
     def payload(self, index: int) -> bytes:

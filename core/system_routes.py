@@ -14,6 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from .context import AppContext
 from .extension import PluginHealth
+from .metrics import metrics_of
 
 CHECK_TIMEOUT = 2.0
 
@@ -151,4 +152,22 @@ def system_routes(ctx: AppContext) -> list[Any]:
             ]
         )
 
-    return [health, api_health, plugins]
+    @get(
+        "/metrics",
+        tags=["system"],
+        summary="Prometheus metrics",
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+        responses={200: ResponseSpec(str, description="Prometheus text exposition format", media_type="text/plain")},
+    )
+    async def metrics() -> Response[bytes]:
+        """Request counts and latencies by route, packets accepted and
+        stored, queue depths, export and analysis durations, analyzer streams
+        (``core/metrics.py`` lists them). No identity is asked: keep the port
+        away from the public or filter ``/metrics`` at the proxy."""
+        collected = metrics_of(ctx)
+        await collected.refresh(ctx)
+        body, content_type = collected.exposition()
+        return Response(body, media_type=content_type)
+
+    routes = [health, api_health, plugins]
+    return [*routes, metrics] if ctx.settings.server.metrics else routes

@@ -88,3 +88,28 @@ def plan_stream(packets: Sequence[Packet], *, tolerance_ms: float | None = None)
         plan.kept.append(packet)
         previous = packet
     return plan
+
+
+def edge_gaps(
+    plan: StreamPlan, start_ms: float, end_ms: float, *, tolerance_ms: float | None = None
+) -> tuple[Gap | None, Gap | None]:
+    """The spans of the session ``[start_ms, end_ms]`` before the first kept
+    packet and after the last one, as gaps (``after_object`` ``""`` for the
+    one before the first packet), when longer than the tolerance (as in
+    :func:`plan_stream`); completeness counts them as missing samples."""
+    if not plan.kept:
+        return None, None
+    first, last = plan.kept[0], plan.kept[-1]
+
+    def tolerance(packet: Packet) -> float:
+        return tolerance_ms if tolerance_ms is not None else max(20.0, packet_duration_ms(packet) / 4)
+
+    leading = trailing = None
+    before = first.start_ms - start_ms
+    if before > tolerance(first):
+        leading = Gap("", float(start_ms), before, round(before * first.sampling_rate / 1000.0))
+    last_end = last.start_ms + packet_duration_ms(last)
+    after = end_ms - last_end
+    if after > tolerance(last):
+        trailing = Gap(last.object_id, last_end, after, round(after * last.sampling_rate / 1000.0))
+    return leading, trailing

@@ -12,6 +12,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure, PluginError
 from eeghub.core.extension import BackgroundTask, Consumer, PluginHealth
 from eeghub.core.hookspecs import hookimpl
+from eeghub.core.metrics import metrics_of
 from eeghub.core.ports import Delivery
 
 from . import routes
@@ -63,6 +64,7 @@ def eeghub_startup(ctx: AppContext) -> None:
         threads_per_plugin=cfg.workers,
         quality_factory=_quality_factory(ctx),
         plugin_timeout=cfg.plugin_timeout_seconds,
+        on_run=metrics_of(ctx).observe_analysis,
     )
     log.info("analyzer: %d analysis plugin(s): %s", len(plugins), ", ".join(p.id for p in plugins))
 

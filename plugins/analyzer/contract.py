@@ -12,6 +12,12 @@ An analysis plugin is any object with these attributes, returned from the
   the window. It runs in a worker thread, never on the event loop; it must
   not keep state between calls (streams are analysed concurrently).
 
+Optional: ``min_window_seconds`` (float, at most ``window_seconds``): the
+plugin is also run while the stream holds less than ``window_seconds`` but at
+least this much; ``analyze`` then gets everything the buffer holds (the
+window grows up to ``window_seconds``). Without it, a plugin waits for a full
+window.
+
 Optional: ``render(result, window_info) -> dict[str, str]`` returning images
 (base64 PNG) for apps that show pictures; it is called (in a thread) only when
 a client asks for images, and its output is cached until the next result.
@@ -69,6 +75,11 @@ def check_plugin(plugin: Any) -> list[str]:
         value = getattr(plugin, name, None)
         if not isinstance(value, (int, float)) or value <= 0:
             problems.append(f"{name} must be a positive number")
+    minimum = getattr(plugin, "min_window_seconds", None)
+    if minimum is not None and (
+        not isinstance(minimum, (int, float)) or not 0 < minimum <= getattr(plugin, "window_seconds", 0)
+    ):
+        problems.append("min_window_seconds must be a positive number no larger than window_seconds")
     types = getattr(plugin, "channel_types", None)
     if not isinstance(types, tuple) or not types or not set(types) <= {"eeg", "emg", "eog", "stim", "misc"}:
         problems.append("channel_types must be a non-empty tuple of eeg/emg/eog/stim/misc")

@@ -111,6 +111,7 @@ class AnalysisHost:
         quality_factory: Callable[[StreamLayout], Any] | None = None,
         plugin_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        on_run: Callable[[str, float], None] | None = None,
     ) -> None:
         self.buffer_seconds = buffer_seconds
         self.idle_eviction_seconds = idle_eviction_seconds
@@ -118,6 +119,8 @@ class AnalysisHost:
         self.plugin_timeout = plugin_timeout
         self.quality_factory = quality_factory
         self.clock = clock
+        self.on_run = on_run
+        """Called with (plugin id, seconds) after each successful run (metrics)."""
         self.streams: OrderedDict[tuple[str, str], Stream] = OrderedDict()
         self.results: dict[tuple[str, str], dict[str, Result]] = {}
         self.plugins: dict[str, PluginState] = {}
@@ -195,8 +198,11 @@ class AnalysisHost:
     def window_for(self, stream: Stream, plugin: Any) -> AnalysisWindow | None:
         layout = stream.layout
         n = int(round(plugin.window_seconds * layout.sampling_rate))
-        if stream.buffer.available < n:
+        minimum = getattr(plugin, "min_window_seconds", None)
+        n_min = n if minimum is None else min(n, max(1, int(round(minimum * layout.sampling_rate))))
+        if stream.buffer.available < n_min:
             return None
+        n = min(n, stream.buffer.available)  # a growing window until the buffer holds a full one
         picks = [i for i, t in enumerate(layout.channel_types) if t in plugin.channel_types]
         if not picks:
             return None
@@ -290,6 +296,8 @@ class AnalysisHost:
         self._release(stream, state)
         state.runs += 1
         state.total_seconds += seconds
+        if self.on_run is not None:
+            self.on_run(pid, seconds)
         if value is None or self.streams.get(stream.key) is not stream:
             return  # nothing to show, or the stream was reset meanwhile
         self._sequence += 1

@@ -56,6 +56,16 @@ def coherence_png(result: Any) -> str:
         image = axes.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
         axes.set_xticks(range(len(result.channels)), result.channels, rotation=90, fontsize=7)
         axes.set_yticks(range(len(result.channels)), result.channels, fontsize=7)
-        axes.set_title(f"{result.band[0]:g}-{result.band[1]:g} Hz coherence (floor {result.noise_floor:.3f})", fontsize=8)
+        axes.set_title(coherence_title(result), fontsize=8)
         figure.colorbar(image, ax=axes, fraction=0.046)
         return _png(figure)
+
+
+def coherence_title(result: Any) -> str:
+    """Band, the data and segments behind the estimate, and its noise floor."""
+    seconds = getattr(result, "window_seconds", 0.0)
+    span = f" in {seconds:.0f} s" if seconds else ""
+    return (
+        f"{result.band[0]:g}-{result.band[1]:g} Hz coherence (MSC), {result.n_segments} segments{span},"
+        f" noise floor {result.noise_floor:.2f}"
+    )

@@ -15,7 +15,7 @@ from litestar.response import ServerSentEvent
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, require_user
+from eeghub.core.auth import claimed_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden
 from eeghub.core.http import IdParam, error_responses
@@ -101,6 +101,7 @@ def _summaries(host: AnalysisHost) -> list[dict[str, Any]]:
             "display_name": state.plugin.display_name,
             "description": state.plugin.description,
             "window_seconds": state.plugin.window_seconds,
+            "min_window_seconds": getattr(state.plugin, "min_window_seconds", state.plugin.window_seconds),
             "interval_seconds": state.plugin.interval_seconds,
             "channel_types": list(state.plugin.channel_types),
         }
@@ -132,21 +133,22 @@ NOT_READY = ResponseSpec(
 
 @get(
     "/api/v1/users/{user_id:str}/analysis",
-    guards=[require_user],
     tags=["analysis"],
     responses={202: NOT_READY, **error_responses(400, 401, 403, 503)},
 )
 async def get_analysis(
     user_id: IdParam,
+    request: Request[Any, Any, Any],
     ctx: AppContext,
-    identity: Identity,
     format: str = Parameter(default="images", pattern="^(images|json)$", description="json: skip the PNG images"),  # noqa: A002
     device_id: str | None = Parameter(default=None),
 ) -> Response[dict[str, Any]]:
     """The latest results of a user's most recently active stream (or of
     ``device_id``). 202 while nothing is ready. ``applications.psd_coherence``
     is the predecessor's entry (base64 PNGs unless ``format=json``); every
-    plugin's numeric result is under ``results``."""
+    plugin's numeric result is under ``results``. In ``compat`` mode a
+    request without ``X-User-Id`` reads the path's user (the app polls so)."""
+    identity = claimed_identity(request, user_id, "the path's user_id")
     await check_reader(ctx, identity.user_id, user_id)
     host = _host(ctx)
     streams = host.results_for_user(user_id)
@@ -176,13 +178,15 @@ async def get_analysis(
 
 @get(
     "/api/v1/users/{user_id:str}/analysis/stream",
-    guards=[require_user],
     tags=["analysis"],
     responses=error_responses(400, 401, 403, 503),
 )
-async def stream_analysis(user_id: IdParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> ServerSentEvent:
+async def stream_analysis(user_id: IdParam, request: Request[Any, Any, Any], ctx: AppContext) -> ServerSentEvent:
     """Server-sent events: one ``result`` event (JSON) per new result of any
-    of the user's streams, and a ``ping`` comment every 15 s."""
+    of the user's streams, and a ``ping`` comment every 15 s. Identity as for
+    the poll: the same results, live (a browser's ``EventSource`` cannot send
+    a header)."""
+    identity = claimed_identity(request, user_id, "the path's user_id")
     await check_reader(ctx, identity.user_id, user_id)
     host = _host(ctx)
     queue = host.listen(user_id)

@@ -7,13 +7,15 @@ writer (``session.py``) and the validator (``validation.py``), so it is the
 one entry point. Layout, for each session (one recording per session, BrainVision, see
 ``brainvision.py``)::
 
-    dataset_description.json  README  participants.tsv  participants.json
+    dataset_description.json  README  participants.tsv  participants.json  .bidsignore
     stimuli/<file_name>                              the experiment's stimuli
+    stimuli/calibration/<file_name>                  calibration items its sessions showed
     sourcedata/label_map.json                        original ids → BIDS labels
     sourcedata/media/media.tsv + sub-<S>/ses-<T>/…   photos and audio from the app
     sub-<S>/ses-<T>/sub-<S>_ses-<T>_scans.tsv        filename, acq_time
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_eeg.vhdr|.vmrk|.eeg|.json
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_channels.tsv
+    sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_desc-quality_channels.json   (the predecessor's quality report)
     sub-<S>/ses-<T>/eeg/sub-<S>_ses-<T>_task-<K>_events.tsv|.json
 
 Conventions (also written into the README, so a dataset explains itself):
@@ -62,6 +64,7 @@ __all__ = [
     "SessionSpec",
     "ValidationSummary",
     "validate",
+    "write_bidsignore",
     "write_dataset_description",
     "write_participants",
     "write_readme",
@@ -157,6 +160,18 @@ sourcedata/media/media.tsv).
 """
 
 
+BIDSIGNORE = ("*_desc-quality_channels.json",)
+"""Files beside the recordings that BIDS does not define: the predecessor's
+channel-quality reports (the quality is in ``channels.tsv`` too)."""
+
+
+def write_bidsignore(root: Path, patterns: Sequence[str] = BIDSIGNORE) -> Path:
+    """``.bidsignore``: what the validator skips (gitignore syntax)."""
+    path = inside(root, ".bidsignore")
+    path.write_text("".join(f"{pattern}\n" for pattern in patterns), encoding="utf-8")
+    return path
+
+
 def write_participants(
     root: Path,
     rows: Sequence[Mapping[str, object]],
@@ -221,15 +236,22 @@ def exported_stimulus_name(name: str) -> str:
     return candidate if file_name_problem(candidate) is None else name
 
 
-def write_stimuli(root: Path, items: Iterable[tuple[str, Source]]) -> list[str]:
-    """Copy the experiment's stimuli to ``stimuli/<file_name>``; returns the
-    names, which are what ``EventSpec.stim_file`` refers to. Client file
-    names are checked (``validate_file_name``: no separators, no ``..``) and
-    the target must resolve inside the dataset; a repeated name is an error."""
+CALIBRATION_STIMULI = "calibration"
+"""Folder of ``stimuli/`` that holds the calibration items' files (they are
+shared by all experiments and may share a name with an experiment's stimulus)."""
+
+
+def write_stimuli(root: Path, items: Iterable[tuple[str, Source]], *, folder: str | None = None) -> list[str]:
+    """Copy the experiment's stimuli to ``stimuli/<file_name>`` (or
+    ``stimuli/<folder>/<file_name>``); returns the names, which (with the
+    folder) are what ``EventSpec.stim_file`` refers to. Client file names are
+    checked (``validate_file_name``: no separators, no ``..``) and the target
+    must resolve inside the dataset; a repeated name is an error."""
     names: list[str] = []
+    where = ["stimuli"] if folder is None else ["stimuli", validate_file_name(folder, field="stimuli folder")]
     for file_name, source in items:
         validate_file_name(file_name, field="stimuli.file_name")
-        target = inside(root, "stimuli", file_name)
+        target = inside(root, *where, file_name)
         if file_name in names:
             raise ValueError(f"stimulus file name {file_name!r} appears twice")
         _copy_source(source, target)

@@ -4,6 +4,8 @@ and with the app's task list, with authorization on every route."""
 from __future__ import annotations
 
 import hmac
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,7 +14,18 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
+from eeghub.core.auth import (
+    Identity,
+    check_role,
+    compat_mode,
+    has_valid_link,
+    header_identity,
+    identity_of,
+    parse_experiment_id,
+    require_role,
+    require_user,
+    signed_link,
+)
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, HttpError, NotFound, Unauthorized
 from eeghub.core.files import stream_object
@@ -60,11 +73,13 @@ def _participant_view(validation: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: v for k, v in validation.items() if k != "issues"}
 
 
-def _task(row: Any, *, owner: bool, with_report: bool = False) -> ExportTask:
+def _task(request: Any, row: Any, *, owner: bool, with_report: bool = False) -> ExportTask:
     """``owner``: the owner's view. Participants see status, progress and
     counts, not the per-session detail (the validator's issue locations, an
     error message that names sessions). The report only with ``with_report``
-    (an owner reading one task)."""
+    (an owner reading one task). ``download_url`` is a signed link in ``jwt``
+    mode (a browser opens it without the token)."""
+    download = f"/api/v1/export-tasks/{row['task_id']}/download"
     return ExportTask(
         task_id=row["task_id"],
         experiment_id=row["experiment_id"],
@@ -84,9 +99,28 @@ def _task(row: Any, *, owner: bool, with_report: bool = False) -> ExportTask:
         if owner or row["error_message"] is None
         else "The export failed; an owner of the experiment can see why.",
         validation=row["validation"] if owner else _participant_view(row["validation"]),
-        download_url=f"/api/v1/export-tasks/{row['task_id']}/download" if row["status"] == "completed" else None,
+        download_url=signed_link(request, download) if _downloadable(row) else None,
         report=row["report"] if owner and with_report else None,
     )
+
+
+def _downloadable(row: Any) -> bool:
+    """Completed, or failed with its archive kept for inspection (validator
+    errors, or a validator that could not run)."""
+    return bool(row["result_file_path"]) and row["status"] in ("completed", "failed")
+
+
+ARCHIVE_SLUG_CHARS = 60
+
+
+def archive_name(experiment_name: str | None, task_id: uuid.UUID) -> str:
+    """The download's file name: a slug of the experiment's name (letters and
+    digits of any script, other runs as ``-``, at most 60 characters) and the
+    first 8 hex digits of the task id, e.g. ``visual-oddball-2025-3f2a9c1e.zip``."""
+    text = unicodedata.normalize("NFKC", experiment_name or "")
+    slug = re.sub(r"-+", "-", "".join(ch if ch.isalnum() else "-" for ch in text)).strip("-").lower()
+    slug = slug[:ARCHIVE_SLUG_CHARS].rstrip("-") or "experiment"
+    return f"{slug}-{task_id.hex[:8]}.zip"
 
 
 def _task_id(value: str) -> uuid.UUID:
@@ -145,15 +179,22 @@ async def _member_task_and_role(
 
 @get(
     "/api/v1/export-tasks/{task_id:str}",
-    guards=[require_user],
     tags=["export"],
     responses=error_responses(400, 401, 403, 404, 503),
 )
-async def get_export_task(task_id: UuidParam, ctx: AppContext, identity: Identity) -> ExportTask:
+async def get_export_task(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext) -> ExportTask:
     """Status and progress of an export (members of its experiment); the
-    per-session ``report`` only for owners."""
-    row, role = await _member_task_and_role(ctx, task_id, identity)
-    return _task(row, owner=role == "owner", with_report=True)
+    per-session ``report`` only for owners. In ``compat`` mode a request
+    without ``X-User-Id`` gets the participant's view of the task it names
+    (the predecessor answered anyone holding the task id)."""
+    identity = header_identity(request)
+    if identity is None and compat_mode(request):
+        row = await ctx.database.fetchrow("SELECT * FROM export_tasks WHERE task_id = $1", _task_id(task_id))
+        if row is None:
+            raise NotFound("Task not found")
+        return _task(request, row, owner=False)
+    row, role = await _member_task_and_role(ctx, task_id, identity or identity_of(request))
+    return _task(request, row, owner=role == "owner", with_report=True)
 
 
 @get(
@@ -163,6 +204,7 @@ async def get_export_task(task_id: UuidParam, ctx: AppContext, identity: Identit
     responses=error_responses(400, 401, 403, 404, 503),
 )
 async def list_export_tasks(
+    request: Request[Any, Any, Any],
     ctx: AppContext,
     identity: Identity,
     experiment_id: str | None = Parameter(
@@ -190,26 +232,37 @@ async def list_export_tasks(
             identity.user_id,
             limit,
         )
-    return [_task(r, owner=r["caller_role"] == "owner") for r in rows]
+    return [_task(request, r, owner=r["caller_role"] == "owner") for r in rows]
 
 
 @get(
     "/api/v1/export-tasks/{task_id:str}/download",
-    guards=[require_user],
     tags=["export"],
     responses=error_responses(400, 401, 403, 404, 416, 503),
 )
-async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Any]:
+async def download_export(task_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext) -> Response[Any]:
     """The export's ZIP (owner), streamed with ``Content-Length`` and HTTP
-    ``Range``. A storage error is an error status, never a truncated 200."""
-    row = await _member_task(ctx, task_id, identity, role="owner")
-    if row["status"] != "completed" or not row["result_file_path"]:
+    ``Range``, named after the experiment (``<slug>-<task id prefix>.zip``);
+    also a failed export's kept archive. A storage error is an error status,
+    never a truncated 200. Without a header or token: the signed
+    ``download_url`` of the task status (``jwt``), or, in ``compat`` mode,
+    anyone holding the task id (the app opens this link in the phone's
+    browser)."""
+    identity = header_identity(request)
+    if identity is None and (has_valid_link(request) or compat_mode(request)):
+        row = await ctx.database.fetchrow("SELECT * FROM export_tasks WHERE task_id = $1", _task_id(task_id))
+        if row is None:
+            raise NotFound("Task not found")
+    else:
+        row = await _member_task(ctx, task_id, identity or identity_of(request), role="owner")
+    if not _downloadable(row):
         raise BadRequest(f"Task is not complete. Current status: {row['status']}")
+    name = await ctx.database.fetchval("SELECT name FROM experiments WHERE experiment_id = $1", row["experiment_id"])
     return await stream_object(
         ctx.objects,
         ctx.settings.object_store.buckets.bids_exports,
         row["result_file_path"],
-        file_name=f"eid_{row['experiment_id']}.zip",
+        file_name=archive_name(name, row["task_id"]),
         content_type="application/zip",
         inline=False,
         range_header=request.headers.get("range"),
@@ -257,10 +310,13 @@ async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], c
 
     eid = parse_experiment_id(data.experiment_id)
     path, validation = await build_for_analysis(ctx, eid)
+    unvalidated = validation.get("validator_error")
     return InternalBuilt(
         experiment_id=str(eid),
         bids_path=str(path),
-        message="BIDS dataset created successfully for analysis.",
+        message="BIDS dataset created successfully for analysis."
+        if not unvalidated
+        else "BIDS dataset created for analysis, but it could not be validated (see validation.validator_error).",
         validation=validation,
     )
 

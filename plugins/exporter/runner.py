@@ -30,7 +30,9 @@ import msgspec
 import numpy as np
 
 from eeghub.core.context import AppContext
-from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
+from eeghub.core.errors import EeghubError, HttpError, ObjectNotFound, PermanentFailure
+from eeghub.core.files import unwrap_zstd
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
@@ -38,7 +40,7 @@ from eeghub.core.quality import QualityWindow
 from eeghub.core.raw_objects import RawLocation, RawReader
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
-from . import dataset, validation
+from . import dataset, metadata, validation
 from .labels import LabelMap
 from .placement import BLOCK_PACKETS, Segment
 from .session import EventSpec, SessionResult, SessionSpec
@@ -110,6 +112,11 @@ class _SessionQuality(Mapping[str, Mapping[str, str]]):
                 for name, entry in report.items()
             }
         return self._report
+
+    def channel_report(self) -> dict[str, dict[str, Any]]:
+        """The full per-channel report (the predecessor's keys), for the
+        session's ``…_desc-quality_channels.json``."""
+        return self.window.report().channel_report() if self.window.samples else {}
 
     def __getitem__(self, key: str) -> Mapping[str, str]:
         return self._build()[key]
@@ -527,7 +534,39 @@ async def _fetch_all(ctx: AppContext, experiment_id: uuid.UUID) -> dict[str, Any
     stimuli = await db.fetch(
         "SELECT file_name, object_id FROM experiment_stimuli WHERE experiment_id = $1 ORDER BY file_name", experiment_id
     )
-    return {"experiment": experiment, "sessions": sessions, "stimuli": stimuli}
+    # Calibration items are shared by all experiments: only those the exported sessions showed.
+    calibration = await db.fetch(
+        """SELECT DISTINCT c.file_name, c.object_id FROM calibration_items c
+           JOIN session_events e ON e.calibration_item_id = c.item_id
+           WHERE e.session_id = ANY($1::text[]) ORDER BY c.file_name""",
+        [s["session_id"] for s in sessions],
+    )
+    return {"experiment": experiment, "sessions": sessions, "stimuli": stimuli, "calibration": calibration}
+
+
+async def _copy_stimuli(
+    ctx: AppContext, root: Path, rows: Sequence[Any], folder: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """Copy stimulus rows (``file_name``, ``object_id``) from the media bucket
+    to ``stimuli/[<folder>/]``: the names they got when not their own, and
+    the names whose object is missing (or that were never stored)."""
+    bucket = ctx.settings.object_store.buckets.media
+    items: list[tuple[str, bytes]] = []
+    missing: list[str] = []
+    renamed: dict[str, str] = {}
+    for row in rows:
+        name = dataset.exported_stimulus_name(row["file_name"])
+        if name != row["file_name"]:
+            renamed[row["file_name"]] = name
+        try:
+            if not row["object_id"]:
+                raise ObjectNotFound(f"{row['file_name']} was never stored")
+            items.append((name, await ctx.objects.get_bytes(bucket, row["object_id"])))
+        except ObjectNotFound:
+            missing.append(row["file_name"])
+    if items:
+        await asyncio.to_thread(dataset.write_stimuli, root, items, folder=folder)
+    return renamed, missing
 
 
 async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, progress: Progress) -> dict[str, Any]:
@@ -541,11 +580,15 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
         labels.assign("subject", user)
     per_subject: dict[str, int] = {}
     await progress(stage="writing dataset description", progress=8, sessions_total=len(sessions))
+    bids = ctx.settings.export.bids
+    described = metadata.dataset_fields(bids)
     await asyncio.to_thread(
         dataset.write_dataset_description,
         root,
         name=experiment["name"],
-        extra={"GeneratedBy": [{"Name": "eeghub"}]},
+        authors=described.pop("Authors", ()),
+        license=described.pop("License", None),
+        extra=described,
     )
     await asyncio.to_thread(
         dataset.write_readme,
@@ -556,26 +599,25 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
     await asyncio.to_thread(
         dataset.write_participants, root, [{"participant_id": f"sub-{labels.label('subject', u)}"} for u in users]
     )
+    await asyncio.to_thread(dataset.write_bidsignore, root)
     await progress(stage="copying stimuli", progress=10)
-    bucket_media = ctx.settings.object_store.buckets.media
-    stimuli_items: list[tuple[str, bytes]] = []
-    missing_stimuli: list[str] = []
-    renamed: dict[str, str] = {}
-    for row in data["stimuli"]:
-        name = dataset.exported_stimulus_name(row["file_name"])
-        if name != row["file_name"]:
-            renamed[row["file_name"]] = name
-        try:
-            stimuli_items.append((name, await ctx.objects.get_bytes(bucket_media, row["object_id"])))
-        except ObjectNotFound:
-            missing_stimuli.append(row["file_name"])
-    if stimuli_items:
-        await asyncio.to_thread(dataset.write_stimuli, root, stimuli_items)
+    renamed, missing_stimuli = await _copy_stimuli(ctx, root, data["stimuli"], None)
+    folder = dataset.CALIBRATION_STIMULI
+    calibration_renamed, missing_calibration = await _copy_stimuli(ctx, root, data["calibration"], folder)
     report: dict[str, Any] = {
         "sessions": [],
         "skipped_sessions": [],
         "missing_stimuli": missing_stimuli,
         "renamed_stimuli": renamed,
+        "calibration_stimuli": [f"{folder}/{calibration_renamed.get(r['file_name'], r['file_name'])}"
+                                for r in data["calibration"] if r["file_name"] not in missing_calibration],
+        "missing_calibration_stimuli": missing_calibration,
+    }
+    # An event's stim_file: the name it was exported under, relative to stimuli/.
+    stim_paths = {
+        "stimulus": renamed,
+        "calibration": {r["file_name"]: f"{folder}/{calibration_renamed.get(r['file_name'], r['file_name'])}"
+                        for r in data["calibration"]},
     }
     raw_bucket = ctx.settings.object_store.buckets.raw_data
     for index, session in enumerate(sessions):
@@ -583,7 +625,9 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
         per_subject[subject] = per_subject.get(subject, 0) + 1
         session_label = labels.assign("session", session["session_id"], preferred=str(per_subject[subject]), scope=subject)
         task = labels.assign("task", session["session_type"] or "default")
-        outcome = await _write_one(ctx, root, session, subject, session_label, task, raw_bucket, renamed)
+        outcome = await _write_one(
+            ctx, root, session, subject, session_label, task, raw_bucket, stim_paths, experiment["description"]
+        )
         (report["sessions"] if "error" not in outcome else report["skipped_sessions"]).append(outcome)
         outcome["media"] = await _write_media(ctx, root, session, subject, session_label)
         done = index + 1
@@ -597,19 +641,29 @@ async def build_dataset(ctx: AppContext, experiment_id: uuid.UUID, root: Path, p
             f"{s['session_id']}: {s['error']}" for s in report["skipped_sessions"]
         ))
     await asyncio.to_thread(labels.write, root)
+    report["left_for_the_lab"] = metadata.left_for_the_lab(
+        bids,
+        [s["session_type"] or "default" for s in sessions],
+        experiment["description"],
+        events=any(s.get("events_from_trigger") or s.get("events_from_log") or s.get("gaps") for s in report["sessions"]),
+    )
     return report
 
 
 async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, session_label: str) -> int:
     """Photos and audio linked to the session, under ``sourcedata/media`` with
-    an index (``media.tsv``); BIDS has no place for them in the raw tree."""
+    an index (``media.tsv``); BIDS has no place for them in the raw tree.
+    Only files the session's own user uploaded; a file stored as the
+    predecessor's app sent it (one zstd frame) is written decompressed."""
     rows = await ctx.database.fetch(
         """SELECT object_id, 'image' AS kind, timestamp_utc AS captured_at, content_type, original_filename
-             FROM images WHERE session_id = $1
+             FROM images WHERE session_id = $1 AND user_id = $2
            UNION ALL
-           SELECT object_id, 'audio', start_time, content_type, original_filename FROM audio_clips WHERE session_id = $1
+           SELECT object_id, 'audio', start_time, content_type, original_filename FROM audio_clips
+            WHERE session_id = $1 AND user_id = $2
            ORDER BY 3, 1""",
         session["session_id"],
+        session["user_id"],
     )
     items = []
     bucket = ctx.settings.object_store.buckets.media
@@ -618,6 +672,10 @@ async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, 
             data = await ctx.objects.get_bytes(bucket, row["object_id"])
         except ObjectNotFound:
             continue
+        try:
+            data = unwrap_zstd(data, ctx.settings.ingest.max_media_bytes)
+        except HttpError:
+            log.warning("media object %s is a broken zstd frame; exported as stored", row["object_id"])
         name = row["object_id"].rsplit("/", 1)[-1]  # a safe key segment, unique per object
         items.append(
             dataset.MediaItem(
@@ -644,13 +702,17 @@ async def _write_one(
     session_label: str,
     task: str,
     bucket: str,
-    stimulus_names: Mapping[str, str] | None = None,
+    stim_paths: Mapping[str, Mapping[str, str]] | None = None,
+    experiment_description: str | None = None,
 ) -> dict[str, Any]:
-    """``stimulus_names``: stimuli exported under another name than their
-    own (``dataset.exported_stimulus_name``), for the events' ``stim_file``."""
+    """``stim_paths``: for the events' ``stim_file``, ``"stimulus"`` maps the
+    experiment's stimuli exported under another name than their own
+    (``dataset.exported_stimulus_name``), ``"calibration"`` every exported
+    calibration item to its path under ``stimuli/``."""
     db = ctx.database
     sid = session["session_id"]
-    renamed = stimulus_names or {}
+    renamed = (stim_paths or {}).get("stimulus", {})
+    calibration_paths = (stim_paths or {}).get("calibration", {})
     objects = await db.fetch(
         """SELECT r.object_id, r.timestamp_start_ms, r.timestamp_end_ms, r.num_samples, r.sampling_rate,
                   r.lsb_to_volts, r.content_sha256, r.channel_names, r.channel_types,
@@ -676,7 +738,7 @@ async def _write_one(
     locations = {o["object_id"]: RawLocation.of(o) for o in usable}
     events = await db.fetch(
         """SELECT e.event_id, e.onset, e.duration, e.trial_type, e.value, e.onset_corrected_us,
-                  COALESCE(s.file_name, c.file_name) AS file_name
+                  s.file_name AS stimulus_file, c.file_name AS calibration_file
            FROM session_events e LEFT JOIN experiment_stimuli s ON s.stimulus_id = e.stimulus_id
            LEFT JOIN calibration_items c ON c.item_id = e.calibration_item_id
            WHERE e.session_id = $1 ORDER BY e.onset, e.event_id""",
@@ -689,7 +751,7 @@ async def _write_one(
             duration=float(e["duration"]),
             trial_type=e["trial_type"],
             value=e["value"],
-            stim_file=renamed.get(e["file_name"], e["file_name"]),
+            stim_file=_stim_file(e, renamed, calibration_paths),
             event_id=e["event_id"],
         )
         for e in events
@@ -709,6 +771,11 @@ async def _write_one(
         start_ms=int(session["start_time"].timestamp() * 1000),
         end_ms=int(session["end_time"].timestamp() * 1000),
         device_id=session["device_id"],
+        eeg_reference=ctx.settings.export.bids.eeg_reference or "n/a",
+        sidecar_extra=metadata.sidecar_fields(
+            ctx.settings.export.bids, session["session_type"] or "default", experiment_description
+        ),
+        stimulus_presentation=ctx.settings.export.bids.stimulus_presentation or None,
     )
     # Neighbouring packets stored in one segment are read together.
     reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets])
@@ -740,6 +807,11 @@ async def _write_one(
         "overlaps": result.overlaps,
         "packets_outside_session": len(result.outside_bounds),
         "trimmed_samples": result.trimmed_samples,
+        # The recording runs from the first to the last sample: the session's edges without data.
+        "missing_before_first_sample_s": round(result.recording_start.timestamp() - spec.start_ms / 1000, 3),
+        "missing_after_last_sample_s": round(
+            spec.end_ms / 1000 - result.recording_start.timestamp() - result.samples / spec.sampling_rate, 3
+        ),
         "events_from_trigger": result.events_from_trigger,
         "events_from_log": result.events_from_log,
         "events_not_placed": result.events_not_placed,
@@ -748,6 +820,16 @@ async def _write_one(
         "missing_objects": signals.missing,
         "inconsistent_objects": inconsistent,
     }
+
+
+def _stim_file(event: Any, renamed: Mapping[str, str], calibration_paths: Mapping[str, str]) -> str | None:
+    if event["stimulus_file"] is not None:
+        return renamed.get(event["stimulus_file"], event["stimulus_file"])
+    if event["calibration_file"] is not None:
+        # Under calibration/ even when not exported: never an experiment stimulus of the same name.
+        name = event["calibration_file"]
+        return calibration_paths.get(name, f"{dataset.CALIBRATION_STIMULI}/{name}")
+    return None
 
 
 async def update_task(ctx: AppContext, task_id: uuid.UUID, **fields: Any) -> None:
@@ -779,8 +861,8 @@ async def run_export(ctx: AppContext, job: Job) -> None:
     try:
         report = await build_dataset(ctx, job.experiment_id, root, progress)
         await progress(stage="validating", progress=87)
-        summary = await asyncio.to_thread(validation.validate, root)
-        await progress(stage="compressing and uploading", progress=90, validation=summary.to_dict())
+        summary, checked = await validate_dataset(ctx, root, f"export {job.task_id}")
+        await progress(stage="compressing and uploading", progress=90, validation=checked)
         key = f"exports/{job.experiment_id}/{job.task_id}.zip"
         written = [0]
         info = await ctx.objects.put_stream(
@@ -798,17 +880,18 @@ async def run_export(ctx: AppContext, job: Job) -> None:
             "finished_at": datetime.now(UTC),
             "report": report,
         }
-        if summary.ok:
+        if summary is not None and summary.ok:
             await update_task(ctx, job.task_id, status="completed", **fields)
         else:
-            await update_task(
-                ctx,
-                job.task_id,
-                status="failed",
-                error_message=f"the BIDS validator found {summary.errors} error(s); the archive is kept for inspection",
-                **fields,
+            why = (
+                f"the BIDS validator found {summary.errors} error(s)"
+                if summary is not None
+                else f"the dataset could not be validated ({checked['validator_error']})"
             )
-    except (ExportError, validation.ValidatorUnavailable) as exc:
+            await update_task(
+                ctx, job.task_id, status="failed", error_message=f"{why}; the archive is kept for inspection"[:1000], **fields
+            )
+    except ExportError as exc:
         await update_task(ctx, job.task_id, status="failed", error_message=str(exc), finished_at=datetime.now(UTC))
     except asyncio.CancelledError:
         raise  # shut-down: the message is redelivered and the export restarts
@@ -820,13 +903,44 @@ async def run_export(ctx: AppContext, job: Job) -> None:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
+VALIDATOR_HEALTH = "exporter.validator"
+"""``ctx.services`` key of the exporter's :class:`validation.ValidatorHealth`."""
+
+
+def validator_health(ctx: AppContext) -> validation.ValidatorHealth:
+    health = ctx.services.get(VALIDATOR_HEALTH)
+    if health is None:
+        health = ctx.services[VALIDATOR_HEALTH] = validation.ValidatorHealth()
+    return health  # type: ignore[no-any-return]
+
+
+async def validate_dataset(ctx: AppContext, root: Path, what: str) -> tuple[validation.ValidationSummary | None, dict[str, Any]]:
+    """Run the validator on ``root``: its summary and the task's ``validation``
+    field. A validator that is missing or cannot run is logged, marks the
+    exporter degraded in ``/api/v1/health`` and gives ``(None, {...,
+    "validator_error": reason})``: the dataset is then unvalidated, not wrong."""
+    health = validator_health(ctx)
+    try:
+        summary = await asyncio.to_thread(validation.validate, root, command=ctx.settings.export.validator)
+    except validation.ValidatorUnavailable as exc:
+        reason = str(exc)[:1000]
+        log.error("%s: the BIDS validator could not run, the dataset is not validated: %s", what, reason)
+        health.failed(reason)
+        return None, {"errors": None, "warnings": None, "schema_version": None, "issues": [], "validator_error": reason}
+    health.ran()
+    return summary, summary.to_dict()
+
+
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     async def handle(delivery: Delivery) -> None:
         try:
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PermanentFailure(f"malformed export job: {exc}") from None
+        started = time.monotonic()
         await run_export(ctx, job)
+        status = await ctx.database.fetchval("SELECT status FROM export_tasks WHERE task_id = $1", job.task_id)
+        metrics_of(ctx).export_duration.labels(status or "unknown").observe(time.monotonic() - started)
 
     return handle
 
@@ -846,5 +960,5 @@ async def build_for_analysis(ctx: AppContext, experiment_id: uuid.UUID) -> tuple
         from eeghub.core.errors import NotFound
 
         raise NotFound(str(exc)) from None
-    summary = await asyncio.to_thread(validation.validate, target)
-    return target, summary.to_dict()
+    _, checked = await validate_dataset(ctx, target, f"internal build of {experiment_id}")
+    return target, checked

@@ -79,7 +79,7 @@ class EventSpec:
     """One logged event. ``onset_us`` is the corrected absolute onset (µs
     since the epoch) or None when no trigger matched; ``logged_onset_s`` is
     the app's onset in seconds from the session start; ``stim_file`` is a
-    file name in ``stimuli/``."""
+    path relative to ``stimuli/``: a file name, or ``calibration/<name>``."""
 
     onset_us: int | None
     logged_onset_s: float | None
@@ -129,7 +129,10 @@ def write_session(
     ``runner.SessionSignals``), that is used instead: it decodes a block's
     packets straight into the multiplexed block the ``.eeg`` file receives.
     ``quality`` maps a channel name to ``{"status": "good"|"bad",
-    "description": …}``; missing channels are good. ``power_line_frequency``
+    "description": …}``; missing channels are good. When it also has a
+    ``channel_report()`` method (``runner._SessionQuality``), the full
+    report is written beside the recording as
+    ``…_desc-quality_channels.json`` (read after the data is written). ``power_line_frequency``
     comes from configuration (None writes ``n/a``). Raises
     ``placement.NoSamplesError`` when no sample lies within the session, and
     FileExistsError rather than overwrite a recording already written.
@@ -174,6 +177,11 @@ def write_session(
     channels = eeg_dir / f"{spec.stem}_channels.tsv"
     _write_channels(channels, spec, names, types, quality)
     files += [sidecar, channels]
+    full_report = getattr(quality, "channel_report", None)
+    if callable(full_report):
+        report_path = eeg_dir / f"{spec.stem}{QUALITY_REPORT_SUFFIX}"
+        write_quality_report(report_path, spec, names, full_report())
+        files.append(report_path)
 
     stimuli_dir = inside(root, "stimuli")
     rows, not_placed, missing = _event_rows(spec, layout, events, lambda name: (stimuli_dir / name).is_file())
@@ -204,6 +212,26 @@ def write_session(
         events_not_placed=not_placed,
         missing_stimuli=missing,
     )
+
+
+QUALITY_REPORT_SUFFIX = "_desc-quality_channels.json"
+"""The predecessor's per-recording channel-quality report, beside the
+recording. Not a BIDS file: the dataset's ``.bidsignore`` lists it."""
+
+
+def write_quality_report(
+    path: Path, spec: SessionSpec, names: Sequence[str], report: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """``{channel: {status, reasons, zero_ratio, bad_impedance_ratio,
+    unknown_impedance_ratio, flatline, type, has_warning}}`` as the
+    predecessor wrote it (indent 2), keyed by the channel names of
+    ``channels.tsv``, in channel order."""
+    document = {
+        name: dict(report[original])
+        for original, name in zip(spec.channel_names, names, strict=True)
+        if original in report
+    }
+    write_json(path, document)
 
 
 def _check_spec(spec: SessionSpec) -> None:
@@ -317,7 +345,8 @@ def _event_rows(
             continue
         stim_file = event.stim_file
         if stim_file is not None:
-            validate_file_name(stim_file, field="events.stim_file")
+            for part in stim_file.split("/"):  # a name, or folder/name (calibration/…)
+                validate_file_name(part, field="events.stim_file")
             if not stimulus_exists(stim_file):
                 if stim_file not in missing:
                     missing.append(stim_file)

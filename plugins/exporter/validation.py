@@ -9,9 +9,11 @@ puts it even when that ``bin/`` is not on PATH), then on PATH.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,20 @@ class ValidationSummary:
         }
 
 
-def find_validator() -> str:
+def find_validator(command: str | None = None) -> str:
+    """The validator's executable: ``command`` when given (a path, or a name
+    looked up on PATH), else ``bids-validator-deno`` next to the running
+    interpreter, then on PATH. Raises ValidatorUnavailable when not found."""
+    if command:
+        path = Path(command).expanduser()
+        if path.parent != Path("."):  # a path: used as it is
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+            raise ValidatorUnavailable(f"the configured validator {command!r} (export.validator) is not an executable file")
+        found = shutil.which(command)
+        if found:
+            return found
+        raise ValidatorUnavailable(f"the configured validator {command!r} (export.validator) was not found on PATH")
     beside = Path(sys.executable).parent / EXECUTABLE
     if beside.is_file():
         return str(beside)
@@ -67,12 +82,15 @@ def find_validator() -> str:
     )
 
 
-def validate(root: Path | str, *, timeout_s: float = 600.0, max_rows: int = -1) -> ValidationSummary:
+def validate(
+    root: Path | str, *, command: str | None = None, timeout_s: float = 600.0, max_rows: int = -1
+) -> ValidationSummary:
     """Validate the dataset at ``root``; ``max_rows=-1`` checks every TSV row
-    (the validator's default is the first 1000)."""
-    command = [find_validator(), "--format", "json", "--no-color", "--max-rows", str(max_rows), str(root)]
+    (the validator's default is the first 1000). ``command``: as in
+    :func:`find_validator`."""
+    argv = [find_validator(command), "--format", "json", "--no-color", "--max-rows", str(max_rows), str(root)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ValidatorUnavailable(f"{EXECUTABLE} could not run: {exc}") from exc
     try:
@@ -80,7 +98,44 @@ def validate(root: Path | str, *, timeout_s: float = 600.0, max_rows: int = -1) 
     except json.JSONDecodeError:
         detail = (done.stderr or done.stdout).strip()[-2000:]
         raise ValidatorUnavailable(f"{EXECUTABLE} exited with {done.returncode} without a JSON report: {detail}") from None
+    if not isinstance(report, dict):
+        raise ValidatorUnavailable(f"{EXECUTABLE} printed JSON that is not a report")
     return parse_report(report)
+
+
+def probe(command: str | None = None, *, timeout_s: float = 60.0) -> str:
+    """Check that the validator runs (``--version``); its path. Raises
+    ValidatorUnavailable with the reason otherwise."""
+    path = find_validator(command)
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValidatorUnavailable(f"{EXECUTABLE} could not run: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()[-500:]
+        raise ValidatorUnavailable(f"{path} --version exited with {done.returncode}: {detail}")
+    return path
+
+
+class ValidatorHealth:
+    """What the exporter knows about its validator, for ``/api/v1/health``:
+    ``problem`` is the reason it is unusable (from the start-up probe or the
+    last export that could not validate), None once it ran."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self.path: str | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self.problem = reason
+
+    def ran(self, path: str | None = None) -> None:
+        with self._lock:
+            self.problem = None
+            if path:
+                self.path = path
 
 
 def parse_report(report: dict[str, Any]) -> ValidationSummary:

@@ -23,7 +23,7 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 MAX_SAMPLING_RATE = 100_000.0
 
 
-class DataEnvelope(msgspec.Struct):
+class DataEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /api/v1/data`` JSON body. ``session_id`` may be left out (the
     predecessor required the key, spec §8 item 23)."""
 
@@ -110,17 +110,21 @@ HEADER_NAMES = {
 }
 
 
-def from_query_or_headers(query: Mapping[str, Any], headers: Mapping[str, str], caller: str) -> Envelope:
+def from_query_or_headers(
+    query: Mapping[str, Any], headers: Mapping[str, str], caller: str | None, *, user_header: bool = True
+) -> Envelope:
     """The binary variant: each field from the query string, else from its
-    ``X-…`` header; ``user_id`` defaults to the caller."""
+    ``X-…`` header; ``user_id`` defaults to the caller. ``user_header=False``
+    (jwt mode): ``X-User-Id`` is not read, it identifies nobody there."""
     raw: dict[str, Any] = {}
     for field, header in HEADER_NAMES.items():
         value = query.get(field)
-        if value is None:
+        if value is None and (user_header or field != "user_id"):
             value = headers.get(header)
         if value is not None:
             raw[field] = value
-    raw.setdefault("user_id", caller)
+    if caller is not None:
+        raw.setdefault("user_id", caller)
     raw["payload_base64"] = b"-"  # the frame is the body
     try:
         body = msgspec.convert(raw, DataEnvelope, strict=False)

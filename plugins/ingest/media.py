@@ -6,6 +6,11 @@ key (two uploads in the same millisecond no longer overwrite each other, spec
 the broker confirmed it. Only ``image/*`` and ``audio/*`` are accepted (the
 predecessor filed anything else as audio). The consumer inserts the
 ``images``/``audio_clips`` row idempotently.
+
+The predecessor's app zstd-compresses photos and audio before upload and
+says ``image/jpeg``: a file that is one zstd frame is decompressed (bounded by
+``ingest.max_media_bytes``, as packets are) and the real file is stored. A
+``session_id`` that belongs to another user is refused (403).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec.enums import OpenAPIFormat
 
-from eeghub.core.auth import Identity, require_user
+from eeghub.core.auth import claimed_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, HttpError, PayloadTooLarge, PermanentFailure
-from eeghub.core.http import error_responses
+from eeghub.core.files import unwrap_zstd
+from eeghub.core.http import body_operation, error_responses, file_schema, multipart, text_schema
 from eeghub.core.keys import key_segment
 from eeghub.core.ports import Delivery, Message
 
@@ -74,6 +81,14 @@ def _time(form: Any, name: str, required: bool) -> datetime | None:
         raise BadRequest(f"{name} is out of range once converted to UTC", issues=[{"field": name, "message": "out of range in UTC"}]) from None
 
 
+async def check_session_owner(ctx: AppContext, session_id: str, user_id: str) -> None:
+    """403 when the session exists and was recorded by someone else (its
+    media would ship in that experiment's export)."""
+    owner = await ctx.database.fetchval("SELECT user_id FROM sessions WHERE session_id = $1", session_id)
+    if owner is not None and owner != user_id:
+        raise Forbidden("session_id belongs to another user.")
+
+
 def _extension(name: str) -> str:
     match = re.search(r"(\.[A-Za-z0-9]{1,8})$", name)
     return match.group(1).lower() if match else ""
@@ -81,23 +96,45 @@ def _extension(name: str) -> str:
 
 @post(
     "/api/v1/media",
-    guards=[require_user],
     tags=["ingest"],
     status_code=202,
     responses=error_responses(400, 401, 403, 413, 415, 503),
+    operation_class=body_operation(
+        "multipart/form-data: a photo (image/*, with `timestamp_utc`) or an audio recording (audio/*, with "
+        "`start_time_utc` and `end_time_utc`) taken during a session. Times are ISO 8601 with a UTC offset.",
+        multipart(
+            {
+                "file": file_schema("The image or audio file"),
+                "user_id": text_schema("The caller's user id"),
+                "session_id": text_schema("The session it belongs to (optional)"),
+                "mimetype": text_schema("image/… or audio/…; anything else is a 415", examples=["image/jpeg"]),
+                "original_filename": text_schema("The file's name on the phone (its extension is kept)"),
+                "timestamp_utc": text_schema("When the photo was taken (images)", format=OpenAPIFormat.DATE_TIME),
+                "start_time_utc": text_schema("When the recording began (audio)", format=OpenAPIFormat.DATE_TIME),
+                "end_time_utc": text_schema("When the recording ended (audio)", format=OpenAPIFormat.DATE_TIME),
+            },
+            ["file", "user_id", "mimetype"],
+        ),
+    ),
 )
-async def post_media(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Accepted]:
+async def post_media(request: Request[Any, Any, Any], ctx: AppContext) -> Response[Accepted]:
     """Multipart ``file`` with ``user_id``, ``session_id``, ``mimetype``,
     ``original_filename`` and ``timestamp_utc`` (images) or
-    ``start_time_utc``/``end_time_utc`` (audio)."""
+    ``start_time_utc``/``end_time_utc`` (audio). The file may be one zstd
+    frame (the predecessor's app compresses); the decompressed file is
+    stored. In ``compat`` mode a request without ``X-User-Id`` is the form's
+    ``user_id``."""
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise BadRequest("`file` field is required", issues=[{"field": "file", "message": "required"}])
     user_id = _field(form, "user_id")
+    identity = claimed_identity(request, user_id, "the form's user_id")
     if user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
     session_id = _field(form, "session_id")
+    assert user_id is not None and session_id is not None
+    await check_session_owner(ctx, session_id, user_id)
     mimetype = (_field(form, "mimetype") or "").lower()
     original = _field(form, "original_filename") or ""
     kind = mimetype.split("/", 1)[0]
@@ -111,6 +148,7 @@ async def post_media(request: Request[Any, Any, Any], ctx: AppContext, identity:
     data = await upload.read(ctx.settings.ingest.max_media_bytes + 1)
     if len(data) > ctx.settings.ingest.max_media_bytes:
         raise PayloadTooLarge(f"file is larger than {ctx.settings.ingest.max_media_bytes} bytes")
+    data = await asyncio.to_thread(unwrap_zstd, data, ctx.settings.ingest.max_media_bytes)
     if not data:
         raise BadRequest("file is empty", issues=[{"field": "file", "message": "empty"}])
     sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())

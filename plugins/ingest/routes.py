@@ -12,10 +12,11 @@ from litestar import Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
-from eeghub.core.auth import identity_of
+from eeghub.core.auth import claimed_identity, compat_mode, header_identity, identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from eeghub.core.http import error_responses, openapi_schema_of
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
@@ -96,13 +97,24 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     # than injected (Litestar resolves two dependencies in an anyio task
     # group, a measurable share of a request), and the caller is checked here
     # first, before the body is read, rather than by ``require_user`` as a
-    # guard (Litestar copies the route handler for every guard call).
-    identity = identity_of(request)  # 401 without a valid identity
+    # guard (Litestar copies the route handler for every guard call). Only
+    # ``compat`` mode reads the body first: without a header, the caller is
+    # the envelope's user_id, as for the predecessor.
+    identity = header_identity(request)
+    if identity is None and not compat_mode(request):
+        identity_of(request)  # the mode's 401, before the body is read
     ctx: AppContext = request.app.state.ctx
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type == "application/octet-stream":
-        envelope = from_query_or_headers(request.query_params, request.headers, identity.user_id)
+        # In jwt mode X-User-Id is not an identity: a stray one is ignored
+        # rather than taken for the envelope's user_id.
+        envelope = from_query_or_headers(
+            request.query_params,
+            request.headers,
+            identity.user_id if identity is not None else None,
+            user_header=ctx.auth.mode != "jwt",
+        )
         frame = body
         if not frame:
             raise BadRequest("the request body (the zstd frame) is empty", issues=[{"field": "body", "message": "empty"}])
@@ -119,10 +131,13 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         envelope = from_json(data)
         frame = data.payload_base64
+    if identity is None:
+        identity = claimed_identity(request, envelope.user_id, "the envelope's user_id")
     if envelope.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
     layout = validate_frame(ctx, frame)
     packet, message_id = packet_for(envelope, frame, layout)
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
+    metrics_of(ctx).packets_accepted.inc()
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

@@ -48,6 +48,7 @@ from typing import Any
 from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure
 from eeghub.core.keys import key_segment
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
 from eeghub.core.ports import Delivery
@@ -427,8 +428,12 @@ class SegmentWriter:
             *(self._rows.write([p.row(*placed[p.key]) for p in packets if p.key in placed]) for packets, *_ in group),
             return_exceptions=True,
         )
-        for (_, _, future, _), outcome in zip(group, outcomes, strict=True):
-            _settle(future, outcome if isinstance(outcome, BaseException) else None)
+        stored_now = metrics_of(self._ctx).packets_stored
+        for (packets, _, future, _), outcome in zip(group, outcomes, strict=True):
+            failed = isinstance(outcome, BaseException)
+            _settle(future, outcome if failed else None)
+            if not failed:
+                stored_now.inc(len(packets))
 
     async def _put(self, packets: list[_Prepared]) -> dict[str, tuple[str | None, int | None]]:
         """Write the packets' object; where each packet's bytes are, by key:

@@ -2,10 +2,14 @@
 
 For one session: read its linked objects in time order, a chunk at a time
 (no transaction is open meanwhile, and never all of them in memory: spec §8
-item 14; neighbours stored in one segment are read by one request), find the trigger rising edges across object boundaries, place them
-in absolute time, and match them to the logged events with
-``eeghub.core.correction.match_events`` (offset estimation, then an optimal
-monotone one-to-one matching within a tolerance). Then, in one transaction:
+item 14; neighbours stored in one segment are read by one request), find the trigger rising edges across object boundaries with the trigger
+line's value at each (its code), place them in absolute time, and match them
+to the logged events with ``eeghub.core.correction.match_events``: the
+offset is searched over everything the session allows
+(``session_offset_range_ms``: the app's onsets count from when the
+presentation started, not from the session start), each event's code comes
+from its ``value`` or ``trial_type`` (``event_code``), then an optimal
+monotone one-to-one matching within a tolerance. Then, in one transaction:
 the corrected onsets (NULL for unmatched events), the correction report, and
 ``event_correction_status = completed``. ``completed`` therefore always
 means "a report exists"; the report says what happened, including "no
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from eeghub.core.context import AppContext
-from eeghub.core.correction import MatchParameters, match_events
+from eeghub.core.correction import MatchParameters, event_code, match_events, session_offset_range_ms
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
@@ -44,12 +48,16 @@ the predecessor's form, are one request each: the object store's connection
 pool and rate limits are shared with everything else)."""
 
 
-async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray, list[dict[str, str]], int]:
-    """Absolute times (µs) of trigger rising edges over the objects, the
-    objects skipped (with why), and how many objects had a trigger channel."""
+async def trigger_edges(
+    ctx: AppContext, objects: list[Any]
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int]:
+    """Absolute times (µs) of trigger rising edges over the objects (sorted,
+    distinct), the trigger line's value at each (its code), the objects
+    skipped (with why), and how many objects had a trigger channel."""
     bucket = ctx.settings.object_store.buckets.raw_data
     max_channels = ctx.settings.ingest.max_channels
     edges: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     with_trigger = 0
     previous = 0
@@ -78,23 +86,28 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
                 if outcome is None:  # no trigger channel
                     continue
                 with_trigger += 1
-                if outcome.size:
+                samples, values = outcome
+                if samples.size:
                     start_us = int(row["timestamp_start_ms"]) * 1000
-                    offsets = np.rint(outcome.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
+                    offsets = np.rint(samples.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
                     edges.append(start_us + offsets.astype(np.int64))
+                    codes.append(values)
     finally:
         await reader.aclose()
     all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
-    return np.unique(all_edges), skipped, with_trigger
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    times, first = np.unique(all_edges, return_index=True)
+    return times, all_codes[first], skipped, with_trigger
 
 
 def _decode_chunk(
     outcomes: list[bytes | BaseException], previous: int, max_channels: int
-) -> tuple[list[np.ndarray | BaseException | None], int]:
+) -> tuple[list[tuple[np.ndarray, np.ndarray] | BaseException | None], int]:
     """In a worker thread: each payload's trigger rising edges (sample
-    indices; ``None`` without a trigger channel), or what went wrong, with
-    the trigger level carried from packet to packet."""
-    out: list[np.ndarray | BaseException | None] = []
+    indices) and the trigger value at each (``None`` without a trigger
+    channel), or what went wrong, with the trigger level carried from packet
+    to packet."""
+    out: list[tuple[np.ndarray, np.ndarray] | BaseException | None] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             out.append(outcome)
@@ -108,8 +121,13 @@ def _decode_chunk(
             out.append(None)
             continue
         previous = packet.last_trigger
-        out.append(packet.rising_edges)
+        out.append((packet.rising_edges, packet.trigger[packet.rising_edges].astype(np.int64)))
     return out, previous
+
+
+def _epoch_us(moment: datetime) -> int:
+    """Integer arithmetic: float timestamps can be a microsecond off."""
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _iso(us: int | None) -> str | None:
@@ -124,24 +142,34 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         "UPDATE sessions SET event_correction_status = 'processing' WHERE session_id = $1", session_id
     )
     events = await ctx.database.fetch(
-        "SELECT event_id, onset, trial_type FROM session_events WHERE session_id = $1 ORDER BY onset, event_id",
+        "SELECT event_id, onset, trial_type, value FROM session_events WHERE session_id = $1 ORDER BY onset, event_id",
         session_id,
     )
     objects = await ctx.database.fetch(
-        """SELECT r.object_id, r.timestamp_start_ms, r.sampling_rate, r.segment_key, r.segment_offset, r.stored_bytes
+        """SELECT r.object_id, r.timestamp_start_ms, r.timestamp_end_ms, r.sampling_rate, r.segment_key,
+                  r.segment_offset, r.stored_bytes
            FROM session_object_links l
            JOIN raw_data_objects r ON r.object_id = l.object_id
            WHERE l.session_id = $1 ORDER BY r.timestamp_start_ms, r.object_id""",
         session_id,
     )
-    triggers, skipped, with_trigger = await trigger_edges(ctx, objects)
-    start = session["start_time"]
-    # Integer arithmetic: float timestamps can be a microsecond off.
-    start_us = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    expected = [start_us + round(float(e["onset"]) * 1e6) for e in events]
+    triggers, trigger_values, skipped, with_trigger = await trigger_edges(ctx, objects)
+    start_us = _epoch_us(session["start_time"])
+    onsets = [float(e["onset"]) for e in events]
+    expected = [start_us + round(onset * 1e6) for onset in onsets]
     params = MatchParameters()
-    corrected, report = match_events(expected, triggers, params)
+    ends = [_epoch_us(session["end_time"])] if session["end_time"] is not None else []
+    ends += [int(o["timestamp_end_ms"]) * 1000 for o in objects[-1:]]
+    corrected, report = match_events(
+        expected,
+        triggers,
+        params,
+        event_codes=[event_code(e["value"], e["trial_type"]) for e in events],
+        trigger_codes=[int(v) if v > 0 else None for v in trigger_values.tolist()],
+        offset_range_ms=session_offset_range_ms(start_us, max(ends, default=None), onsets, params.max_offset_ms),
+    )
     details = report.to_dict()
+    per_event = details.pop("event_details")
     status = details.get("status")
     if not objects:
         status = "no_data"
@@ -165,6 +193,7 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
                     "corrected_time": _iso(corrected[i]),
                     "onset_corrected_us": corrected[i],
                     "shift_ms": None if corrected[i] is None else round((corrected[i] - expected[i]) / 1000.0, 3),
+                    **per_event[i],
                 }
                 for i, e in enumerate(events)
             ],

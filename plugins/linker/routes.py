@@ -11,7 +11,7 @@ from eeghub.core.auth import Identity, check_session_reader, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import NotFound
 from eeghub.core.http import IdParam, error_responses
-from eeghub.core.timeline import Packet, plan_stream
+from eeghub.core.timeline import Packet, edge_gaps, plan_stream
 
 
 async def _session(ctx: AppContext, session_id: str, identity: Identity) -> Any:
@@ -45,10 +45,16 @@ async def get_correction(session_id: IdParam, ctx: AppContext, identity: Identit
 
 
 class GapOut(msgspec.Struct):
-    after_object: str
+    after_object: str | None
+    """The packet the stream should have continued after (None: the gap
+    before the first packet)."""
     start_ms: float
     missing_ms: float
     missing_samples: int
+    position: str = "between"
+    """``start`` (between the session start and the first packet),
+    ``between`` (between two packets) or ``end`` (after the last packet,
+    before the session end)."""
 
 
 class StreamReport(msgspec.Struct):
@@ -80,8 +86,9 @@ class DataReport(msgspec.Struct):
 )
 async def get_data_report(session_id: IdParam, ctx: AppContext, identity: Identity) -> DataReport:
     """Per device stream: packets, samples received against samples expected
-    from the session's time span and sampling rate, gaps, overlaps and
-    duplicates dropped."""
+    from the session's time span and sampling rate, gaps (also before the
+    first packet and after the last one, once the session has ended: they
+    count as missing), overlaps and duplicates dropped."""
     session = await _session(ctx, session_id, identity)
     rows = await ctx.database.fetch(
         """SELECT r.object_id, r.device_id, r.timestamp_start_ms, r.timestamp_end_ms, r.num_samples,
@@ -112,6 +119,17 @@ async def get_data_report(session_id: IdParam, ctx: AppContext, identity: Identi
         plan = plan_stream(packets)
         rates = sorted({p.sampling_rate for p in packets})
         expected = round(duration * rates[0]) if duration is not None and len(rates) == 1 else None
+        gaps = [GapOut(g.after_object, g.start_ms, round(g.missing_ms, 3), g.missing_samples) for g in plan.gaps]
+        if expected is not None:  # the edges count as missing, so they are listed
+            leading, trailing = edge_gaps(
+                plan, session["start_time"].timestamp() * 1000, session["end_time"].timestamp() * 1000
+            )
+            if leading is not None:
+                gaps.insert(0, GapOut(None, leading.start_ms, round(leading.missing_ms, 3), leading.missing_samples, "start"))
+            if trailing is not None:
+                gaps.append(
+                    GapOut(trailing.after_object, trailing.start_ms, round(trailing.missing_ms, 3), trailing.missing_samples, "end")
+                )
         streams.append(
             StreamReport(
                 device_id=device,
@@ -121,7 +139,7 @@ async def get_data_report(session_id: IdParam, ctx: AppContext, identity: Identi
                 samples_received=plan.samples,
                 samples_expected=expected,
                 completeness=round(plan.samples / expected, 4) if expected else None,
-                gaps=[GapOut(g.after_object, g.start_ms, round(g.missing_ms, 3), g.missing_samples) for g in plan.gaps],
+                gaps=gaps,
                 overlaps=len(plan.overlaps),
                 first_packet_ms=plan.kept[0].start_ms if plan.kept else None,
                 last_packet_end_ms=plan.kept[-1].end_ms if plan.kept else None,

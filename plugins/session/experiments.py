@@ -7,10 +7,10 @@ import logging
 from typing import Any
 
 import msgspec
-from litestar import Response, delete, get, patch, post, put
+from litestar import Request, Response, delete, get, patch, post, put
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
+from eeghub.core.auth import Identity, check_role, claimed_identity, parse_experiment_id, require_role, require_user
 from eeghub.core.context import AppContext
 from eeghub.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from eeghub.core.http import IdParam, UuidParam, error_responses
@@ -194,17 +194,19 @@ async def delete_experiment(experiment_id: UuidParam, ctx: AppContext) -> Messag
 # ---------------------------------------------------------------- participants
 @post(
     "/api/v1/auth/experiments/{experiment_id:str}/join",
-    guards=[require_user],
     tags=["participants"],
     status_code=201,
     responses=error_responses(400, 401, 403, 404, 413, 503),
 )
 async def join_experiment(
-    experiment_id: UuidParam, ctx: AppContext, identity: Identity, data: JoinRequest | None = None
+    experiment_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, data: JoinRequest | None = None
 ) -> Message:
     """Join as a participant, with the experiment's password if it has one.
-    The caller joins; nobody enrols someone else. Joining again is a no-op."""
+    The caller joins; nobody enrols someone else. Joining again is a no-op.
+    In ``compat`` mode a request without ``X-User-Id`` joins the body's
+    ``user_id`` (as the predecessor's app sends it)."""
     data = data or JoinRequest()
+    identity = claimed_identity(request, data.user_id, "the body's user_id")
     if data.user_id is not None and data.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
     eid = parse_experiment_id(experiment_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -16,6 +16,7 @@ Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
 PresentationOrder = Literal["sequential", "random"]
 SessionType = Literal["main_integrated", "main_external", "main_task", "calibration"]
+SESSION_TYPES: tuple[str, ...] = get_args(SessionType)
 RoleName = Literal["owner", "participant"]
 
 
@@ -64,7 +65,7 @@ class ExperimentDetail(Experiment, kw_only=True):
 
 
 # ---------------------------------------------------------------- participants
-class JoinRequest(msgspec.Struct):
+class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``user_id`` is optional; when given it must be the caller."""
 
     user_id: Identifier | None = None
@@ -88,7 +89,7 @@ class RoleChange(msgspec.Struct, forbid_unknown_fields=True):
     role: RoleName
 
 
-class AuthCheck(msgspec.Struct):
+class AuthCheck(msgspec.Struct, forbid_unknown_fields=True):
     user_id: Identifier
     experiment_id: str
     required_role: RoleName
@@ -106,7 +107,7 @@ class ClockOffsetInfo(msgspec.Struct, forbid_unknown_fields=True):
     measurement_timestamp: datetime | None = None
 
 
-class SessionStart(msgspec.Struct):
+class SessionStart(msgspec.Struct, forbid_unknown_fields=True):
     session_id: Identifier
     user_id: Identifier
     start_time: datetime
@@ -116,7 +117,7 @@ class SessionStart(msgspec.Struct):
     clock_offset_info: ClockOffsetInfo | None = None
 
 
-class SessionEnd(msgspec.Struct):
+class SessionEnd(msgspec.Struct, forbid_unknown_fields=True):
     session_id: Identifier
     user_id: Identifier
     device_id: Identifier

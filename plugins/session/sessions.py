@@ -23,11 +23,22 @@ from eeghub.core.auth import (
 )
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam, UuidParam, error_responses
+from eeghub.core.http import (
+    NO_CONTROL_CHARACTERS,
+    IdParam,
+    UuidParam,
+    body_operation,
+    error_responses,
+    file_schema,
+    json_content,
+    multipart,
+    openapi_schema_of,
+    validation_field,
+)
 from eeghub.core.outbox import enqueue_json
 
 from .events import LoggedEvent, parse_events
-from .schemas import Message, SessionEnd, SessionEnded, SessionInfo, SessionPage, SessionStart
+from .schemas import SESSION_TYPES, Message, SessionEnd, SessionEnded, SessionInfo, SessionPage, SessionStart
 
 MAX_CLOCK_OFFSET_JSON = 4096
 MAX_OFFSET = 2**63 - 1
@@ -62,11 +73,16 @@ def _clock_offset(info: Any) -> dict[str, Any] | None:
 
 
 def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
-    """Decode JSON into ``model`` with a 400 naming the field on any error."""
+    """Decode JSON into ``model`` with a 400 naming the field on any error
+    (the JSON path of the bad value when msgspec gives one; the allowed
+    values of an enum field)."""
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"Invalid data format: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
+        message, where = validation_field(exc, field)
+        if where == "session_type" or where.endswith(".session_type"):
+            message += f"; allowed values: {', '.join(SESSION_TYPES)}"
+        raise BadRequest(f"Invalid data format: {message}", issues=[{"field": where, "message": message}]) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{field} is not valid JSON: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
 
@@ -77,6 +93,11 @@ def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
     tags=["sessions"],
     status_code=201,
     responses=error_responses(400, 401, 403, 404, 409, 413, 503),
+    operation_class=body_operation(
+        "The session to start. `session_type` is one of " + ", ".join(f"`{t}`" for t in SESSION_TYPES)
+        + "; times are ISO 8601 with a UTC offset. Unknown fields are refused (400).",
+        json_content(SessionStart),
+    ),
 )
 async def start_session(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> Response[Message]:
     """Record a session's start. 201 when created, 200 when the caller already
@@ -156,6 +177,23 @@ async def _map_events(conn: Any, events: list[LoggedEvent], session: Any) -> tup
     tags=["sessions"],
     status_code=200,
     responses=error_responses(400, 401, 403, 404, 413, 503),
+    operation_class=body_operation(
+        "multipart/form-data: `metadata` (a JSON document, see its schema; unknown fields are refused) and an "
+        "optional `events_log_csv` file.",
+        multipart(
+            {
+                "metadata": openapi_schema_of(SessionEnd),
+                "events_log_csv": file_schema(
+                    "The session's event log, UTF-8 CSV with a header row. Required columns: `onset` (seconds "
+                    "from the session's start_time) and `trial_type`; optional: `duration` (seconds, default 0), "
+                    "`file_name` (a stimulus of the experiment, or a calibration item in a calibration session), "
+                    "`description`, `value`; other columns are ignored. Replaces the session's stored events."
+                ),
+            },
+            ["metadata"],
+            json_parts=("metadata",),
+        ),
+    ),
 )
 async def end_session(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> SessionEnded:
     """Record a session's end (multipart: ``metadata`` JSON and an optional

@@ -9,12 +9,14 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 
-from eeghub.core.auth import Identity, parse_experiment_id, require_role, require_user
+from eeghub.core.auth import Identity, is_admin, parse_experiment_id, require_role, require_user, require_user_or_link, signed_link
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from eeghub.core.files import content_type_for, media_kind, stream_object, validate_file_name
-from eeghub.core.http import IdParam, UuidParam, error_responses
+from eeghub.core.http import IdParam, UuidParam, body_operation, error_responses, file_schema, multipart, text_schema
 from eeghub.core.outbox import enqueue_json
 
 from .definitions import parse_definitions
@@ -42,6 +44,9 @@ class Stimulus(msgspec.Struct):
     content_type: str | None
     size_bytes: int | None
     extra: dict[str, str]
+    download_url: str
+    """Where to fetch the file; a short-lived signed link in ``jwt`` mode, so
+    a browser can open it without the token."""
 
 
 class StimulusJob(msgspec.Struct):
@@ -61,6 +66,8 @@ class CalibrationItem(msgspec.Struct):
     file_name: str
     item_type: str
     description: str | None
+    download_url: str | None = None
+    """As for stimuli: a short-lived signed link in ``jwt`` mode."""
 
 
 def _files(form: Any, field: str) -> list[UploadFile]:
@@ -73,6 +80,24 @@ def _files(form: Any, field: str) -> list[UploadFile]:
     tags=["stimuli"],
     status_code=202,
     responses=error_responses(400, 401, 403, 404, 413, 503),
+    operation_class=body_operation(
+        "multipart/form-data: one `stimuli_definition_csv` and the `stimulus_files` it names.",
+        multipart(
+            {
+                "stimuli_definition_csv": file_schema(
+                    "UTF-8 CSV with a header row. Required columns: `file_name`, `trial_type`; known optional "
+                    "columns: `description`, `item_name`, `brand_name`, `category`, `gender`; any other column is "
+                    "kept as extra data. Its file_name values and the uploaded file names must match exactly."
+                ),
+                "stimulus_files": Schema(
+                    type=OpenAPIType.ARRAY,
+                    items=file_schema("A stimulus file, named as in the CSV"),
+                    description="The stimulus files (repeat the part once per file)",
+                ),
+            },
+            ["stimuli_definition_csv", "stimulus_files"],
+        ),
+    ),
 )
 async def upload_stimuli(
     experiment_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext, identity: Identity
@@ -220,28 +245,37 @@ async def get_stimulus_job(experiment_id: UuidParam, job_id: UuidParam, ctx: App
     tags=["stimuli"],
     responses=error_responses(400, 401, 403, 404, 503),
 )
-async def list_stimuli(experiment_id: UuidParam, ctx: AppContext) -> list[Stimulus]:
-    """The experiment's stimuli by file name (members)."""
+async def list_stimuli(experiment_id: UuidParam, request: Request[Any, Any, Any], ctx: AppContext) -> list[Stimulus]:
+    """The experiment's stimuli by file name (members), each with its
+    ``download_url``."""
+    eid = parse_experiment_id(experiment_id)
     rows = await ctx.database.fetch(
         """SELECT stimulus_id, file_name, stimulus_type, trial_type, description, item_name, brand_name,
                   category, gender, content_type, size_bytes, extra
            FROM experiment_stimuli WHERE experiment_id = $1 ORDER BY file_name""",
-        parse_experiment_id(experiment_id),
+        eid,
     )
-    return [Stimulus(**{**dict(r), "extra": r["extra"] or {}}) for r in rows]
+    return [
+        Stimulus(
+            **{**dict(r), "extra": r["extra"] or {}},
+            download_url=signed_link(request, f"/api/v1/stimuli/{eid}/download/{r['file_name']}"),
+        )
+        for r in rows
+    ]
 
 
 @get(
     "/api/v1/stimuli/{experiment_id:str}/download/{filename:str}",
-    guards=[require_role("participant")],
+    guards=[require_role("participant", or_link=True)],
     tags=["stimuli"],
     responses=error_responses(400, 401, 403, 404, 416, 503),
 )
 async def download_stimulus(
     experiment_id: UuidParam, filename: IdParam, request: Request[Any, Any, Any], ctx: AppContext
 ) -> Response[Any]:
-    """Stream a stimulus (members); falls back to a calibration item of that
-    name, as the predecessor did."""
+    """Stream a stimulus (members, or a signed link from the stimulus list in
+    ``jwt`` mode); falls back to a calibration item of that name, as the
+    predecessor did."""
     row = await ctx.database.fetchrow(
         """SELECT object_id, content_type, stimulus_type FROM experiment_stimuli
            WHERE experiment_id = $1 AND file_name = $2
@@ -265,17 +299,24 @@ async def download_stimulus(
 
 
 @get("/api/v1/calibrations", guards=[require_user], tags=["calibration"], responses=error_responses(401, 503))
-async def list_calibrations(ctx: AppContext) -> list[CalibrationItem]:
-    """Calibration items (global, not per experiment) by file name."""
+async def list_calibrations(request: Request[Any, Any, Any], ctx: AppContext) -> list[CalibrationItem]:
+    """Calibration items (global, not per experiment) by file name, each
+    with its ``download_url``."""
     rows = await ctx.database.fetch(
         "SELECT item_id, file_name, item_type, description FROM calibration_items ORDER BY file_name"
     )
-    return [CalibrationItem(**dict(r)) for r in rows]
+    return [_with_link(request, CalibrationItem(**dict(r))) for r in rows]
+
+
+def _with_link(request: Any, item: CalibrationItem) -> CalibrationItem:
+    return msgspec.structs.replace(
+        item, download_url=signed_link(request, f"/api/v1/stimuli/calibration/download/{item.file_name}")
+    )
 
 
 @get(
     "/api/v1/stimuli/calibration/download/{filename:str}",
-    guards=[require_user],
+    guards=[require_user_or_link],
     tags=["calibration"],
     responses=error_responses(400, 401, 404, 416, 503),
 )
@@ -346,19 +387,34 @@ async def register_calibration_item(
     tags=["calibration"],
     status_code=201,
     responses=error_responses(400, 401, 403, 413, 503),
+    operation_class=body_operation(
+        "multipart/form-data: the calibration item's `file` (its file name is the item's name; one with the "
+        "same name is replaced), `item_type` and an optional `description`.",
+        multipart(
+            {
+                "file": file_schema("The calibration stimulus (an image)"),
+                "item_type": text_schema("What the item is in the calibration task", examples=["target", "nontarget"]),
+                "description": text_schema("Free text"),
+            },
+            ["file", "item_type"],
+        ),
+    ),
 )
 async def add_calibration(request: Request[Any, Any, Any], ctx: AppContext, identity: Identity) -> CalibrationItem:
     """Register or replace a calibration item (administrators, listed in
     ``auth.admin_users``): multipart ``file``, ``item_type``, ``description``."""
-    if identity.user_id not in ctx.settings.auth.admin_users:
-        raise Forbidden("Only administrators (auth.admin_users) may register calibration items")
+    if not is_admin(identity, ctx.settings.auth):
+        raise Forbidden(
+            f"Forbidden: only administrators may register calibration items ({identity.user_id} is not in "
+            "auth.admin_users; on the server's machine, `eeghub calibration add` uses the local administrator token)"
+        )
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise BadRequest("file is required", issues=[{"field": "file", "message": "required"}])
     item_type = form.get("item_type")
     description = form.get("description")
-    return await register_calibration_item(
+    item = await register_calibration_item(
         ctx,
         file_name=upload.filename or "",
         handle=upload.file,
@@ -366,6 +422,7 @@ async def add_calibration(request: Request[Any, Any, Any], ctx: AppContext, iden
         description=description if isinstance(description, str) and description else None,
         client_type=upload.content_type,
     )
+    return _with_link(request, item)
 
 
 ROUTES = [

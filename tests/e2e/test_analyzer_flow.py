@@ -79,7 +79,10 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
         async def ready(device: str) -> Any:
             r = await client.get(f"/api/v1/users/{P}/analysis?format=json&device_id={device}", headers=user(P))
             body = r.json() if r.status_code == 200 else {}
-            return body if {"psd", "coherence", "channel_quality"} <= set(body.get("applications", {})) else None
+            if not {"psd", "coherence", "channel_quality"} <= set(body.get("applications", {})):
+                return None
+            # Coherence starts at 5 s of data and grows: wait for the full 8 s window (15 segments).
+            return body if body["applications"]["coherence"]["window_seconds"] >= 8 else None
 
         a = await wait_for(lambda: ready("alpha-dev"), timeout=30)
         b = await wait_for(lambda: ready("noise-dev"), timeout=30)
@@ -97,7 +100,7 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
         assert compat["timestamp"].endswith("+00:00")
 
         coh_a, coh_b = a["applications"]["coherence"], b["applications"]["coherence"]
-        assert coh_b["n_segments"] >= 10 and coh_b["mean"] < 3 * coh_b["noise_floor"] + 0.02, coh_b
+        assert coh_b["n_segments"] == 15 and coh_b["mean"] < 3 * coh_b["noise_floor"] + 0.02, coh_b
         assert coh_a["mean"] > 0.4 > coh_b["mean"], (coh_a["mean"], coh_b["mean"])
 
         # images on demand, cached
@@ -108,7 +111,8 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
 
         # who may read
         assert (await client.get(f"/api/v1/users/{P}/analysis", headers=user(STRANGER))).status_code == 403
-        assert (await client.get(f"/api/v1/users/{P}/analysis")).status_code == 401
+        # compat (the default): the app polls without a header, for the path's user
+        assert (await client.get(f"/api/v1/users/{P}/analysis")).status_code == 200
         assert (await client.get(f"/api/v1/users/{P}/analysis?format=json", headers=user(OWNER))).status_code == 200
 
         plugins = (await client.get("/api/v1/analysis/plugins")).json()["plugins"]
@@ -252,3 +256,26 @@ async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_repo
         assert "render: ValueError: no canvas" in stats["broken"]["last_error"]
         assert "images" not in body["results"]["psd"]  # built-ins: the psd_coherence entry
         assert body["applications"]["psd_coherence"]["psd_image"]
+
+
+async def test_a_twelve_second_session_gets_a_coherence_image(app_client: Any, env: dict[str, str]) -> None:
+    """The default 20 s coherence window, a 12 s stream: the estimate starts at
+    9 segments (5 s) and the predecessor's entry carries its picture."""
+    defaults = {**env, "EEGHUB_ANALYZER__COHERENCE_WINDOW_SECONDS": "20", "EEGHUB_ANALYZER__BUFFER_SECONDS": "60"}
+    device = SimulatedDevice(user_id="short-session", device_id="short-dev", alpha_amplitude_counts=600, noise_counts=60, seed=3)
+    async with app_client(defaults) as (client, _):
+        await stream(client, device, 12)
+
+        async def ready() -> Any:
+            r = await client.get("/api/v1/users/short-session/analysis?format=json", headers=user("short-session"))
+            coherence = r.json().get("applications", {}).get("coherence") if r.status_code == 200 else None
+            return coherence if coherence and coherence["window_seconds"] >= 12 else None
+
+        coherence = await wait_for(ready, timeout=30)
+        assert coherence["n_segments"] == 23 and 0.04 < coherence["noise_floor"] < 0.05, coherence
+        assert coherence["units"]["matrix"] == "1"
+        r = await client.get("/api/v1/users/short-session/analysis", headers=user("short-session"))
+        entry = r.json()["applications"]["psd_coherence"]
+        assert base64.b64decode(entry["coherence_image"])[:4] == b"\x89PNG"
+        plugins = {p["id"]: p for p in r.json()["available_applications"] if "window_seconds" in p}
+        assert plugins["coherence"]["min_window_seconds"] == 5.0 and plugins["coherence"]["window_seconds"] == 20.0

@@ -72,7 +72,9 @@ async def test_garbage_is_rejected_with_400_and_never_stored(app_client: Any, lo
                 assert "payload_base64" in r.json()["error"], r.text
         r = await client.post("/api/v1/data", content=b"{not json", headers={**user(U), "Content-Type": "application/json"})
         assert r.status_code == 400
-        assert (await client.post("/api/v1/data", json=good)).status_code == 401
+        # compat (the default): without X-User-Id the caller is the envelope's
+        # user_id, as for the predecessor (the strict modes: test_identity_modes)
+        assert (await client.post("/api/v1/data", json=good)).status_code == 202
         r = await client.post("/api/v1/data", json=good, headers=user("someone-else"))
         assert r.status_code == 403 and "user_id" in r.json()["error"]
         # session_id may be omitted (the predecessor demanded the key)
@@ -176,3 +178,35 @@ async def test_adjacent_sessions_and_late_packets(app_client: Any, local_env: di
     finally:
         await conn.close()
     assert [r["session_id"] for r in owners] == ["a"] * 10 + ["b"] * 10
+
+
+async def test_the_gaps_at_the_edges_of_a_session_are_listed(app_client: Any, local_env: dict[str, str], database_url: str) -> None:
+    """A 10 s session whose device sent seconds 1-3 and 5-7: the missing second
+    before the first packet, the one in between and the two after the last
+    are all listed, and they add up to what completeness counts as missing."""
+    t0 = 1_751_000_000_000
+    device = SimulatedDevice(user_id=U, device_id="d-edges")
+    async with app_client(local_env) as (client, _):
+        r = await client.post("/api/v1/sessions/start", headers=user(U), json={
+            "session_id": "edges", "user_id": U, "start_time": iso(t0), "session_type": "main_task"})
+        assert r.status_code == 201
+        sent = [1, 2, 3, 5, 6, 7]
+        for i in sent:
+            assert (await client.post("/api/v1/data", json=body(device, i, t0), headers=user(U))).status_code == 202
+        await wait_for(lambda: _count_is(database_url, len(sent)))
+        r = await client.post("/api/v1/sessions/end", headers=user(U), **end_form(
+            {"session_id": "edges", "user_id": U, "device_id": "d-edges", "end_time": iso(t0 + 10_000)}))
+        assert r.status_code == 200
+
+        async def linked() -> Any:
+            report = (await client.get("/api/v1/sessions/edges/data", headers=user(U))).json()
+            return report if report["link_status"] == "completed" and report["streams"] else None
+
+        report = await wait_for(linked)
+    stream = report["streams"][0]
+    assert stream["samples_received"] == 1500 and stream["samples_expected"] == 2500 and stream["completeness"] == 0.6
+    gaps = stream["gaps"]
+    assert [(g["position"], g["start_ms"], g["missing_ms"], g["missing_samples"]) for g in gaps] == [
+        ("start", t0, 1000.0, 250), ("between", t0 + 4000, 1000.0, 250), ("end", t0 + 8000, 2000.0, 500)]
+    assert gaps[0]["after_object"] is None and gaps[2]["after_object"] and gaps[1]["after_object"] != gaps[2]["after_object"]
+    assert sum(g["missing_samples"] for g in gaps) == stream["samples_expected"] - stream["samples_received"]

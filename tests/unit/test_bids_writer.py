@@ -32,6 +32,7 @@ from eeghub.plugins.exporter.dataset import (
     MediaItem,
     SessionSpec,
     validate,
+    write_bidsignore,
     write_dataset_description,
     write_participants,
     write_readme,
@@ -189,6 +190,21 @@ def events_for(stream: Stream, start_ms: int, end_ms: int) -> list[EventSpec]:
     return events
 
 
+QUALITY_ENTRY = {"status": "good", "reasons": [], "zero_ratio": 0.0, "bad_impedance_ratio": 0.0,
+                 "unknown_impedance_ratio": 0.0, "flatline": False, "type": "eeg", "has_warning": False}
+
+
+class QualityWithReport(dict):  # type: ignore[type-arg]
+    """The channels.tsv view plus the full report, as ``runner._SessionQuality`` gives them."""
+
+    def channel_report(self) -> dict[str, dict[str, object]]:
+        report = {f"CH{i}": dict(QUALITY_ENTRY) for i in range(1, 9)}
+        report["CH2"].update(status="bad", reasons=["zero-fill 100%"], zero_ratio=1.0)
+        report["CH3"].update(reasons=["impedance unknown 100%"], unknown_impedance_ratio=1.0, has_warning=True)
+        report["TRIG"] = {**QUALITY_ENTRY, "type": "stim"}
+        return report
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("bids")
@@ -209,7 +225,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         root,
         [MediaItem("m1", spec_a.subject, spec_a.session, "image", "photo.jpg", b"jpeg", datetime(2024, 5, 29, tzinfo=UTC))],
     )
-    quality = {"CH2": {"status": "bad", "description": "zero-fill 100%"}, "CH3": {"status": "good", "description": "impedance unknown 100%"}}
+    quality = QualityWithReport(
+        {"CH2": {"status": "bad", "description": "zero-fill 100%"}, "CH3": {"status": "good", "description": "impedance unknown 100%"}}
+    )
+    write_bidsignore(root)
     result_a = write_session(root, spec_a, a.packets, a.signals, events_a, quality, POWER_LINE)
     result_b = write_session(root, spec_b, b.packets, b.signals, events_b, {}, POWER_LINE)
     labels.write(root)
@@ -435,3 +454,26 @@ def test_exported_stimulus_name_shortens_only_names_too_long_to_write() -> None:
     assert exported_stimulus_name(no_ext).startswith("x" * 200) and len(exported_stimulus_name(no_ext)) <= 255
     # Other problems are not papered over: write_stimuli refuses them.
     assert exported_stimulus_name("../etc.png") == "../etc.png"
+
+
+def test_quality_report_beside_the_recording(exported: dict[str, object], tmp_path: Path) -> None:
+    """The predecessor's ``…_desc-quality_channels.json``: the full report,
+    only where the quality has one; ignored by the validator through
+    ``.bidsignore`` (without it, the file is an error)."""
+    import shutil
+
+    root: Path = exported["root"]  # type: ignore[assignment]
+    (_, spec_a, result_a, _, _), (_, spec_b, result_b, _, _) = exported["cases"]  # type: ignore[misc]
+    path = root / f"sub-{spec_a.subject}" / f"ses-{spec_a.session}" / "eeg" / f"{spec_a.stem}_desc-quality_channels.json"
+    report = json.loads(path.read_text())
+    assert list(report) == [f"CH{i}" for i in range(1, 9)] + ["TRIG"]
+    assert report["CH2"] == {**QUALITY_ENTRY, "status": "bad", "reasons": ["zero-fill 100%"], "zero_ratio": 1.0}
+    assert report["CH3"]["has_warning"] is True and report["TRIG"]["type"] == "stim"
+    assert path.relative_to(root).as_posix() in result_a.files
+    assert not any(f.endswith("_desc-quality_channels.json") for f in result_b.files)  # a plain mapping: none
+    assert (root / ".bidsignore").read_text() == "*_desc-quality_channels.json\n"
+    copy = tmp_path / "without-bidsignore"
+    shutil.copytree(root, copy)
+    (copy / ".bidsignore").unlink()
+    errors = [i for i in validate(copy).issues if i.severity == "error"]
+    assert errors and all("desc-quality_channels.json" in (i.location or "") for i in errors), errors

@@ -4,6 +4,7 @@ whose true answer is known."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eeghub.core.correction import MatchParameters, _align, greedy_baseline, match_events
+from eeghub.core.correction import (
+    NO_CODE,
+    MatchParameters,
+    _align,
+    _poisson_tail,
+    _Problem,
+    event_code,
+    greedy_baseline,
+    match_events,
+    session_offset_range_ms,
+)
 
 START_US = 1_760_000_000_000_000  # a session start in epoch µs
 MS = 1000
@@ -134,10 +145,13 @@ def test_offset_near_the_search_limit(offset_ms: float) -> None:
     assert report.offset_ms is not None and abs(report.offset_ms - offset_ms) < 1.0
 
 
-def test_offset_outside_the_search_range_is_no_match() -> None:
+def test_offset_outside_the_search_range_is_not_corrected() -> None:
+    # Inside ±2 s only chance alignments remain (about 30 of 200 events at
+    # any offset); the two best tie, so the session is ambiguous, never ok.
     s = make_session(3, offset_ms=2500.0)
     corrected, report = match_events(s.expected, s.triggers)
-    assert report.status == "no_match" and corrected == [None] * len(s.expected)
+    assert report.status in ("no_match", "ambiguous") and corrected == [None] * len(s.expected)
+    assert report.matched == 0 and report.evidence is None
     assert match_events(s.expected, s.triggers, MatchParameters(max_offset_ms=3000.0))[1].matched == len(s.expected)
 
 
@@ -259,15 +273,17 @@ def test_all_triggers_far_away_is_no_match() -> None:
 
 
 def test_one_event() -> None:
-    # One pair is no evidence of an offset; the caller may accept it anyway.
+    # One event and one trigger in the searched range correspond one to one.
     corrected, report = match_events([START_US], [START_US + 137 * MS])
-    assert corrected == [None] and report.status == "no_match"
+    assert corrected == [START_US + 137 * MS] and report.status == "ok" and report.evidence == "one-to-one"
+    assert report.offset_ms == 137.0
+    # Two triggers, either could be it: never a silent choice, even when the
+    # statistical threshold is switched off.
     one = MatchParameters(min_matches_for_offset=1, min_evidence_z=0.0)
-    corrected, report = match_events([START_US], [START_US + 137 * MS], one)
-    assert corrected == [START_US + 137 * MS] and report.offset_ms == 137.0
-    # Ties (two triggers, either could be it) go to the smaller |offset|.
-    corrected, _ = match_events([START_US], [START_US - 300 * MS, START_US + 137 * MS], one)
-    assert corrected == [START_US + 137 * MS]
+    for params in (MatchParameters(), one):
+        corrected, report = match_events([START_US], [START_US - 300 * MS, START_US + 137 * MS], params)
+        assert corrected == [None] and report.status in ("no_match", "ambiguous")
+    assert report.status == "ambiguous" and {c["offset_ms"] for c in report.candidates} == {-300.0, 137.0}
 
 
 def test_noise_on_the_trigger_channel_is_no_match() -> None:
@@ -292,9 +308,12 @@ def test_too_few_matches_for_an_offset() -> None:
     # One trigger cannot establish an offset for two events (default needs 2).
     corrected, report = match_events([0, 500 * MS], [100 * MS])
     assert report.status == "no_match" and corrected == [None, None]
+    assert report.reason is not None and "not one-to-one: 2 events, 1 triggers" in report.reason
+    # Without the threshold either event could own the trigger: ambiguous.
     relax = MatchParameters(min_matches_for_offset=1, min_evidence_z=0.0)
     _, relaxed = match_events([0, 500 * MS], [100 * MS], relax)
-    assert relaxed.status == "ok" and relaxed.matched == 1
+    assert relaxed.status == "ambiguous" and relaxed.matched == 0
+    assert sorted(c["offset_ms"] for c in relaxed.candidates) == [-400.0, 100.0]
 
 
 def test_report_is_json_serialisable() -> None:
@@ -316,24 +335,30 @@ def test_bad_input_is_refused() -> None:
         MatchParameters(tolerance_ms=0)
 
 
-def test_pair_bound_still_finds_the_offset() -> None:
+def test_bin_bound_still_finds_the_offset() -> None:
+    # 1024 bins over a ~400 s session: bins of ~0.8 s instead of 25 ms.
     s = make_session(12, n=400, offset_ms=-700.0, jitter_ms=2.0, drop=0.1, extra=0.1)
-    corrected, report = match_events(s.expected, s.triggers, MatchParameters(max_pairs=500))
-    assert wrong(corrected, s) == []
+    corrected, report = match_events(s.expected, s.triggers, MatchParameters(max_bins=1024))
+    assert wrong(corrected, s) == [] and report.status == "ok"
 
 
 # ------------------------------------------------------------------ properties
 
 
-def dense_optimum(events: list[int], triggers: list[int], offset: int, tolerance_us: float) -> tuple[int, int]:
-    """(matches, total |residual|) of the best monotone one-to-one matching,
-    by the textbook E × T alignment table: the oracle for the sparse DP."""
+def dense_optimum(
+    events: list[int], triggers: list[int], offset: int, tolerance_us: float,
+    event_codes: list[int], trigger_codes: list[int],
+) -> tuple[int, int]:
+    """(matches, total |residual|) of the best monotone one-to-one matching
+    of compatible pairs (equal codes, or the event's is NO_CODE), by the
+    textbook E × T alignment table: the oracle for the sparse DP."""
     best = [[(0, 0)] * (len(triggers) + 1) for _ in range(len(events) + 1)]
     for i in range(1, len(events) + 1):
         for j in range(1, len(triggers) + 1):
             options = [best[i - 1][j], best[i][j - 1]]
             residual = abs(triggers[j - 1] - events[i - 1] - offset)
-            if residual <= tolerance_us:
+            compatible = event_codes[i - 1] in (NO_CODE, trigger_codes[j - 1])
+            if residual <= tolerance_us and compatible:
                 count, cost = best[i - 1][j - 1]
                 options.append((count + 1, cost - residual))
             best[i][j] = max(options)
@@ -345,12 +370,22 @@ times = st.lists(st.integers(0, 20_000), min_size=0, max_size=25)
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=times, triggers=times, offset=st.integers(-300, 300))
-def test_sparse_dp_is_optimal(events: list[int], triggers: list[int], offset: int) -> None:
+@given(events=times, triggers=times, offset=st.integers(-300, 300), coded=st.booleans(), seed=st.integers(0, 2**16))
+def test_sparse_dp_is_optimal(events: list[int], triggers: list[int], offset: int, coded: bool, seed: int) -> None:
     events, triggers = sorted(events), sorted(set(triggers))
-    alignment = _align(np.array(events, dtype=np.int64), np.array(triggers, dtype=np.int64), offset, 400.0)
-    assert (len(alignment.pairs), alignment.cost_us) == dense_optimum(events, triggers, offset, 400.0)
+    rng = np.random.default_rng(seed)
+    event_codes = rng.choice([NO_CODE, 1, 2], len(events)).tolist() if coded else [NO_CODE] * len(events)
+    trigger_codes = rng.choice([1, 2], len(triggers)).tolist() if coded else [NO_CODE] * len(triggers)
+    problem = _Problem(
+        np.array(events, dtype=np.int64), np.array(triggers, dtype=np.int64),
+        np.array(event_codes, dtype=np.int64), np.array(trigger_codes, dtype=np.int64), 400.0, 0.0, 0.0, coded,
+    )  # fmt: skip
+    alignment = _align(problem, offset)
+    assert (len(alignment.pairs), alignment.cost_us) == dense_optimum(
+        events, triggers, offset, 400.0, event_codes, trigger_codes
+    )
     assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(alignment.pairs, alignment.pairs[1:], strict=False))
+    assert all(event_codes[i] in (NO_CODE, trigger_codes[j]) for i, j in alignment.pairs)
 
 
 @st.composite
@@ -389,3 +424,158 @@ def test_matching_is_monotone_and_one_to_one(session: tuple[list[int], list[int]
         assert corrected in (true, [None] * len(true))
         if len(true) >= 5:
             assert corrected == true
+
+
+# ------------------------------------------------------- codes, range, report
+
+
+def test_event_code_from_value_or_the_apps_trial_types() -> None:
+    assert [event_code(v) for v in ("2", 3, "1.0", " 7 ")] == [2, 3, 1, 7]
+    assert [event_code(v) for v in (None, "", "0", "-1", "1.5", "x", True, "nan")] == [None] * 8
+    # The app's rule (stimulus_presentation_screen.dart): non-target before target.
+    assert event_code(None, "Target") == 1 and event_code("", "non-target") == 2 and event_code(None, "nontarget") == 2
+    assert event_code(None, "neutral_face") == 3 and event_code(None, "face") is None and event_code(None, None) is None
+    assert event_code("3", "target") == 3  # the value wins
+
+
+def test_session_offset_range() -> None:
+    start = START_US
+    # Onsets 0.5-20 s, the session ends 300 s after its start: the last event's
+    # trigger can be at most 300 s + 2 s, the first no earlier than -2 s.
+    assert session_offset_range_ms(start, start + 300 * 10**6, [0.5, 20.0], 2000.0) == (-2500.0, 282000.0)
+    assert session_offset_range_ms(start, None, [0.5, 20.0], 2000.0) == (-2500.0, 2000.0)
+    assert session_offset_range_ms(start, start, [], 2000.0) == (-2000.0, 2000.0)
+    # Never narrower than the margin, even when the log runs past the end.
+    assert session_offset_range_ms(start, start + 10 * 10**6, [0.0, 30.0], 2000.0) == (-2000.0, 2000.0)
+
+
+def coded_session(seed: int, n: int, delay_s: float, period_s: float) -> tuple[list[int], list[int], list[int]]:
+    """Periodic events logged from the presentation start, their triggers
+    ``delay_s`` later with codes 1-3."""
+    rng = np.random.default_rng(seed)
+    expected = [START_US + round(k * period_s * 1e6) for k in range(n)]
+    codes = rng.choice([1, 2, 3], n).tolist()
+    triggers = [t + round(delay_s * 1e6) + int(rng.integers(15_000, 30_000)) for t in expected]
+    return expected, triggers, codes
+
+
+def test_codes_remove_the_alias_of_a_periodic_schedule() -> None:
+    expected, triggers, codes = coded_session(1, 8, 6.0, 2.504)
+    # Without the first trigger, an alias one period late ties the truth on timing.
+    params = {"offset_range_ms": (-2000.0, 30_000.0)}
+    _, plain = match_events(expected, triggers[1:], **params)
+    assert plain.status == "ambiguous" and plain.matched == 0 and plain.evidence is None
+    offsets = sorted(c["offset_ms"] for c in plain.candidates)
+    assert len(offsets) == 2 and 2400 < offsets[1] - offsets[0] < 2600
+    assert plain.reason is not None and "not decisive" in plain.reason
+    corrected, coded = match_events(expected, triggers[1:], event_codes=codes, trigger_codes=codes[1:], **params)
+    assert coded.status == "ok" and corrected == [None, *triggers[1:]] and coded.codes_used
+    assert coded.code_counts == {
+        str(c): {"events": codes.count(c), "triggers": codes[1:].count(c), "matched": codes[1:].count(c)}
+        for c in sorted(set(codes))
+    }
+    details = coded.event_details
+    assert details[0] == {"code": codes[0], "trigger": None, "trigger_code": None, "residual_ms": None}
+    assert [d["trigger"] for d in details[1:]] == list(range(7))
+    assert all(d["code"] == d["trigger_code"] for d in details[1:]) and all(abs(d["residual_ms"]) < 10 for d in details[1:])
+    assert coded.searched_offset_ms == [-2000.0, 30_000.0]
+
+
+def test_an_event_never_takes_a_trigger_of_another_code() -> None:
+    expected, triggers, codes = coded_session(2, 30, 40.0, 1.3)
+    wrong_codes = [c % 3 + 1 for c in codes]  # every trigger carries another class's code
+    corrected, report = match_events(expected, triggers, event_codes=codes, trigger_codes=wrong_codes,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert all(c is None or wrong_codes[triggers.index(c)] == codes[i] for i, c in enumerate(corrected))
+    assert report.status != "ok" or all(d["code"] == d["trigger_code"] for d in report.event_details if d["trigger"] is not None)
+    # Events without a code take any trigger.
+    corrected, report = match_events(expected, triggers, event_codes=[None] * 30, trigger_codes=wrong_codes,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert corrected == triggers and report.code_counts["none"] == {"events": 30, "triggers": 0, "matched": 30}
+
+
+def test_a_plain_trigger_line_ignores_the_event_codes() -> None:
+    expected, triggers, codes = coded_session(3, 20, 3.0, 1.7)
+    corrected, report = match_events(expected, triggers, event_codes=codes, trigger_codes=[1] * 20,
+                                     offset_range_ms=(-2000.0, 10_000.0))  # fmt: skip
+    assert corrected == triggers and report.status == "ok" and not report.codes_used
+
+
+def test_the_decisive_lead_prefers_more_matches() -> None:
+    """8 periodic events, presentation 6 s late, no codes: the truth matches
+    8, its aliases 7 and 6; all within the searched range."""
+    expected, triggers, _ = coded_session(4, 8, 6.0, 2.504)
+    corrected, report = match_events(expected, triggers, offset_range_ms=(-2000.0, 12_000.0))
+    assert corrected == triggers and report.status == "ok" and report.evidence == "statistical"
+    assert report.runner_up is not None and report.runner_up["matched"] == 7
+
+
+def test_two_events_one_to_one_and_not() -> None:
+    expected = [START_US, START_US + 2_504_000]
+    triggers = [t + 9_321_000 for t in expected]
+    corrected, report = match_events(expected, triggers, offset_range_ms=(-2000.0, 20_000.0))
+    assert corrected == triggers and report.evidence == "one-to-one" and report.offset_ms == 9321.0
+    # The triggers 80 ms further apart than the events: not the same intervals.
+    corrected, report = match_events(expected, [triggers[0], triggers[1] + 80_000], offset_range_ms=(-2000.0, 20_000.0))
+    assert corrected == [None, None] and report.status == "no_match"
+    assert report.reason is not None and "intervals" in report.reason
+    # Codes in the wrong order: not one to one.
+    corrected, report = match_events(expected, triggers, event_codes=[1, 2], trigger_codes=[2, 1],
+                                     offset_range_ms=(-2000.0, 20_000.0))  # fmt: skip
+    assert corrected == [None, None] and report.reason is not None and "different codes" in report.reason
+    # One event, three pulses of its code: not one to one.
+    corrected, report = match_events(expected[:1], [triggers[0], triggers[0] + 10**6, triggers[0] + 3 * 10**6],
+                                     offset_range_ms=(-2000.0, 20_000.0))  # fmt: skip
+    assert corrected == [None] and "1 events, 3 triggers" in (report.reason or "")
+
+
+def test_codes_are_validated() -> None:
+    with pytest.raises(ValueError, match="event_codes has 1 entries for 2 times"):
+        match_events([1, 2], [1], event_codes=[1])
+    with pytest.raises(ValueError, match="trigger_codes must hold"):
+        match_events([1], [1], trigger_codes=[-3])
+    with pytest.raises(ValueError, match="offset_range_ms"):
+        match_events([1], [1], offset_range_ms=(5.0, -5.0))
+
+
+def test_poisson_tail() -> None:
+    assert _poisson_tail(0.0, 1) == 0.0 and _poisson_tail(3.0, 0) == 1.0
+    assert _poisson_tail(0.5, 1) == pytest.approx(1 - math.exp(-0.5))
+    assert _poisson_tail(2.0, 3) == pytest.approx(1 - math.exp(-2) * (1 + 2 + 2))
+    assert 0 < _poisson_tail(0.01, 60) < 1e-100
+
+
+@st.composite
+def app_sessions(draw: st.DrawFn) -> tuple[list[int], list[int | None], list[int], list[int], list[int], bool, float]:
+    """Random events with codes (some without), their triggers a random
+    0-300 s later, possibly some dropped and spurious coded pulses added;
+    and the session's end."""
+    gaps = draw(st.lists(st.integers(200 * MS, 4000 * MS), min_size=0, max_size=40))
+    expected = (START_US + np.cumsum([0, *gaps])).tolist()
+    codes = draw(st.lists(st.sampled_from([1, 2, 3, None]), min_size=len(expected), max_size=len(expected)))
+    delay = draw(st.integers(0, 300_000)) * MS
+    true = [t + delay + draw(st.integers(15 * MS, 30 * MS)) for t in expected]
+    true_codes = [c if c is not None else draw(st.sampled_from([1, 2, 3])) for c in codes]
+    clean = draw(st.booleans())
+    keep = [True] * len(true) if clean else draw(st.lists(st.booleans(), min_size=len(true), max_size=len(true)))
+    end = true[-1] + 2000 * MS
+    extra = [] if clean else draw(st.lists(st.integers(START_US, end), max_size=10))
+    triggers = [t for t, k in zip(true, keep, strict=True) if k] + extra
+    trigger_codes = [c for c, k in zip(true_codes, keep, strict=True) if k] + [draw(st.sampled_from([1, 2, 3])) for _ in extra]
+    return expected, codes, true, triggers, trigger_codes, clean, (end - START_US) / 1e6
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(session=app_sessions())
+def test_codes_are_respected_and_clean_sessions_are_exact(session: tuple) -> None:
+    expected, codes, true, triggers, trigger_codes, clean, seconds = session
+    onsets = [(t - START_US) / 1e6 for t in expected]
+    corrected, report = match_events(
+        expected, triggers, event_codes=codes, trigger_codes=trigger_codes,
+        offset_range_ms=session_offset_range_ms(START_US, START_US + round(seconds * 1e6), onsets, 2000.0),
+    )  # fmt: skip
+    by_time = dict(zip(triggers, trigger_codes, strict=True))
+    if report.codes_used:
+        assert all(c is None or codes[i] is None or by_time[c] == codes[i] for i, c in enumerate(corrected))
+    if clean:
+        assert corrected == true and report.status == "ok"

@@ -76,7 +76,7 @@ async def test_packets_of_their_own_are_read_a_few_at_a_time(setup: Any) -> None
     rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
     for r, (_, payload) in zip(rows, packets, strict=True):
         await inner.put_bytes(bucket, r["object_id"], payload)
-    edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
     assert skipped == [] and with_trigger == 100
     assert len(edges) == 34  # a pulse every third packet, each a rising edge
     assert 1 < ctx.objects.most <= correction.READS_AT_ONCE
@@ -90,10 +90,11 @@ async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_e
         rows.append(row(i, env, payload, "segments/date=2026-01-01/s.seg", offset))
         offset += len(payload)
     await inner.put_bytes(bucket, "segments/date=2026-01-01/s.seg", b"".join(p for _, p in packets))
-    edges, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
     assert skipped == [] and with_trigger == 100 and len(edges) == 34
     starts = {START_MS * 1000 + 40 * 4000 + k * 1_000_000 for k in range(0, 100, 3)}
     assert set(edges.tolist()) == starts
+    assert codes.tolist() == [1] * 34  # the line's value at each edge
 
 
 async def test_missing_and_undecodable_packets_are_skipped_and_a_storage_error_is_raised(setup: Any) -> None:
@@ -103,10 +104,26 @@ async def test_missing_and_undecodable_packets_are_skipped_and_a_storage_error_i
     for i, (r, (_, payload)) in enumerate(zip(rows, packets, strict=True)):
         if i != 2:  # missing
             await inner.put_bytes(bucket, r["object_id"], payload if i != 4 else b"\x09garbage")
-    _, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    _, _, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
     assert [s["object_id"] for s in skipped] == [rows[2]["object_id"], rows[4]["object_id"]]
     assert "missing" in skipped[0]["reason"] and "undecodable" in skipped[1]["reason"]
     assert with_trigger == 4
     ctx.objects.fail = StorageError("S3 read failed: SlowDown")
     with pytest.raises(StorageError):
         await correction.trigger_edges(ctx, rows)
+
+
+async def test_the_app_trigger_block_gives_each_edge_its_code(setup: Any) -> None:
+    """The app writes the stimulus class's code (1-3) on the trigger block;
+    a pulse spanning two packets is one edge with one code."""
+    ctx, inner, bucket = setup
+    samples = [250 * k + 40 for k in range(0, 10, 2)] + [250 * 5 - 2]  # the last pulse crosses into packet 5
+    device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=sorted(samples), trigger_codes=[1, 2, 3, 2, 3, 1])
+    packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, 10)]
+    rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
+    for r, (_, payload) in zip(rows, packets, strict=True):
+        await inner.put_bytes(bucket, r["object_id"], payload)
+    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    assert skipped == [] and with_trigger == 10
+    assert edges.tolist() == [START_MS * 1000 + s * 4000 for s in sorted(samples)]
+    assert codes.tolist() == [1, 2, 3, 2, 3, 1]

@@ -76,10 +76,21 @@ def test_the_schema_lists_every_route(app: Litestar, schema: dict[str, Any]) -> 
         assert method.lower() in schema["paths"][path], (method, path)
 
 
-def test_guarded_routes_declare_401(app: Litestar, schema: dict[str, Any]) -> None:
-    guarded = [(m, p) for m, p, h in operations(app) if is_guarded(h)]
-    assert len(guarded) > 25
-    missing = [(m, p) for m, p in guarded if "401" not in operation(schema, m, p)["responses"]]
+PUBLIC = {
+    ("GET", "/health"),
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/plugins"),
+    ("GET", "/api/v1/analysis/plugins"),
+    ("GET", "/metrics"),
+}
+"""Routes anyone may call; every other route needs an identity (a guard, or
+its handler takes the caller from the request: ``claimed_identity``)."""
+
+
+def test_every_route_but_the_public_ones_declares_401(app: Litestar, schema: dict[str, Any]) -> None:
+    ops = operations(app)
+    assert len([h for _, _, h in ops if is_guarded(h)]) > 20
+    missing = [(m, p) for m, p, _ in ops if (m, p) not in PUBLIC and "401" not in operation(schema, m, p)["responses"]]
     assert missing == []
 
 
@@ -157,3 +168,77 @@ def test_the_ingest_route_declares_both_body_forms(schema: dict[str, Any]) -> No
     assert envelope["properties"]["timestamp_start_ms"] == decoded["properties"]["timestamp_start_ms"]
     assert body["content"]["application/octet-stream"]["schema"] == {"type": "string", "format": "binary"}
     assert "X-Device-Id" in body["description"]
+
+
+BODYLESS = {("POST", "/api/v1/experiments/{experiment_id}/export")}
+"""Routes of a writing method that read no body at all."""
+
+
+def test_the_document_passes_a_validator(schema: dict[str, Any]) -> None:
+    from openapi_spec_validator import validate
+
+    validate(schema)
+
+
+def test_every_body_is_declared(app: Litestar, schema: dict[str, Any]) -> None:
+    """JSON and multipart bodies alike, those a route reads itself included."""
+    writing = [(m, p) for m, p, _ in operations(app) if m in ("POST", "PUT", "PATCH")]
+    assert len(writing) >= 12
+    missing = [(m, p) for m, p in writing if (m, p) not in BODYLESS and "requestBody" not in operation(schema, m, p)]
+    assert missing == []
+    forms = {
+        ("POST", "/api/v1/sessions/end"): {"metadata", "events_log_csv"},
+        ("POST", "/api/v1/experiments/{experiment_id}/stimuli"): {"stimuli_definition_csv", "stimulus_files"},
+        ("POST", "/api/v1/calibrations"): {"file", "item_type", "description"},
+        ("POST", "/api/v1/media"): {"file", "user_id", "session_id", "mimetype", "timestamp_utc"},
+    }
+    for (method, path), fields in forms.items():
+        form = operation(schema, method, path)["requestBody"]["content"]["multipart/form-data"]
+        assert fields <= set(form["schema"]["properties"]), (method, path)
+    metadata = operation(schema, "POST", "/api/v1/sessions/end")["requestBody"]["content"]["multipart/form-data"]
+    assert metadata["encoding"]["metadata"]["contentType"] == "application/json"
+    assert metadata["schema"]["properties"]["metadata"]["additionalProperties"] is False
+    assert "seconds from the session" in metadata["schema"]["properties"]["events_log_csv"]["description"]
+
+
+def test_session_start_declares_the_session_types(schema: dict[str, Any]) -> None:
+    from eeghub.plugins.session.schemas import SESSION_TYPES
+
+    body = operation(schema, "POST", "/api/v1/sessions/start")["requestBody"]
+    start = body["content"]["application/json"]["schema"]
+    assert set(start["properties"]["session_type"]["enum"]) == set(SESSION_TYPES) == {
+        "main_integrated", "main_external", "main_task", "calibration"}
+    assert start["additionalProperties"] is False and "Unknown fields are refused" in body["description"]
+    assert start["properties"]["clock_offset_info"]["anyOf"][0]["properties"]["offset_ms"] == {"type": "integer"}
+
+
+@pytest.mark.parametrize("mode", ["trusted-header", "jwt"])
+def test_security_schemes_follow_the_identity_mode(tmp_path: Path, mode: str) -> None:
+    env = {"EEGHUB_SERVER__DATA_DIR": str(tmp_path), "EEGHUB_AUTH__MODE": mode, "EEGHUB_AUTH__JWT_SECRET": "s" * 40}
+    schema = create_app(load_settings(env=env)).openapi_schema.to_schema()
+    user = schema["components"]["securitySchemes"]["user"]
+    if mode == "jwt":
+        assert user == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": user["description"]}
+    else:
+        assert user["type"] == "apiKey" and user["in"] == "header" and user["name"] == "X-User-Id"
+    assert operation(schema, "POST", "/api/v1/sessions/start")["security"] == [{"user": []}, {"localAdmin": []}]
+    assert operation(schema, "POST", "/internal/v1/create-bids-for-analysis")["security"] == [{"internalToken": []}]
+    assert "security" not in operation(schema, "GET", "/health")
+
+
+def test_the_documentation_page_loads_nothing_from_elsewhere(app: Litestar) -> None:
+    import re
+
+    from litestar.testing import TestClient
+
+    client = TestClient(app)  # no lifespan: the pages need no port
+    page = client.get("/schema")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert urls and all(u.startswith("/schema/assets/") for u in urls), urls
+    assert "https://" not in page.text and "http://" not in page.text
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert client.get("/schema/assets/../../../../etc/passwd").status_code == 404
+    assert client.get("/schema/openapi.json").json()["info"]["title"] == "eeghub"

@@ -1,0 +1,168 @@
+"""Prometheus metrics (``GET /metrics``) and request ids, with ``prometheus-client``.
+
+Every application has its own ``CollectorRegistry`` (``ctx.services["metrics"]``),
+so two applications in one process (the tests) count apart. What is counted:
+
+- ``eeghub_http_requests_total{method,route,status}`` and
+  ``eeghub_http_request_duration_seconds{method,route}``: every routed
+  request, by route template (``/api/v1/sessions/{session_id:str}``, never
+  the concrete path, so ids do not explode the label set);
+- ``eeghub_packets_accepted_total`` (202 from ``POST /api/v1/data``) and
+  ``eeghub_packets_stored_total`` (object and row written by the storage
+  consumer);
+- ``eeghub_queue_depth{queue}``: ready messages per durable queue and its
+  dead-letter queue, read from the broker when scraped;
+- ``eeghub_export_duration_seconds{status}`` and
+  ``eeghub_analysis_duration_seconds{plugin}``;
+- ``eeghub_analyzer_streams``: live-analysis streams held in memory.
+
+The request-id middleware takes ``X-Request-Id`` from the request (1-128
+characters of ``A-Za-z0-9._:-``) or makes one, answers it in the response's
+``X-Request-Id`` and puts it on every log record written while the request
+runs (``core/logs.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from .context import AppContext
+
+log = logging.getLogger("eeghub.metrics")
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("eeghub_request_id", default=None)
+"""The id of the request being served (None outside a request)."""
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class Metrics:
+    """The application's metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "eeghub_http_requests", "HTTP requests by route template and status", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "eeghub_http_request_duration_seconds",
+            "HTTP request latency (until the last body byte is sent), by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.packets_accepted = Counter(
+            "eeghub_packets_accepted", "EEG packets accepted by POST /api/v1/data (202)", registry=r
+        )
+        self.packets_stored = Counter(
+            "eeghub_packets_stored", "EEG packets whose object and row the storage consumer wrote", registry=r
+        )
+        self.queue_depth = Gauge(
+            "eeghub_queue_depth", "Messages ready in a durable queue (read when scraped)", ["queue"], registry=r
+        )
+        self.export_duration = Histogram(
+            "eeghub_export_duration_seconds", "BIDS export job durations by final status", ["status"],
+            buckets=JOB_BUCKETS, registry=r,
+        )
+        self.analysis_duration = Histogram(
+            "eeghub_analysis_duration_seconds", "Live analysis run durations by analysis plugin", ["plugin"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.analyzer_streams = Gauge(
+            "eeghub_analyzer_streams", "Live-analysis streams (user, device) held in memory", registry=r
+        )
+
+    def observe_analysis(self, plugin: str, seconds: float) -> None:
+        self.analysis_duration.labels(plugin).observe(seconds)
+
+    async def refresh(self, ctx: AppContext) -> None:
+        """Read the values that are sampled rather than counted."""
+        from .topology import durable_queues
+
+        analyzer = ctx.services.get("analyzer")
+        if analyzer is not None:
+            self.analyzer_streams.set(len(analyzer.streams))
+        if not ctx.ready:
+            return
+        names = durable_queues(ctx.settings.broker.queues)
+        names += [f"{n}.dlq" for n in names]
+
+        async def depth(name: str) -> None:
+            try:
+                self.queue_depth.labels(name).set(await asyncio.wait_for(ctx.broker.queue_depth(name), 2.0))
+            except Exception as exc:  # noqa: BLE001 - a scrape reports what it can
+                log.debug("queue depth of %s unavailable: %s", name, exc)
+
+        await asyncio.gather(*(depth(n) for n in names))
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_FALLBACK = Metrics()
+
+
+def metrics_of(ctx: Any) -> Metrics:
+    """The application's ``Metrics`` (an unexported stand-in for a context
+    built without one, such as a unit test's)."""
+    return ctx.services.get("metrics") or _FALLBACK  # type: ignore[no-any-return]
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID_OK.match(text):
+                return text
+            break
+    return uuid.uuid4().hex[:16]
+
+
+def observability_middleware(metrics: Metrics) -> Any:
+    """Litestar middleware factory: request id in and out, request metrics.
+
+    Litestar runs it after routing, so ``scope["path_template"]`` names the
+    route; an unrouted 404 is neither counted nor given an id."""
+
+    def factory(app: Any) -> Any:
+        async def middleware(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            request_id = request_id_of(scope["headers"])
+            token = REQUEST_ID.set(request_id)
+            scope.setdefault("state", {})["request_id"] = request_id
+            status = [500]
+            header = (b"x-request-id", request_id.encode())
+
+            async def send_with_id(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
+
+            started = time.perf_counter()
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("path_template") or "unrouted"
+                method = scope["method"]
+                metrics.requests.labels(method, route, str(status[0])).inc()
+                metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+                REQUEST_ID.reset(token)
+
+        return middleware
+
+    return factory
