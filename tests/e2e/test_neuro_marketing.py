@@ -45,10 +45,20 @@ class RecordedDevice(SimulatedDevice):
     """A device that sends given signals (volts) instead of its own."""
 
     signals_volts: np.ndarray = np.zeros((0, 0))
+    codes: tuple[int, ...] = ()
+    """The trigger line's value at each of ``trigger_samples`` (the app's codes)."""
 
     @property
     def channel_names(self) -> list[str]:
         return list(synthetic.CHANNELS)
+
+    def trigger(self, first_sample: int, count: int) -> np.ndarray:
+        out = np.zeros(count, dtype=np.int16)
+        for start, code in zip(self.trigger_samples, self.codes, strict=True):
+            lo, hi = max(start, first_sample), min(start + self.pulse_samples, first_sample + count)
+            if lo < hi:
+                out[lo - first_sample : hi - first_sample] = code
+        return out
 
     def eeg(self, first_sample: int, count: int) -> np.ndarray:
         chunk = self.signals_volts[:, first_sample : first_sample + count] / self.lsb_to_volts
@@ -61,11 +71,14 @@ def iso(ms: int) -> str:
 
 async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, recording: Any) -> int:
     """Stream ``recording`` as the app does and end the session with its
-    event log (onsets logged 80 ms before the trigger). Returns the packets sent."""
+    event log (onsets logged 80 ms before the trigger), the trigger line
+    carrying the app's codes. Returns the packets sent."""
     triggers = [e.sample for e in recording.events]
     device = RecordedDevice(user_id=subject, device_id=f"{subject}-dev", variant="app", sampling_rate=DESIGN.sampling_rate,
                             samples_per_packet=250, trigger_samples=triggers, channels=len(synthetic.CHANNELS))
     device.signals_volts = recording.data
+    # The app's codes: target 1, non-target 2; products 3 (an event without a code matches any).
+    device.codes = tuple({"target": 1, "nontarget": 2}.get(e.trial_type or "", 3) for e in recording.events)
     r = await client.post("/api/v1/sessions/start", headers=user(subject), json={
         "session_id": sid, "user_id": subject, "experiment_id": eid, "start_time": iso(start), "session_type": kind})
     assert r.status_code == 201, r.text
