@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from eeghub.core.auth import Identity, check_role, parse_experiment_id, require_role, require_user
@@ -68,6 +69,13 @@ class AnalysisJob(msgspec.Struct):
     completed_at: datetime | None
     status_url: str
     result_url: str | None
+
+
+ACCEPTED = ResponseSpec(
+    data_container=AnalysisJob,
+    description="The analysis runs in the background: the job, with its `status_url` (also in `Location`)",
+    generate_examples=False,
+)
 
 
 def _status_url(analysis_id: int) -> str:
@@ -157,7 +165,7 @@ def _wants_async(request: Request[Any, Any, Any], wait: bool) -> bool:
     guards=[require_role("owner")],
     tags=["neuro-marketing"],
     status_code=200,
-    responses=error_responses(400, 401, 403, 404, 503),
+    responses={202: ACCEPTED, **error_responses(400, 401, 403, 404, 503)},
 )
 async def analyze(
     experiment_id: UuidParam,
@@ -165,7 +173,7 @@ async def analyze(
     ctx: AppContext,
     identity: Identity,
     wait: bool = Parameter(default=True, description="false (or Prefer: respond-async): answer 202 with the status URL at once"),
-) -> Response[AnalysisResult | AnalysisJob]:
+) -> Response[AnalysisResult]:
     """Run the ERP analysis of the experiment (owner). Waits for the result
     up to ``neuro_marketing.wait_seconds`` and answers 200 with it, as the
     predecessor did; with ``?wait=false`` or ``Prefer: respond-async`` (or
@@ -175,7 +183,7 @@ async def analyze(
     seconds = 0.0 if _wants_async(request, wait) else ctx.settings.neuro_marketing.wait_seconds
     row = await _wait(ctx, analysis_id, seconds)
     if row["status"] == "completed":
-        return Response(_result(row, _figure_names(ctx, "erp")), status_code=200)  # type: ignore[arg-type]
+        return Response(_result(row, _figure_names(ctx, "erp")), status_code=200)
     if row["status"] == "failed":
         raise HttpError(f"The analysis failed: {row['error_message']}", status_code=503)
     return _accepted(row)  # type: ignore[return-value]

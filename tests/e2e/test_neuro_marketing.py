@@ -25,6 +25,7 @@ from eeghub.core.simulator import SimulatedDevice
 from eeghub.core.experiment_analysis import Participant
 from eeghub.plugins.erp import synthetic
 from eeghub.plugins.erp.analysis import ErpParameters, analyze_participant
+from tests.e2e import dart_http as dart
 from tests.e2e.helpers import end_form, user, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3]
@@ -125,17 +126,31 @@ async def new_experiment(client: Any, name: str, with_stimuli: bool = True) -> s
     return eid
 
 
-def parse_like_the_app(data: dict[str, Any]) -> dict[str, Any]:
-    """``ErpAnalysisResult.fromJson``: what it reads and how."""
-    assert isinstance(data["analysis_id"], int)
-    assert isinstance(data["experiment_id"], str) and isinstance(data["summary"], str)
-    assert dt.datetime.fromisoformat(data["generated_at"].replace("Z", "+00:00")).tzinfo is not None
-    assert isinstance(data["requested_by_user_id"], str)
-    for item in data["recommendations"]:
-        assert isinstance(item["file_name"], str)
-        for key in ("item_name", "brand_name", "description", "category", "gender"):
-            assert item[key] is None or isinstance(item[key], str)
-    return data
+def parse_like_the_app(data: Any) -> dict[str, Any]:
+    """``ErpAnalysisResult.fromJson`` of ``models/erp_analysis_result.dart``,
+    with Dart's casts: ``analysis_id`` an int (or parsed from a string),
+    ``summary`` and ``experiment_id`` by ``toString``, ``recommendations`` a
+    ``List?`` of maps whose ``file_name`` falls back to '' and whose other
+    fields are ``String?``, ``generated_at`` through ``DateTime.tryParse``."""
+    data = dart.cast(data, "Map", "result")
+    analysis_id = data["analysis_id"] if isinstance(data.get("analysis_id"), int) else dart.parse_int(data.get("analysis_id"), "analysis_id")
+    recommendations = []
+    for item in dart.cast(data.get("recommendations"), "List?", "recommendations") or []:
+        item = dart.cast(item, "Map", "recommendation")
+        recommendations.append({
+            "file_name": item.get("file_name") or "",
+            **{key: dart.cast(item.get(key), "String?", key) for key in ("item_name", "brand_name", "description", "category", "gender")},
+        })
+    generated = dart.try_parse_datetime(data.get("generated_at"))
+    assert generated is not None and generated.tzinfo is not None  # formattedGeneratedAt shows it, in local time
+    return {
+        "analysis_id": analysis_id,
+        "experiment_id": str(data.get("experiment_id") or ""),
+        "summary": str(data.get("summary") or ""),
+        "recommendations": recommendations,
+        "requested_by": str(data.get("requested_by_user_id") or ""),
+        "raw": data,
+    }
 
 
 async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str, str]) -> None:
@@ -161,20 +176,22 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
         assert (await client.get(f"{base}/{eid}/analysis-results", headers=user(STRANGER))).status_code == 403
         assert (await client.post(f"{base}/{eid}/analyze")).status_code == 401
 
-        # The app: POST with its headers only; 200 with the result; then GET.
-        posted = await client.post(f"{base}/{eid}/analyze", headers=user(OWNER))
+        # The app (ErpAnalysisProvider.requestAnalysis, then fetchLatestResults):
+        # http.post with its headers only, a 200 with the result; then http.get.
+        posted = await client.post(f"{base}/{eid}/analyze", **dart.post_empty(user(OWNER)))
         assert posted.status_code == 200, posted.text
-        result = parse_like_the_app(posted.json())
-        fetched = await client.get(f"{base}/{eid}/analysis-results", headers=user(OWNER))
+        parsed = parse_like_the_app(posted.json())
+        fetched = await client.get(f"{base}/{eid}/analysis-results", **dart.get(user(OWNER)))
         assert fetched.status_code == 200
-        assert parse_like_the_app(fetched.json())["analysis_id"] == result["analysis_id"]
-        assert result["requested_by_user_id"] == OWNER and result["experiment_id"] == eid
+        latest = parse_like_the_app(json.loads(fetched.content.decode("utf-8")))  # utf8.decode(response.bodyBytes)
+        assert latest["analysis_id"] == parsed["analysis_id"] > 0
+        assert latest["requested_by"] == OWNER and latest["experiment_id"] == eid
+        result = parsed["raw"]
         assert result["outcome"] == "ok", result["details"]["participants"]
         # Known truth: only product_03 carries a response.
-        assert [item["file_name"] for item in result["recommendations"]] == ["product_03.png"]
-        assert result["recommendations"][0] == {
+        assert latest["recommendations"] == [{
             "file_name": "product_03.png", "item_name": "Field Cap", "brand_name": "BrandC", "description": "Green Cap",
-            "category": "Hats", "gender": "unisex"}
+            "category": "Hats", "gender": "unisex"}]
         participant = result["details"]["participants"][0]
         assert participant["detector"]["better_than_chance"] and participant["detector"]["auc"] > 0.7
         # What went through ingest, storage, linking and correction is what was generated:
@@ -188,8 +205,7 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
         assert read["nm-main"]["missing_objects"] == read["nm-main"]["overlapping_objects"] == 0
         counts = participant["calibration_epochs"]
         assert counts["logged_onset_excluded"] == 0 and counts["kept"] >= 0.9 * counts["events"]
-        assert "Field Cap" in result["summary"]  # Japanese by default, numbers and names in it
-        assert "非標的" in result["summary"]
+        assert "Field Cap" in latest["summary"] and "非標的" in latest["summary"]  # Japanese by default, names and numbers in it
 
         # New clients: 202 and a status URL; progress; figures as PNG.
         accepted = await client.post(f"{base}/{eid}/analyze?wait=false", headers=user(OWNER))
@@ -238,10 +254,11 @@ async def test_predecessor_integration_scenario_and_bad_input(app_client: Any, s
             "it-main": await record(client, eid, SUBJECT, "it-main", "main_task", T0 + 60_000, main),
         }
         await wait_for(lambda: corrected(client, sessions, SUBJECT), timeout=60, interval=0.5)
-        r = await client.post(f"/api/v1/neuro-marketing/experiments/{eid}/analyze", headers=user(OWNER))
+        r = await client.post(f"/api/v1/neuro-marketing/experiments/{eid}/analyze", **dart.post_empty(user(OWNER)))
         assert r.status_code == 200, r.text
-        body = parse_like_the_app(r.json())
-        assert body["summary"] and body["recommendations"] == []
+        parsed = parse_like_the_app(r.json())
+        body = parsed["raw"]
+        assert parsed["summary"] and parsed["recommendations"] == []
         assert body["outcome"] == "insufficient_data"
         assert any("too few calibration epochs" in m for m in body["missing"]), body["missing"]
 
