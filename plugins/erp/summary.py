@@ -3,7 +3,43 @@ English or Japanese."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+JAPANESE_MISSING = [
+    (r"the experiment has no sessions", "実験にセッションがありません"),
+    (r"no calibration session", "キャリブレーションセッションがありません"),
+    (r"no main session", "本番セッションがありません"),
+    (r"no (calibration|main) session with data", lambda m: ("キャリブレーション" if m[1] == "calibration" else "本番") + "セッションにデータがありません"),
+    (r"no stimuli.*", "刺激(製品)が登録されていません"),
+    (r"no session has completed event correction", "イベント補正が完了したセッションがありません"),
+    (r"no calibration event has a trigger-corrected onset", "トリガーで補正されたキャリブレーションのイベントがありません"),
+    (r"no main-session event has a trigger-corrected onset", "トリガーで補正された本番セッションのイベントがありません"),
+    (r"no calibration epoch with a trigger-corrected onset", "トリガーで補正されたキャリブレーションのエポックがありません"),
+    (r"calibration has a single class \(only targets\)", "キャリブレーションが標的のみの1クラスです"),
+    (r"calibration has a single class \(only non-targets\)", "キャリブレーションが非標的のみの1クラスです"),
+    (r"too few calibration epochs: (\d+) targets and (\d+) non-targets \(at least (\d+) of each are needed\)",
+     lambda m: f"キャリブレーションのエポックが不足しています(標的{m[1]}件、非標的{m[2]}件。各{m[3]}件以上が必要)"),
+    (r"no product epoch with a trigger-corrected onset in the main sessions", "本番セッションにトリガーで補正された製品のエポックがありません"),
+    (r"the sessions differ in sampling rate or channels", "セッション間でサンプリングレートまたはチャンネルが異なります"),
+    (r"no EEG channel", "EEGチャンネルがありません"),
+    (r"less than one second of usable data", "使用できるデータが1秒未満です"),
+    (r"every EEG channel is bad", "すべてのEEGチャンネルが不良です"),
+]
+"""The fixed sentences naming what is missing, in Japanese (anything else stays in English)."""
+
+
+def _japanese(missing: str) -> str:
+    out = []
+    for part in missing.split("; "):
+        for pattern, text in JAPANESE_MISSING:
+            match = re.fullmatch(pattern, part)
+            if match:
+                out.append(text(match) if callable(text) else text)
+                break
+        else:
+            out.append(part)
+    return "、".join(out)
 
 
 def _names(rows: list[dict[str, Any]], stimuli: dict[str, dict[str, Any]]) -> list[str]:
@@ -22,7 +58,7 @@ def summarize(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], langua
     if status == "insufficient_data":
         missing = "; ".join(result.get("missing") or []) or "not enough data"
         if ja:
-            return f"解析できませんでした。不足しているもの: {missing}。推薦はありません。"
+            return f"解析できませんでした。不足しているもの: {_japanese(missing)}。推薦はありません。"
         return f"No analysis was possible. Missing: {missing}. Nothing is recommended."
     if status == "no_usable_participants":
         if ja:

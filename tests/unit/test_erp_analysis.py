@@ -206,7 +206,12 @@ def test_every_product_above_is_ambiguous_not_a_recommendation() -> None:
 def test_summary_in_japanese() -> None:
     design = synthetic.Design(calibration_s=60, main_s=60)
     outcome = run_erp(experiment(design, ["u"], stimuli=[]), FAST, language="ja")
-    assert outcome.summary.startswith("解析できませんでした") and "no stimuli" in outcome.summary
+    assert outcome.summary == "解析できませんでした。不足しているもの: 刺激(製品)が登録されていません。推薦はありません。"
+    from eeghub.plugins.erp.summary import _japanese
+
+    assert _japanese("no calibration session; too few calibration epochs: 3 targets and 9 non-targets (at least 10 of each are needed)") == (
+        "キャリブレーションセッションがありません、キャリブレーションのエポックが不足しています(標的3件、非標的9件。各10件以上が必要)")
+    assert _japanese("something new") == "something new"
 
 
 def test_ledoit_wolf_is_scikit_learns() -> None:
