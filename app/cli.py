@@ -386,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `eeghub plugins --json | head`: the reader left. Python would print
+        # a second error when it flushes stdout at exit; point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - a CLI prints, it does not dump a traceback
         from eeghub.core.errors import EeghubError
 

@@ -60,6 +60,8 @@ class Experiment(msgspec.Struct):
 
 class ExperimentDetail(Experiment, kw_only=True):
     participant_count: int = 0
+    """Members with the role ``participant`` (owners are counted in ``owner_count``)."""
+    owner_count: int = 0
     session_count: int = 0
     stimulus_count: int = 0
 

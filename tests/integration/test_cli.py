@@ -43,6 +43,24 @@ def test_plugins_lists_the_builtins() -> None:
     assert eeghub("plugins", env={"EEGHUB_PLUGINS__ENABLED": "nope"}).returncode != 0
 
 
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """``eeghub plugins --json | head``: the pipe closes before the output is
+    written; no BrokenPipeError traceback, exit status 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "eeghub", "plugins", "--json"], env=ENV, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_config_prints_no_empty_tables() -> None:
+    done = eeghub("config")
+    assert done.returncode == 0 and "[plugin]" not in done.stdout and "[plugins]" in done.stdout
+
+
 @pytest.mark.postgres
 def test_migrate(database_url: str) -> None:
     done = eeghub("migrate", env={"EEGHUB_DATABASE__URL": database_url})
