@@ -117,7 +117,8 @@ _FALLBACK = Metrics()
 def metrics_of(ctx: Any) -> Metrics:
     """The application's ``Metrics`` (an unexported stand-in for a context
     built without one, such as a unit test's)."""
-    return ctx.services.get("metrics") or _FALLBACK  # type: ignore[no-any-return]
+    services = getattr(ctx, "services", None) or {}
+    return services.get("metrics") or _FALLBACK  # type: ignore[no-any-return]
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
