@@ -24,6 +24,7 @@ from litestar.di import Provide
 
 from eeghub import __version__
 from eeghub.config import Settings
+from eeghub.core.admin_routes import ADMIN_ROUTES
 from eeghub.core.auth import Authenticator, provide_identity, remove_admin_token, write_admin_token
 from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
@@ -249,7 +250,7 @@ def create_app(
         else None
     )
     app = Litestar(
-        route_handlers=[*system_routes(ctx), *host.routes(ctx), assets_router()],
+        route_handlers=[*system_routes(ctx), *ADMIN_ROUTES, *host.routes(ctx), assets_router()],
         lifespan=[lifespan],
         dependencies={
             "ctx": Provide(provide_ctx, sync_to_thread=False),

@@ -370,7 +370,7 @@ async def run_study(settings: Settings, args: argparse.Namespace) -> int:
             async def corrected() -> Any:
                 for rec in recordings:
                     info = await client.expect(200, "GET", f"/api/v1/sessions/{rec.session_id}", rec.user)
-                    if info["event_correction_status"] not in ("completed", "failed"):
+                    if info["link_status"] != "completed" or info["event_correction_status"] not in ("completed", "failed"):
                         return False
                     data = await client.expect(200, "GET", f"/api/v1/sessions/{rec.session_id}/data", rec.user)
                     if sum(s["packets"] for s in data["streams"]) < round(args.seconds * args.rate / args.samples_per_packet):

@@ -70,3 +70,31 @@ async def test_no_token_when_switched_off(app_client: Any, local_env: dict[str, 
         assert read_admin_token(tmp_path) is None
         r = await client.post("/api/v1/calibrations", headers={LOCAL_ADMIN_HEADER: "anything"})
         assert r.status_code == 401 and "no local administrator token" in r.json()["error"]
+
+
+async def test_dead_letters_through_the_admin_routes(app_client: Any, local_env: dict[str, str]) -> None:
+    """What ``eeghub dlq`` asks a running server: counts, one queue's letters, replay."""
+    from eeghub.core.ports import Message
+    from tests.e2e.helpers import wait_for
+
+    async with app_client(local_env, EEGHUB_AUTH__ADMIN_USERS="lab-admin") as (client, app):
+        ctx = app.state.ctx
+        queue = ctx.settings.broker.queues.data_linker_queue
+        # A malformed linking job fails for good and is parked in the .dlq.
+        await ctx.broker.publish(Message(body=b"not json", message_id="bad-job"), queue=queue)
+        admin = {"X-User-Id": "lab-admin"}
+
+        async def parked() -> Any:
+            counts = (await client.get("/api/v1/admin/dlq", headers=admin)).json()["queues"]
+            return next(c["dead_letters"] for c in counts if c["queue"] == queue) == 1
+
+        await wait_for(parked, timeout=20)
+        letters = (await client.get(f"/api/v1/admin/dlq/{queue}", headers=admin, params={"limit": 5})).json()
+        assert [(le["message_id"], le["body_preview"]) for le in letters] == [("bad-job", "not json")]
+        assert "malformed" in letters[0]["error"].lower() or letters[0]["error"]
+        denied = await client.get("/api/v1/admin/dlq", headers={"X-User-Id": "someone"})
+        assert denied.status_code == 403 and "not an administrator" in denied.json()["error"]
+        unknown = await client.get("/api/v1/admin/dlq/no-such-queue", headers=admin)
+        assert unknown.status_code == 404 and queue in unknown.json()["error"]
+        replayed = await client.post(f"/api/v1/admin/dlq/{queue}/replay", headers=admin)
+        assert replayed.status_code == 200 and replayed.json() == {"queue": queue, "replayed": 1}

@@ -98,6 +98,11 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
         assert added.returncode == 0 and "via the running server" in added.stdout, added.stdout + added.stderr
         status, body = get(base + "/api/v1/calibrations")
         assert status == 401  # the API still wants an identity; the CLI used the local administrator token
+        dlq = subprocess.run(
+            [sys.executable, "-m", "eeghub", "dlq", "list", "--data-dir", str(data_dir), "--url", base],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert dlq.returncode == 0 and "data_linker_queue.dlq: 0 message(s)" in dlq.stdout, dlq.stdout + dlq.stderr
         # A whole (short) study, exported and validated.
         study = subprocess.run(
             [sys.executable, "-m", "eeghub", "simulate", "--study", "--url", base, "--participants", "1",

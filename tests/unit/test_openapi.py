@@ -159,7 +159,7 @@ def test_the_ingest_route_declares_both_body_forms(schema: dict[str, Any]) -> No
     assert "X-Device-Id" in body["description"]
 
 
-BODYLESS = {("POST", "/api/v1/experiments/{experiment_id}/export")}
+BODYLESS = {("POST", "/api/v1/experiments/{experiment_id}/export"), ("POST", "/api/v1/admin/dlq/{queue}/replay")}
 """Routes of a writing method that read no body at all."""
 
 
