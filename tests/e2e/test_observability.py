@@ -81,7 +81,7 @@ def test_log_records_carry_the_request_id(log_format: str) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter(log_format))
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RequestIdFilter(plain=log_format == "plain"))
     logger = logging.getLogger(f"eeghub.test.{log_format}")
     logger.addHandler(handler)
     logger.propagate = False
@@ -97,6 +97,7 @@ def test_log_records_carry_the_request_id(log_format: str) -> None:
         assert record["message"] == "stored 5 packets" and record["request_id"] == "abc123"
         assert record["level"] == "WARNING" and record["logger"] == "eeghub.test.json" and "time" in record
         assert json.loads(second)["request_id"] is None
+        assert set(record) == {"time", "level", "logger", "message", "request_id"}
     else:
         assert first.endswith("stored 5 packets [request abc123]") and "WARNING" in first
         assert second.endswith("outside")
