@@ -257,7 +257,6 @@ def create_app(
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[observability_middleware(metrics)],
         request_max_body_size=settings.server.max_request_body_bytes,
         cors_config=cors,
         openapi_config=openapi_config(settings, __version__),
@@ -265,5 +264,9 @@ def create_app(
         debug=False,
     )
     declare_security(app.openapi_schema)
+    # Around Litestar's whole handler rather than as a route middleware
+    # (which Litestar wraps in one more exception layer on every route):
+    # cheaper on the hot ingest route, and unrouted 404s are counted too.
+    app.asgi_handler = observability_middleware(metrics)(app.asgi_handler)
     app.state.ctx = ctx
     return app
