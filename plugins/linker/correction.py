@@ -200,7 +200,16 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         }
     )
     async with ctx.database.transaction() as conn:
-        await conn.execute("SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE", session_id)
+        current = await conn.fetchval(
+            "SELECT event_correction_status FROM sessions WHERE session_id = $1 FOR UPDATE", session_id
+        )
+        if current != "processing":
+            # Linked again (or its events replaced) while this ran: the links
+            # it read are stale and a newer job is queued. Writing its result
+            # would show "completed" with the old links until that job runs
+            # (an export in between would take it as final).
+            details["status"] = "superseded"
+            return details
         if events:
             await conn.execute(
                 """UPDATE session_events e SET onset_corrected_us = v.corrected

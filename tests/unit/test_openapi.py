@@ -176,6 +176,7 @@ BODYLESS = {
     ("POST", "/api/v1/experiments/{experiment_id}/export"),
     ("POST", "/api/v1/neuro-marketing/experiments/{experiment_id}/analyze"),
     ("POST", "/api/v1/experiments/{experiment_id}/analyses/{kind}"),
+    ("POST", "/api/v1/admin/dlq/{queue}/replay"),
 }
 """Routes of a writing method that read no body at all."""
 
@@ -215,7 +216,9 @@ def test_session_start_declares_the_session_types(schema: dict[str, Any]) -> Non
     assert set(start["properties"]["session_type"]["enum"]) == set(SESSION_TYPES) == {
         "main_integrated", "main_external", "main_task", "calibration"}
     assert start["additionalProperties"] is False and "Unknown fields are refused" in body["description"]
-    assert start["properties"]["clock_offset_info"]["anyOf"][0]["properties"]["offset_ms"] == {"type": "integer"}
+    offset = start["properties"]["clock_offset_info"]["anyOf"][0]["properties"]["offset_ms"]
+    assert offset["type"] == "integer" and "milliseconds" in offset["description"]
+    assert start["properties"]["start_time"]["format"] == "date-time" and start["properties"]["user_id"]["description"]
 
 
 @pytest.mark.parametrize("mode", ["trusted-header", "jwt"])
