@@ -135,6 +135,9 @@ BACKGROUND_TOLERANCES = 10.0
 chance level at an offset."""
 NO_CODE = -1
 """An event (or a plain trigger line) without a code: compatible with any."""
+MAX_CODE = 2**31 - 1
+"""The largest code: no trigger line carries more (a larger ``value`` is not
+a code; as one it would not fit the matching's 64-bit arrays)."""
 APP_TRIAL_TYPE_CODES = (("non", "target", 2), ("", "target", 1), ("", "neutral", 3))
 """The mobile app's trigger code per stimulus class (``_triggerCodeForStimulus``
 in its presentation screen): a trial type containing "non" and "target" is 2,
@@ -339,7 +342,7 @@ class _Outcome:
 
 def event_code(value: object, trial_type: str | None = None) -> int | None:
     """An event's trigger code: its ``value`` when that is a positive integer
-    (``"2"``, ``2``, ``"2.0"``), else the mobile app's code for its
+    up to ``MAX_CODE`` (``"2"``, ``2``, ``"2.0"``), else the mobile app's code for its
     ``trial_type`` (``APP_TRIAL_TYPE_CODES``: target 1, non-target 2,
     neutral 3), else None (the event then matches any trigger). Unlike the
     app, an unknown trial type gets no code rather than 1."""
@@ -348,7 +351,7 @@ def event_code(value: object, trial_type: str | None = None) -> int | None:
             number = float(str(value).strip())
         except ValueError:
             number = math.nan
-        if math.isfinite(number) and number == int(number) and number > 0:
+        if math.isfinite(number) and number == int(number) and 0 < number <= MAX_CODE:
             return int(number)
     if trial_type:
         lowered = trial_type.lower()
@@ -907,8 +910,8 @@ def _as_codes(codes: CodesLike | None, size: int, name: str) -> Int64Array:
     values = [NO_CODE if c is None else c for c in (codes.tolist() if isinstance(codes, np.ndarray) else codes)]
     if len(values) != size:
         raise ValueError(f"{name} has {len(values)} entries for {size} times")
-    if any(isinstance(v, bool) or not isinstance(v, int) or (v < 0 and v != NO_CODE) for v in values):
-        raise ValueError(f"{name} must hold non-negative integers or None")
+    if any(isinstance(v, bool) or not isinstance(v, int) or (v < 0 and v != NO_CODE) or v > MAX_CODE for v in values):
+        raise ValueError(f"{name} must hold non-negative integers up to {MAX_CODE} or None")
     return np.asarray(values, dtype=np.int64).reshape(size)
 
 

@@ -438,6 +438,20 @@ def test_event_code_from_value_or_the_apps_trial_types() -> None:
     assert event_code("3", "target") == 3  # the value wins
 
 
+def test_an_event_value_too_large_for_a_code_does_not_fail_the_job() -> None:
+    """A value like "1e30" or twenty digits is accepted by the event log (up
+    to 255 characters); as a code it overflowed int64 and the correction job
+    failed on every attempt. No trigger line carries such a code: no code."""
+    assert [event_code(v) for v in ("1e30", "99999999999999999999", str(2**31))] == [None, None, None]
+    assert event_code(str(2**31 - 1)) == 2**31 - 1
+    expected = [START_US, START_US + 2_504_000]
+    triggers = [t + 20_000 for t in expected]
+    corrected, report = match_events(expected, triggers, event_codes=[event_code("1e30"), 2], trigger_codes=[1, 2])
+    assert corrected == triggers and report.status == "ok"
+    with pytest.raises(ValueError, match="event_codes must hold"):
+        match_events(expected, triggers, event_codes=[10**30, 1], trigger_codes=[1, 2])
+
+
 def test_session_offset_range() -> None:
     start = START_US
     # Onsets 0.5-20 s, the session ends 300 s after its start: the last event's
