@@ -60,7 +60,7 @@ async def trigger_edges(
     codes: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     with_trigger = 0
-    previous = 0
+    previous: int | None = None  # the line's level before the next packet; None: unknown
     reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
@@ -101,27 +101,37 @@ async def trigger_edges(
 
 
 def _decode_chunk(
-    outcomes: list[bytes | BaseException], previous: int, max_channels: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray] | BaseException | None], int]:
+    outcomes: list[bytes | BaseException], previous: int | None, max_channels: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray] | BaseException | None], int | None]:
     """In a worker thread: each payload's trigger rising edges (sample
     indices) and the trigger value at each (``None`` without a trigger
     channel), or what went wrong, with the trigger level carried from packet
-    to packet."""
+    to packet.
+
+    Where the level before a packet is unknown (``None``: the first packet,
+    or the one after a missing or undecodable packet), a line already high
+    at its first sample is not a rising edge: the pulse began where no data
+    was seen (or the line is stuck high), so its time is unknown."""
     out: list[tuple[np.ndarray, np.ndarray] | BaseException | None] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             out.append(outcome)
+            previous = None
             continue
         try:
-            packet = decode_payload(outcome, previous_trigger=previous, max_channels=max_channels)
+            packet = decode_payload(outcome, previous_trigger=previous or 0, max_channels=max_channels)
         except PacketError as exc:
             out.append(exc)
+            previous = None
             continue
         if packet.trigger is None:
             out.append(None)
             continue
+        edges = packet.rising_edges
+        if previous is None and edges.size and edges[0] == 0:
+            edges = edges[1:]
         previous = packet.last_trigger
-        out.append((packet.rising_edges, packet.trigger[packet.rising_edges].astype(np.int64)))
+        out.append((edges, packet.trigger[edges].astype(np.int64)))
     return out, previous
 
 

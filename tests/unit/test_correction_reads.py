@@ -127,3 +127,33 @@ async def test_the_app_trigger_block_gives_each_edge_its_code(setup: Any) -> Non
     assert skipped == [] and with_trigger == 10
     assert edges.tolist() == [START_MS * 1000 + s * 4000 for s in sorted(samples)]
     assert codes.tolist() == [1, 2, 3, 2, 3, 1]
+
+
+async def test_a_line_already_high_when_the_data_begins_is_not_an_edge(setup: Any) -> None:
+    """A trigger line high from the first linked sample (stuck high, or a
+    pulse that began before the data) and a pulse running on from a missing
+    packet: no rising edge was seen, so there is no trigger time. Taken as
+    an edge at the first sample, a stuck line gave a one-event session a
+    one-to-one "correction" onto the start of the recording."""
+    ctx, inner, bucket = setup
+    stuck = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[0], pulse_samples=10**6, trigger_codes=[1])
+    packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in stuck.packets(START_MS, 4)]
+    rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
+    for r, (_, payload) in zip(rows, packets, strict=True):
+        await inner.put_bytes(bucket, r["object_id"], payload)
+    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    assert with_trigger == 4 and edges.tolist() == [] and codes.tolist() == []
+    from eeghub.core.correction import match_events  # the single event must not be "corrected" onto it
+
+    corrected, report = match_events([START_MS * 1000 + 4000], edges)
+    assert corrected == [None] and report.status != "ok"
+    # A pulse from packet 2's last samples into packet 3, packet 2 missing:
+    # its edge is unseen; the pulse in packet 5 is seen.
+    device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[3 * 250 - 2, 5 * 250 + 40], trigger_codes=[2, 3])
+    packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, 6)]
+    rows = [{**row(i, env, payload), "object_id": f"raw/u1/d1/gap{i:04d}.bin"} for i, (env, payload) in enumerate(packets)]
+    for i, (r, (_, payload)) in enumerate(zip(rows, packets, strict=True)):
+        if i != 2:
+            await inner.put_bytes(bucket, r["object_id"], payload)
+    edges, codes, skipped, _ = await correction.trigger_edges(ctx, rows)
+    assert len(skipped) == 1 and edges.tolist() == [START_MS * 1000 + (5 * 250 + 40) * 4000] and codes.tolist() == [3]
