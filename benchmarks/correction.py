@@ -56,7 +56,7 @@ def long_session(seed: int, events: int, noise: int, coded: bool) -> Session:
 def run(session: Session) -> tuple[list[int | None], CorrectionReport]:
     return match_events(
         session.expected_us, session.triggers_us, event_codes=session.codes, trigger_codes=session.trigger_codes,
-        offset_range_ms=session.offset_range_ms(),
+        offset_range_ms=session.offset_range_ms(), line_has_codes=session.line_has_codes,
     )  # fmt: skip
 
 

@@ -383,6 +383,7 @@ def match_events(
     event_codes: CodesLike | None = None,
     trigger_codes: CodesLike | None = None,
     offset_range_ms: tuple[float, float] | None = None,
+    line_has_codes: bool | None = None,
 ) -> tuple[list[int | None], CorrectionReport]:
     """Corrected time (µs, the matched trigger's) per event in input order,
     or None when unmatched, and the report.
@@ -390,7 +391,10 @@ def match_events(
     ``event_codes`` (None entries: no code) and ``trigger_codes`` (the
     trigger line's value at each rising edge) enable code matching (module
     docstring); ``offset_range_ms`` is the searched [low, high] offset range
-    (default ±``max_offset_ms``)."""
+    (default ±``max_offset_ms``). ``line_has_codes``: whether the trigger
+    line is known to carry codes (the app's trigger block does, by its
+    format); None: inferred from the pulses (at least two different values),
+    which a line with one pulse, or pulses of one class, cannot show."""
     expected = _as_int64(expected_us, "expected_us")
     raw_triggers = _as_int64(triggers_us, "triggers_us")
     raw_ecodes = _as_codes(event_codes, expected.size, "event_codes")
@@ -400,7 +404,8 @@ def match_events(
         raise ValueError("offset_range_ms must be two finite numbers, low <= high")
     triggers, first_index = np.unique(raw_triggers, return_index=True)
     tcodes = raw_tcodes[first_index]
-    coded = bool(np.unique(tcodes[tcodes != NO_CODE]).size >= 2 and np.any(raw_ecodes != NO_CODE))
+    carries_codes = np.unique(tcodes[tcodes != NO_CODE]).size >= 2 if line_has_codes is None else line_has_codes
+    coded = bool(carries_codes and np.any(raw_ecodes != NO_CODE))
     context = _ReportContext(expected, raw_triggers, first_index, triggers, raw_ecodes, tcodes, coded, params,
                              [low_ms, high_ms])  # fmt: skip
     if expected.size == 0:

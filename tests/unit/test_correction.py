@@ -515,6 +515,28 @@ def test_a_plain_trigger_line_ignores_the_event_codes() -> None:
     assert corrected == triggers and report.status == "ok" and not report.codes_used
 
 
+def test_a_line_known_to_carry_codes_uses_them_even_with_one_pulse() -> None:
+    """One event whose trigger was lost and one other pulse: on timing the
+    data is that of one event and its trigger. A line of a single value was
+    taken for a plain 0/1 line and the codes ignored, so a pulse of another
+    class was one-to-one "ok". When the caller knows the line carries codes
+    (the app's trigger block), a pulse of another code is no match."""
+    expected = [START_US + 4_000]
+    pulse = [START_US + 37_512_000]
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[1], offset_range_ms=(-2000.0, 60_000.0))
+    assert report.status == "ok" and not report.codes_used  # a plain line: timing only, as before
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[1], line_has_codes=True,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert corrected == [None] and report.status == "no_match" and report.codes_used
+    assert "different codes" in (report.reason or "")
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[2], line_has_codes=True,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert corrected == pulse and report.evidence == "one-to-one" and report.codes_used
+    # Events without codes: timing only, whatever the line.
+    corrected, report = match_events(expected, pulse, trigger_codes=[1], line_has_codes=True, offset_range_ms=(-2000.0, 60_000.0))
+    assert corrected == pulse and not report.codes_used
+
+
 def test_the_decisive_lead_prefers_more_matches() -> None:
     """8 periodic events, presentation 6 s late, no codes: the truth matches
     8, its aliases 7 and 6; all within the searched range."""
