@@ -493,8 +493,17 @@ def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
     session's true triggers ever are (a spurious pulse where a trigger was
     lost) is left alone. The floor keeps a true trigger whose latency
     happened to vary more than the few others' (a spread from few residuals
-    is unreliable)."""
-    spread = _spread(alignment.abs_residuals_us(problem.events, problem.triggers), problem.tolerance_us)
+    is unreliable).
+
+    The spread is taken over the residuals within ``PRECISION_MARGIN``
+    median |residuals|: a pulse in a lost trigger's place, matched within the
+    tolerance, must not widen the radius that then admits it (with few
+    events the 90th percentile is nearly the largest residual)."""
+    abs_residuals = alignment.abs_residuals_us(problem.events, problem.triggers)
+    if abs_residuals.size:
+        typical = max(float(np.median(abs_residuals)), min(RESOLUTION_US, problem.tolerance_us))
+        abs_residuals = abs_residuals[abs_residuals <= PRECISION_MARGIN * typical]
+    spread = _spread(abs_residuals, problem.tolerance_us)
     radius = min(problem.tolerance_us, max(PRECISION_MARGIN * spread, problem.tolerance_us / 2.0))
     if radius >= problem.tolerance_us:
         return replace(alignment, radius_us=problem.tolerance_us)

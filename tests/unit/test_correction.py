@@ -537,6 +537,27 @@ def test_a_line_known_to_carry_codes_uses_them_even_with_one_pulse() -> None:
     assert corrected == pulse and not report.codes_used
 
 
+@pytest.mark.parametrize("coded", [True, False])
+def test_a_pulse_in_a_lost_triggers_place_does_not_widen_the_radius_that_admits_it(coded: bool) -> None:
+    """Eight events whose triggers come 20 ± 5 ms late; one trigger lost and
+    a noise pulse 40 ms after that event's expected trigger. The final
+    radius came from the 90th percentile of residuals that included the
+    noise pulse itself: 46 ms, so the pulse was taken, with ``ok``."""
+    rng = np.random.default_rng(7)
+    expected = [START_US + round(k * 2.504e6 + rng.uniform(-150e3, 150e3)) for k in range(8)]
+    triggers = [t + 37_000_000 + 20_000 + int(rng.integers(-5000, 5001)) for t in expected]
+    codes = [1, 2, 3, 1, 2, 3, 1, 2]
+    lost = 5
+    noise = expected[lost] + 37_000_000 + 20_000 + 40_000
+    pulses = sorted([*triggers[:lost], noise, *triggers[lost + 1 :]])
+    pulse_codes = [*codes[:lost], codes[lost], *codes[lost + 1 :]]
+    kwargs = {"event_codes": codes, "trigger_codes": pulse_codes, "line_has_codes": True} if coded else {}
+    corrected, report = match_events(expected, pulses, offset_range_ms=(-2000.0, 60_000.0), **kwargs)
+    assert report.status == "ok" and report.evidence == "statistical"
+    assert corrected == [*triggers[:lost], None, *triggers[lost + 1 :]]
+    assert report.match_radius_ms is not None and report.match_radius_ms < 40
+
+
 def test_the_decisive_lead_prefers_more_matches() -> None:
     """8 periodic events, presentation 6 s late, no codes: the truth matches
     8, its aliases 7 and 6; all within the searched range."""
