@@ -63,13 +63,16 @@ def run(session: Session) -> tuple[list[int | None], CorrectionReport]:
 def explicable(session: Session, corrected: list[int | None], report: CorrectionReport) -> int:
     """Wrong events that timing and codes cannot tell apart: the taken
     pulse carries the event's code (if any) and is nearer to the expected
-    time (at the found offset) than the event's own trigger, or that was
-    lost."""
+    time (at the found offset, along the drift when one was fitted) than the
+    event's own trigger, or that was lost."""
     if report.offset_ms is None:
         return 0
     count = 0
+    first = min(session.expected_us)
+    slope = (report.drift_ppm or 0.0) * 1e-6
     for i in session.wrong(corrected):
-        expected = session.expected_us[i] + report.offset_ms * 1000
+        logged = session.expected_us[i]
+        expected = logged + round((logged - first) * slope) + report.offset_ms * 1000
         own = math.inf if i in session.dropped else abs(session.true_us[i] - expected)
         count += abs(int(corrected[i] or 0) - expected) <= own
     return count

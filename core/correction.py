@@ -241,6 +241,10 @@ class CorrectionReport:
     """Whether matching required equal codes (both sides had codes)."""
     code_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per code (``"none"``: events without one): events, triggers, matched."""
+    drift_ppm: float | None = None
+    """A clock drift fitted and followed (trigger clock fast: positive), in
+    parts per million; ``offset_ms`` then holds at the first event and the
+    residuals are about the drifting line."""
     event_details: list[dict[str, Any]] = field(default_factory=list)
     """Per event in input order: ``code``, ``trigger`` (index into the
     caller's triggers, or None), ``trigger_code``, ``residual_ms``."""
@@ -335,6 +339,8 @@ class _Outcome:
     best: _Candidate | None = None
     radius_us: float | None = None
     match_radius_us: float | None = None
+    drift: tuple[float, int] | None = None
+    """(slope, origin µs) of a fitted clock drift (:func:`_fit_drift`)."""
 
 
 # ---------------------------------------------------------------- public API
@@ -446,7 +452,7 @@ def _decide(problem: _Problem, params: MatchParameters) -> _Outcome:
         return searched
     if one_to_one is not None:
         searched.status, searched.kind, searched.alignment, searched.reason = "ok", "one-to-one", one_to_one, None
-        searched.match_radius_us = None
+        searched.match_radius_us = searched.drift = None
         return searched
     if searched.status == "no_match":
         searched.reason = f"{searched.reason}; {why_not}"
@@ -465,12 +471,14 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     runner = next(
         (c for c in candidates[1:] if abs(c.alignment.offset_us - best.alignment.offset_us) > 2.0 * tolerance_us), None
     )
-    alignment = _tightened(problem, best.alignment)
+    drifted, start, drift = _fit_drift(problem, best.alignment, params.refine_iterations)
+    alignment = _tightened(drifted, start)
     chance = _chance_pairs(vote, alignment.offset_us, tolerance_us)
     windows = (problem.high_us - problem.low_us + 2.0 * tolerance_us) / 2.0
-    evidence = _evidence(alignment.abs_residuals_us(problem.events, problem.triggers), chance, tolerance_us, windows)
+    evidence = _evidence(alignment.abs_residuals_us(drifted.events, drifted.triggers), chance, tolerance_us, windows)
     outcome = _Outcome("ok", alignment, evidence, "statistical", None, runner, best, radius)
     outcome.match_radius_us = alignment.radius_us
+    outcome.drift = drift
     if len(alignment.pairs) < params.min_matches_for_offset or evidence.z < params.min_evidence_z:
         outcome.status, outcome.kind = "no_match", None
         outcome.reason = (
@@ -484,6 +492,67 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
             f"explain {best.precise} and {runner.precise} events: not decisive"
         )
     return outcome
+
+
+MIN_DRIFT_PAIRS = 20
+"""Matches needed before a clock drift is fitted."""
+MAX_DRIFT = 1e-3
+"""The largest drift believed (1000 ppm: far beyond any crystal or clock
+slewing); a larger slope is not a drift."""
+DRIFT_T = 6.0
+"""How many standard errors a fitted drift must exceed to be applied."""
+
+
+def _with_drift(times: Int64Array, slope: float, origin_us: int) -> Int64Array:
+    """``times`` as the trigger clock reads them when it runs ``slope`` fast."""
+    return times + np.rint((times - origin_us).astype(np.float64) * slope).astype(np.int64)
+
+
+def _fit_drift(
+    problem: _Problem, alignment: _Alignment, iterations: int
+) -> tuple[_Problem, _Alignment, tuple[float, int] | None]:
+    """Follow a linear clock drift between the stopwatch and the trigger
+    times: the phone's and the headset's clocks (or the wall clock being
+    slewed) differ by tens of ppm, i.e. 50-200 ms over a long session, more
+    than the tolerance at its ends. The differences of the matched pairs are
+    fitted with a line over the events' times (least squares, then again
+    without pairs beyond three median |residuals| of the first fit); when
+    its slope is significant (``DRIFT_T`` standard errors, at most
+    ``MAX_DRIFT``) and the drift over the session exceeds the resolution, the
+    events are moved along it and aligned again, until the fit no longer
+    changes. The problem to judge (events moved, or the same), its
+    alignment, and the (slope, origin) applied or None."""
+    if len(alignment.pairs) < MIN_DRIFT_PAIRS:
+        return problem, alignment, None
+    origin = int(problem.events[0])
+    slope_applied, current, moved = 0.0, alignment, problem
+    for _ in range(iterations):
+        if len(current.pairs) < MIN_DRIFT_PAIRS:
+            break
+        ev, tr = (np.fromiter(side, dtype=np.int64) for side in zip(*current.pairs, strict=True))
+        x = (problem.events[ev] - origin).astype(np.float64)
+        y = (problem.triggers[tr] - problem.events[ev]).astype(np.float64)
+        keep = np.ones(x.size, dtype=bool)
+        for _ in range(2):
+            if np.ptp(x[keep]) <= 0 or np.count_nonzero(keep) < MIN_DRIFT_PAIRS:
+                return (problem, alignment, None) if slope_applied == 0.0 else (moved, current, (slope_applied, origin))
+            slope, intercept = np.polyfit(x[keep], y[keep], 1)
+            residuals = y - (slope * x + intercept)
+            keep = np.abs(residuals) <= PRECISION_MARGIN * max(float(np.median(np.abs(residuals))), RESOLUTION_US)
+        xs, rs = x[keep], residuals[keep]
+        error = float(np.sqrt(np.sum(rs**2) / max(xs.size - 2, 1) / np.sum((xs - xs.mean()) ** 2)))
+        change = float(slope) - slope_applied
+        span = float(problem.events[-1] - problem.events[0])
+        if abs(slope) > MAX_DRIFT or abs(change) * span < RESOLUTION_US or abs(change) < DRIFT_T * error:
+            break
+        candidate_problem = replace(problem, events=_with_drift(problem.events, float(slope), origin))
+        candidate = _refined_alignment(candidate_problem, int(np.rint(intercept)), iterations)
+        if candidate.key()[:1] < current.key()[:1]:
+            break
+        slope_applied, current, moved = float(slope), candidate, candidate_problem
+    if slope_applied == 0.0:
+        return problem, alignment, None
+    return moved, current, (slope_applied, origin)
 
 
 def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
@@ -950,8 +1019,10 @@ class _ReportContext:
         sorted triggers)."""
         alignment = outcome.alignment
         pairs = alignment.pairs if alignment is not None else []
+        drift = outcome.drift if outcome.status == "ok" else None
+        expected = self.expected if drift is None else _with_drift(self.expected, *drift)
         residuals = [
-            (int(self.triggers[j]) - int(self.expected[i]) - alignment.offset_us) / 1000.0
+            (int(self.triggers[j]) - int(expected[i]) - alignment.offset_us) / 1000.0
             for i, j in pairs
             if alignment is not None
         ]
@@ -995,6 +1066,7 @@ class _ReportContext:
             match_radius_ms=None if outcome.match_radius_us is None or outcome.status != "ok"
             else outcome.match_radius_us / 1000.0,
             codes_used=self.coded,
+            drift_ppm=None if drift is None else round(drift[0] * 1e6, 3),
             code_counts=self._code_counts(pairs),
             event_details=details,
         )

@@ -558,6 +558,26 @@ def test_a_pulse_in_a_lost_triggers_place_does_not_widen_the_radius_that_admits_
     assert report.match_radius_ms is not None and report.match_radius_ms < 40
 
 
+@pytest.mark.parametrize("ppm", [-100.0, 50.0, 100.0])
+def test_clock_drift_over_a_long_session_is_followed(ppm: float) -> None:
+    """700 events over half an hour, the trigger clock running ``ppm`` fast
+    or slow against the stopwatch: at 100 ppm the ends are 90 ms off a
+    constant offset, beyond the tolerance, and about half the events were
+    left uncorrected. A significant linear drift is fitted and reported."""
+    rng = np.random.default_rng(11)
+    expected = START_US + np.cumsum(rng.uniform(0.6e6, 4.0e6, 700)).astype(np.int64)
+    true = expected + 9_000_000 + rng.integers(15_000, 30_000, 700)
+    true = true + np.rint((true - START_US) * ppm * 1e-6).astype(np.int64)
+    corrected, report = match_events(expected, true, offset_range_ms=(-2000.0, 60_000.0))
+    assert report.status == "ok" and corrected == true.tolist()
+    assert report.drift_ppm is not None and abs(report.drift_ppm - ppm) < 5
+    assert report.residual_stats["max_abs"] is not None and report.residual_stats["max_abs"] < 15
+    # Without drift, none is reported.
+    corrected, report = match_events(expected, expected + 9_000_000 + rng.integers(15_000, 30_000, 700),
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert report.status == "ok" and report.drift_ppm is None
+
+
 def test_the_decisive_lead_prefers_more_matches() -> None:
     """8 periodic events, presentation 6 s late, no codes: the truth matches
     8, its aliases 7 and 6; all within the searched range."""
