@@ -203,6 +203,18 @@ def test_every_product_above_is_ambiguous_not_a_recommendation() -> None:
     assert outcome.recommendations == []
 
 
+def test_a_single_product_above_the_nontarget_level_is_ambiguous() -> None:
+    """One product only: nothing in the main session to compare it with, so
+    being above calibration's non-target level cannot be told apart from a
+    difference between sessions."""
+    design = synthetic.Design(calibration_s=180, main_s=120, product_strengths=(1.0,))
+    outcome = run_erp(experiment(design, ["u"], seed=2), FAST)
+    row = outcome.result["group"]["products"][0]
+    assert row["above_nontarget"] and not row["above_other_products"], row
+    assert outcome.status == "ambiguous" and outcome.recommendations == []
+    assert "no other product to compare it with" in outcome.summary
+
+
 def test_summary_in_japanese() -> None:
     design = synthetic.Design(calibration_s=60, main_s=60)
     outcome = run_erp(experiment(design, ["u"], stimuli=[]), FAST, language="ja")
