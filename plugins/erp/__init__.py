@@ -28,7 +28,7 @@ class ErpAnalysis:
     display_name = "ERP neuro-marketing"
     description = (
         "Per participant, a P300 detector trained on calibration (shrinkage LDA, cross-validated AUC against "
-        "permutations) scores each product's trials; products reliably above the non-target level are recommended."
+        "permutations) scores each product's trials; products reliably above the non-target level and the other products are recommended."
     )
     figures = render.FIGURES
 

@@ -27,13 +27,19 @@ Per participant:
    level (the cross-validated probabilities of the calibration non-targets).
    A product is "above" when a one-sided permutation test of its trials
    against the non-target trials is significant after Holm's correction
-   over the products. The group combines the participants with equal
-   weight (a stratified permutation test and bootstrap).
+   over the products. The non-target level comes from another session: a
+   main session recorded with another gain, more noise or a channel gone
+   bad moves every product's score away from it together. So a product is
+   recommended only when it is also above the *other products of the same
+   main sessions* (a second one-sided permutation test, Holm-corrected),
+   which no difference between sessions can produce: under it, the
+   products' trials are exchangeable. The group combines the participants
+   with equal weight (stratified permutation tests and bootstrap).
 5. **Classic ERP**: mean amplitude in the P300/LPP window at parietal sites,
    per class and per product, and grand-average waveforms per class.
 
-Recommendations are the products reliably above the group's non-target
-level; none when nothing is. If every product is "above", the finding is a
+Recommendations are the products reliably above both the group's
+non-target level and the session's other products; none when nothing is. If every product is "above", the finding is a
 difference between sessions, not between products: nothing is recommended
 and the result says so (never every product).
 """
@@ -394,6 +400,17 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def _p_above(observed: float, null: np.ndarray, p: ErpParameters) -> float:
+    """One-sided permutation p-value of ``observed`` against ``null``."""
+    if not math.isfinite(observed):
+        return 1.0
+    return float((1 + np.sum(null >= observed)) / (1 + p.product_permutations))
+
+
+def _above(p_holm: float | None, difference: float | None, p: ErpParameters) -> bool:
+    return bool(p_holm is not None and difference is not None and p_holm <= p.alpha and difference > 0)
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
@@ -409,6 +426,10 @@ class ParticipantOutcome:
     waveform_counts: dict[str, int] = field(default_factory=dict)
     parietal_names: list[str] = field(default_factory=list)
     product_amplitudes: dict[str, float] = field(default_factory=dict)
+    session_probs: np.ndarray | None = None
+    """Target probability of every product trial of the main sessions."""
+    session_files: np.ndarray | None = None
+    """The product (stim file) of each of ``session_probs``."""
     class_amplitudes: dict[str, float] = field(default_factory=dict)
     sfreq: float | None = None
 
@@ -546,27 +567,35 @@ def analyze_participant(
     out.usable = True
     probs = detector.model.predict_proba(features(prod.data, sfreq, p))[:, 1]
     out.nontarget_probs = detector.nontarget_oof
+    out.session_probs, out.session_files = probs, stim_files
     nt_level = float(detector.nontarget_oof.mean())
     products: list[dict[str, Any]] = []
     p_values: list[float] = []
+    p_others: list[float] = []
     for name in product_files:
         trials = probs[stim_files == name]
         if len(trials) < p.min_product_trials:
             products.append({"file_name": name, "trials": int(len(trials)), "score": None, "note": "too few trials"})
             continue
         out.product_probs[name] = trials
-        null = permuted_differences(trials, detector.nontarget_oof, p.product_permutations, rng)
         diff = float(trials.mean() - nt_level)
-        pv = float((1 + np.sum(null >= diff)) / (1 + p.product_permutations))
+        pv = _p_above(diff, permuted_differences(trials, detector.nontarget_oof, p.product_permutations, rng), p)
+        others = probs[stim_files != name]
+        diff_others = float(trials.mean() - others.mean()) if len(others) else float("nan")
+        pv_others = _p_above(diff_others, permuted_differences(trials, others, p.product_permutations, rng), p) if len(others) else 1.0
         lo, hi = bootstrap_ci(trials, p.bootstrap, rng)
         products.append({"file_name": name, "trials": int(len(trials)), "score": _clean(float(trials.mean())),
-                         "ci": [_clean(lo), _clean(hi)], "difference": _clean(diff), "p_value": _clean(pv)})
+                         "ci": [_clean(lo), _clean(hi)], "difference": _clean(diff), "p_value": _clean(pv),
+                         "difference_to_other_products": _clean(diff_others), "p_value_other_products": _clean(pv_others)})
         p_values.append(pv)
-    adjusted = iter(holm(p_values))
+        p_others.append(pv_others)
+    adjusted, adjusted_others = iter(holm(p_values)), iter(holm(p_others))
     for entry in products:
         if entry.get("score") is not None:
             entry["p_holm"] = _clean(next(adjusted))
             entry["above_nontarget"] = bool(entry["p_holm"] <= p.alpha and entry["difference"] > 0)
+            entry["p_holm_other_products"] = _clean(next(adjusted_others))
+            entry["above_other_products"] = _above(entry["p_holm_other_products"], entry["difference_to_other_products"], p)
             entry["erp_mean_amplitude_uv"] = _clean(out.product_amplitudes.get(entry["file_name"], float("nan")))
     report["nontarget_level"] = _clean(nt_level)
     report["nontarget_level_ci"] = [_clean(v) for v in bootstrap_ci(detector.nontarget_oof, p.bootstrap, rng)]
@@ -581,8 +610,9 @@ def group_products(
     outcomes: Sequence[ParticipantOutcome], product_files: Sequence[str], p: ErpParameters, rng: np.random.Generator
 ) -> tuple[list[dict[str, Any]], float | None, list[float | None]]:
     """Per product: the group score (mean over usable participants of their
-    mean probability) with a stratified bootstrap CI, and a stratified
-    permutation test of (product - non-target) against 0, Holm-corrected."""
+    mean probability) with a stratified bootstrap CI, and stratified
+    permutation tests of (product - non-target) and of (product - the other
+    products of the same sessions) against 0, each Holm-corrected."""
     usable = [o for o in outcomes if o.usable and o.nontarget_probs is not None]
     if not usable:
         return [], None, [None, None]
@@ -594,6 +624,7 @@ def group_products(
     nt_ci = [_clean(v) for v in np.quantile(boot_nt, [0.025, 0.975])]
     rows: list[dict[str, Any]] = []
     p_values: list[float] = []
+    p_others: list[float] = []
     for name in product_files:
         having = [o for o in usable if name in o.product_probs]
         if not having:
@@ -605,7 +636,18 @@ def group_products(
             [permuted_differences(o.product_probs[name], o.nontarget_probs, p.product_permutations, rng) for o in having],  # type: ignore[arg-type]
             axis=0,
         )
-        pv = float((1 + np.sum(null >= observed)) / (1 + p.product_permutations))
+        pv = _p_above(observed, null, p)
+        # Against the other products of the same sessions (immune to a difference between sessions).
+        others = [o.session_probs[o.session_files != name] for o in having]  # type: ignore[index]
+        if all(len(rest) for rest in others):
+            observed_others = float(np.mean([o.product_probs[name].mean() - rest.mean() for o, rest in zip(having, others, strict=True)]))
+            null_others = np.mean(
+                [permuted_differences(o.product_probs[name], rest, p.product_permutations, rng) for o, rest in zip(having, others, strict=True)],
+                axis=0,
+            )
+            pv_others = _p_above(observed_others, null_others, p)
+        else:
+            observed_others, pv_others = float("nan"), 1.0
         score = float(np.mean([o.product_probs[name].mean() for o in having]))
         boot = np.mean(
             [o.product_probs[name][rng.integers(0, len(o.product_probs[name]), (p.bootstrap, len(o.product_probs[name])))].mean(axis=1)
@@ -621,14 +663,19 @@ def group_products(
             "ci": [_clean(lo), _clean(hi)],
             "difference": _clean(observed),
             "p_value": _clean(pv),
+            "difference_to_other_products": _clean(observed_others),
+            "p_value_other_products": _clean(pv_others),
             "erp_mean_amplitude_uv": _clean(float(np.mean(amplitudes))) if amplitudes else None,
         })
         p_values.append(pv)
-    adjusted = iter(holm(p_values))
+        p_others.append(pv_others)
+    adjusted, adjusted_others = iter(holm(p_values)), iter(holm(p_others))
     for row in rows:
         if row.get("score") is not None:
             row["p_holm"] = _clean(next(adjusted))
-            row["above_nontarget"] = bool(row["p_holm"] <= p.alpha and row["difference"] > 0)
+            row["above_nontarget"] = _above(row["p_holm"], row["difference"], p)
+            row["p_holm_other_products"] = _clean(next(adjusted_others))
+            row["above_other_products"] = _above(row["p_holm_other_products"], row["difference_to_other_products"], p)
     return rows, _clean(nt_level), nt_ci
 
 

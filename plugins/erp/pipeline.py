@@ -59,7 +59,8 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
             "detector": "shrinkage LDA (Ledoit-Wolf) on mean amplitudes in "
             f"{params.feature_bin * 1000:.0f} ms bins, {params.feature_window[0]}-{params.feature_window[1]} s",
             "chance": f"{params.permutations} label permutations of the cross-validation",
-            "product_test": f"one-sided permutation test against the non-target level ({params.product_permutations}), Holm over products",
+            "product_test": f"one-sided permutation tests ({params.product_permutations}) against the non-target level of calibration"
+            " and against the other products of the same main sessions, each Holm over products; recommended: above both",
             "alpha": params.alpha,
             "erp_window_s": list(params.erp_window),
         },
@@ -87,6 +88,9 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
     result["group"] = {"nontarget_level": nt_level, "nontarget_level_ci": nt_ci, "products": ranked + [r for r in rows if r.get("score") is None]}
     result["grand_average"] = grand_averages(outcomes, params)
     above = [r["file_name"] for r in ranked if r.get("above_nontarget")]
+    # Recommended: above the non-target level of calibration AND above the
+    # other products of the same sessions (a session difference moves all).
+    recommended = [r["file_name"] for r in ranked if r.get("above_nontarget") and r.get("above_other_products")]
     if not any(o.usable for o in outcomes):
         reasons = sorted({o.report.get("reason", "") for o in outcomes if o.report.get("status") == "insufficient_data"})
         if all(o.report.get("status") == "insufficient_data" for o in outcomes):
@@ -94,12 +98,14 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
             return _finish(result, stimuli, language, reasons)
         result["status"] = "no_usable_participants"
         result["recommended_files"] = []
-    elif len(above) >= 2 and len(above) == len(ranked):
+    elif above and len(above) == len(ranked):
+        # Every product (even a single one) above calibration's non-target
+        # level: a difference between sessions cannot be told apart.
         result["status"] = "ambiguous"
         result["recommended_files"] = []
     else:
         result["status"] = "ok"
-        result["recommended_files"] = above
+        result["recommended_files"] = recommended
     return _finish(result, stimuli, language, [])
 
 

@@ -81,7 +81,7 @@ def ranking_png(details: dict[str, Any]) -> bytes:
             axes.axvline(level, color="tab:blue", linestyle="--", label="non-target level (95 % CI)")
         axes.set_yticks(y, [r["file_name"] for r in rows], fontsize=7)
         axes.set_xlabel("Target probability (mean, 95 % bootstrap CI)")
-        axes.set_title("Products (red: reliably above the non-target level)")
+        axes.set_title("Products (red: reliably above the non-target level and the other products)")
         axes.legend(fontsize=7, loc="lower right")
         return _png(figure)
 

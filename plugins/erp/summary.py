@@ -78,31 +78,33 @@ def summarize(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], langua
     if status == "ambiguous":
         if ja:
             return (
-                f"すべての製品({len(rows)}件)が非標的レベル({nt:.2f})を上回りました。これは製品間の差ではなく"
-                "セッション間の違いを示唆するため、推薦はありません。"
+                (f"唯一の製品が非標的レベル({nt:.2f})を上回りましたが、比較できる他の製品がないため"
+                 if len(rows) == 1 else f"すべての製品({len(rows)}件)が非標的レベル({nt:.2f})を上回りました。これは製品間の差ではなく")
+                + "セッション間の違いと区別できないため、推薦はありません。"
             )
         return (
-            f"Every product ({len(rows)}) scored above the non-target level ({nt:.2f}); this points to a difference "
-            "between sessions rather than between products, so nothing is recommended."
+            (f"The only product scored above the non-target level ({nt:.2f}); with no other product to compare it with, "
+             if len(rows) == 1 else f"Every product ({len(rows)}) scored above the non-target level ({nt:.2f}); ")
+            + "this cannot be told apart from a difference between sessions, so nothing is recommended."
         )
     if not recommended:
         if ja:
             return (
                 f"{total}名中{usable}名の参加者の標的検出がチャンスを上回りました(交差検証AUC {auc_text})。"
-                f"非標的レベル({nt:.2f})を確実に上回った製品はなく、推薦はありません。"
+                f"非標的レベル({nt:.2f})と他の製品の両方を確実に上回った製品はなく、推薦はありません。"
             )
         return (
             f"{usable} of {total} participants had a target detector better than chance (cross-validated AUC {auc_text}). "
-            f"No product scored reliably above the non-target level ({nt:.2f}); nothing is recommended."
+            f"No product scored reliably above both the non-target level ({nt:.2f}) and the other products; nothing is recommended."
         )
     names = _names(recommended, stimuli)
     scores = ", ".join(f"{n} {r['score']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" for n, r in zip(names, recommended, strict=True))
     if ja:
         return (
             f"{total}名中{usable}名の参加者の標的検出がチャンスを上回りました(交差検証AUC {auc_text})。"
-            f"{len(recommended)}件の製品が非標的レベル({nt:.2f})を確実に上回り、高い関心が示されました: {scores}。"
+            f"{len(recommended)}件の製品が非標的レベル({nt:.2f})と他の製品の両方を確実に上回り、注意を引いたことが示唆されます: {scores}。"
         )
     return (
         f"{usable} of {total} participants had a target detector better than chance (cross-validated AUC {auc_text}). "
-        f"{len(recommended)} of {len(rows)} products scored reliably above the non-target level ({nt:.2f}): {scores}."
+        f"{len(recommended)} of {len(rows)} products scored reliably above both the non-target level ({nt:.2f}) and the other products: {scores}."
     )

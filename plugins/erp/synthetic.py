@@ -41,6 +41,10 @@ class Design:
     product_strengths: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     logged_fraction: float = 0.05
     """Events left at their logged time (the analysis must leave them out)."""
+    main_gain: float = 1.0
+    """Amplitude scale of the whole main session (another cap fit or amplifier gain than in calibration)."""
+    main_extra_noise_uv: float = 0.0
+    """RMS of extra 1/f noise in the main session only (a noisier recording than calibration)."""
 
 
 def product_files(design: Design) -> list[str]:
@@ -130,6 +134,11 @@ def main_recording(rng: np.random.Generator, design: Design, session_id: str = "
         if strength:
             add_response(data, int(onset), strength * design.p300_uv, rng, design)
         labels.append(("product", files[k]))
+    if design.main_extra_noise_uv:
+        extra = background(rng, len(CHANNELS), data.shape[1], Design(sampling_rate=fs, background_uv=design.main_extra_noise_uv, alpha_uv=0.0))
+        data += extra
+    if design.main_gain != 1.0:
+        data *= np.float32(design.main_gain)
     return Recording(session_id, "main", fs, list(CHANNELS), ["eeg"] * len(CHANNELS), data, _events(rng, onsets, labels, design))
 
 

@@ -203,6 +203,18 @@ def test_every_product_above_is_ambiguous_not_a_recommendation() -> None:
     assert outcome.recommendations == []
 
 
+def test_a_single_product_above_the_nontarget_level_is_ambiguous() -> None:
+    """One product only: nothing in the main session to compare it with, so
+    being above calibration's non-target level cannot be told apart from a
+    difference between sessions."""
+    design = synthetic.Design(calibration_s=180, main_s=120, product_strengths=(1.0,))
+    outcome = run_erp(experiment(design, ["u"], seed=2), FAST)
+    row = outcome.result["group"]["products"][0]
+    assert row["above_nontarget"] and not row["above_other_products"], row
+    assert outcome.status == "ambiguous" and outcome.recommendations == []
+    assert "no other product to compare it with" in outcome.summary
+
+
 def test_summary_in_japanese() -> None:
     design = synthetic.Design(calibration_s=60, main_s=60)
     outcome = run_erp(experiment(design, ["u"], stimuli=[]), FAST, language="ja")
@@ -245,3 +257,38 @@ def test_parameters_from_the_plugin_table() -> None:
         ErpParameters.from_settings({"permutations": "many"})
     with pytest.raises(ValueError, match="erp_window"):
         ErpParameters.from_settings({"erp_window": [0.3]})
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [
+        {"main_gain": 1.5},  # another gain or cap fit in the main session
+        {"main_extra_noise_uv": 8.0},  # a noisier main session
+        {"bad_channel": "Pz"},  # a channel that went bad in the main session only
+    ],
+    ids=["gain", "noise", "bad-channel"],
+)
+def test_null_experiments_with_a_session_shift_recommend_nothing(shift: dict[str, object]) -> None:
+    """No product effect, but the main session differs from calibration: the
+    products' scores all move away from the calibration non-target level
+    together. That is a difference between sessions, not interest in a
+    product: at most 5 % of runs may recommend anything."""
+    bad = shift.pop("bad_channel", None)
+    design = synthetic.Design(calibration_s=120, main_s=240, product_strengths=(0.0,) * 4, p300_uv=10.0, **shift)  # type: ignore[arg-type]
+
+    def load(seed: int):  # type: ignore[no-untyped-def]
+        def participant(user: str) -> Participant:
+            generated = synthetic.participant(user, design, seed)
+            if bad:
+                main = generated.recordings[1]
+                noise = np.random.default_rng(seed).standard_normal(main.data.shape[1]) * 40e-6
+                main.data[synthetic.CHANNELS.index(bad)] += noise.astype(np.float32)
+            return generated
+
+        return participant
+
+    runs, recommending = 20, 0
+    for seed in range(runs):
+        outcome = run_erp(experiment(design, ["u"], load=load(seed + 1)), dataclasses.replace(FAST, seed=seed))
+        recommending += bool(outcome.recommendations)
+    assert recommending <= 0.05 * runs, recommending
