@@ -25,6 +25,11 @@ from eeghub.core.errors import EeghubError
 class NoServer(EeghubError):
     """No server answers at the local URL (or it left no token)."""
 
+    def __init__(self, message: str, *, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+        """A token file was there, but no server answered."""
+
 
 def local_url(settings: Settings) -> str:
     """The running server's address on this machine (loopback)."""
@@ -51,7 +56,7 @@ def admin_request(settings: Settings, method: str, path: str, *, url: str | None
         with httpx.Client(base_url=base, timeout=120) as client:
             return client.request(method, path, headers={LOCAL_ADMIN_HEADER: token}, **kwargs)
     except httpx.ConnectError as exc:
-        raise NoServer(f"no server answers at {base} ({exc}); the token file is stale") from None
+        raise NoServer(f"no server answers at {base} ({exc}); the token file is stale", stale=True) from None
 
 
 def print_error(response: httpx.Response) -> int:

@@ -94,10 +94,19 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from .bootstrap import open_broker
+    from eeghub.core.admin_routes import dead_letter_summary
     from eeghub.core.topology import durable_queues
 
     settings = _settings(args)
     _setup_logging("warning")
+    if not args.direct:
+        from .admin import NoServer
+
+        try:
+            return _dlq_over_http(settings, args)
+        except NoServer as exc:
+            if exc.stale:
+                print(f"eeghub: {exc}; opening the broker directly", file=sys.stderr)
 
     async def run() -> int:
         async with open_broker(settings) as (broker, backend):
@@ -109,12 +118,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                         print(f"{name}.dlq: {await broker.queue_depth(name + '.dlq')} message(s)")
                     return 0
                 await broker.declare_queue(args.queue)
-                from eeghub.core.messaging import describe_dead_letter
-
                 letters = await broker.dead_letters(args.queue, limit=args.limit)
                 print(f"{args.queue}.dlq ({backend}): showing {len(letters)} message(s)")
                 for letter in letters:
-                    print(json.dumps(describe_dead_letter(letter), ensure_ascii=False))
+                    print(json.dumps(dead_letter_summary(letter), ensure_ascii=False))
                 return 0
             await broker.declare_queue(args.queue)
             moved = await broker.replay_dead_letters(args.queue, limit=args.limit)
@@ -122,6 +129,37 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             return 0
 
     return asyncio.run(run())
+
+
+def _dlq_over_http(settings: Settings, args: argparse.Namespace) -> int:
+    """``eeghub dlq`` through the running server's admin routes."""
+    from urllib.parse import quote
+
+    from .admin import admin_request, print_error
+
+    if args.dlq_command == "list" and not args.queue:
+        response = admin_request(settings, "GET", "/api/v1/admin/dlq", url=args.url)
+        if response.status_code != 200:
+            return print_error(response)
+        for row in response.json()["queues"]:
+            print(f"{row['queue']}.dlq: {row['dead_letters']} message(s)")
+        return 0
+    path = f"/api/v1/admin/dlq/{quote(args.queue, safe='')}"
+    params = {"limit": args.limit} if args.limit else {}
+    if args.dlq_command == "list":
+        response = admin_request(settings, "GET", path, url=args.url, params=params)
+        if response.status_code != 200:
+            return print_error(response)
+        letters = response.json()
+        print(f"{args.queue}.dlq (running server): showing {len(letters)} message(s)")
+        for letter in letters:
+            print(json.dumps(letter, ensure_ascii=False))
+        return 0
+    response = admin_request(settings, "POST", path + "/replay", url=args.url, params=params)
+    if response.status_code != 200:
+        return print_error(response)
+    print(f"replayed {response.json()['replayed']} message(s) from {args.queue}.dlq to {args.queue}")
+    return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -157,7 +195,8 @@ def cmd_calibration(args: argparse.Namespace) -> int:
                 settings, path, item_type=args.type, description=args.description, name=args.name, url=args.url
             )
         except NoServer as exc:
-            print(f"eeghub: {exc}; writing to the database and object store directly", file=sys.stderr)
+            if exc.stale:
+                print(f"eeghub: {exc}; writing to the database and object store directly", file=sys.stderr)
 
     async def run() -> int:
         async with open_database(settings) as (database, _dsn, _), open_object_store(settings) as (store, _b):
@@ -247,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", help="TOML configuration file (default: $EEGHUB_CONFIG)")
         p.add_argument("--data-dir", help="directory for embedded state (default: ./eeghub-data)")
 
+    def admin_target(p: argparse.ArgumentParser) -> None:
+        """Administration goes through the running server when there is one."""
+        p.add_argument("--url", default=None, help="the running server (default: this configuration's, over loopback)")
+        p.add_argument(
+            "--direct", action="store_true",
+            help="open the database, object store or broker directly instead of asking the running server",
+        )
+
     p = sub.add_parser("serve", help="run the server")
     common(p)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -281,11 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--type", required=True, help="item type, e.g. target or nontarget")
     q.add_argument("--description", default=None)
     q.add_argument("--name", default=None, help="file name to register (default: the file's name)")
-    q.add_argument("--url", default=None, help="the running server (default: this configuration's, over loopback)")
-    q.add_argument(
-        "--direct", action="store_true",
-        help="write to the database and object store directly instead of through the running server",
-    )
+    admin_target(q)
     q.set_defaults(func=cmd_calibration)
     q = cal.add_parser("list", help="list the calibration items (asks the running server)")
     common(q)
@@ -348,11 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = p.add_subparsers(dest="dlq_command", required=True)
     q = dlq.add_parser("list", help="count dead letters per queue, or show those of one queue")
     common(q)
+    admin_target(q)
     q.add_argument("queue", nargs="?")
     q.add_argument("--limit", type=int, default=20)
     q.set_defaults(func=cmd_dlq)
     q = dlq.add_parser("replay", help="move a queue's dead letters back to it")
     common(q)
+    admin_target(q)
     q.add_argument("queue")
     q.add_argument("--limit", type=int, default=None)
     q.set_defaults(func=cmd_dlq)
@@ -369,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `eeghub plugins --json | head`: the reader left. Python would print
+        # a second error when it flushes stdout at exit; point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - a CLI prints, it does not dump a traceback
         from eeghub.core.errors import EeghubError
 

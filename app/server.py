@@ -38,17 +38,24 @@ def public_url(settings: Settings) -> str:
     return f"http://{shown}:{settings.server.port}"
 
 
+def identity_warning(settings: Settings) -> str | None:
+    """The start-up warning for an identity mode that takes the client's word
+    (``compat``, ``trusted-header``) on an address beyond loopback."""
+    if settings.auth.mode == "jwt" or is_loopback(settings.server.host):
+        return None
+    also = " or the user_id of a join, data, media or analysis request" if settings.auth.mode == "compat" else ""
+    return (
+        f"auth.mode is {settings.auth.mode!r} and the server listens on {settings.server.host}: anyone who can reach "
+        f"it can claim any identity with the {settings.auth.user_header} header{also}. Put it behind an "
+        "authenticating gateway or use auth.mode = 'jwt'."
+    )
+
+
 def serve(settings: Settings) -> int:
     started = time.monotonic()
-    if settings.auth.mode != "jwt" and not is_loopback(settings.server.host):
-        log.warning(
-            "auth.mode is %r and the server listens on %s: anyone who can reach it can claim any identity "
-            "with the %s header%s. Put it behind an authenticating gateway or use auth.mode = 'jwt'.",
-            settings.auth.mode,
-            settings.server.host,
-            settings.auth.user_header,
-            " or the user_id of a join, data, media or analysis request" if settings.auth.mode == "compat" else "",
-        )
+    warning = identity_warning(settings)
+    if warning:
+        log.warning(warning)
     url = public_url(settings)
 
     def on_ready(_: object) -> None:

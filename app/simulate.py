@@ -370,7 +370,7 @@ async def run_study(settings: Settings, args: argparse.Namespace) -> int:
             async def corrected() -> Any:
                 for rec in recordings:
                     info = await client.expect(200, "GET", f"/api/v1/sessions/{rec.session_id}", rec.user)
-                    if info["event_correction_status"] not in ("completed", "failed"):
+                    if info["link_status"] != "completed" or info["event_correction_status"] not in ("completed", "failed"):
                         return False
                     data = await client.expect(200, "GET", f"/api/v1/sessions/{rec.session_id}/data", rec.user)
                     if sum(s["packets"] for s in data["streams"]) < round(args.seconds * args.rate / args.samples_per_packet):
@@ -406,11 +406,11 @@ async def export(client: Client, eid: str, owner: str, target: Path, timeout: fl
         return task if task["status"] in ("completed", "failed") else None
 
     task = await wait_until("the export", finished, max(timeout, 300))
+    if task["status"] != "completed":
+        raise StudyError(f"the export failed: {task.get('error_message')}")
     validation = task.get("validation") or {}
     print(f"export {task['status']}: {task.get('size_bytes')} bytes; BIDS validator: "
           f"{validation.get('errors')} error(s), {validation.get('warnings')} warning(s)")
-    if task["status"] != "completed":
-        raise StudyError(f"the export failed: {task.get('error_message')}")
     response = await client.request("GET", f"{status_url}/download", owner)
     if response.status_code != 200:
         raise StudyError(f"download answered {response.status_code}")

@@ -56,20 +56,23 @@ def long_session(seed: int, events: int, noise: int, coded: bool) -> Session:
 def run(session: Session) -> tuple[list[int | None], CorrectionReport]:
     return match_events(
         session.expected_us, session.triggers_us, event_codes=session.codes, trigger_codes=session.trigger_codes,
-        offset_range_ms=session.offset_range_ms(),
+        offset_range_ms=session.offset_range_ms(), line_has_codes=session.line_has_codes,
     )  # fmt: skip
 
 
 def explicable(session: Session, corrected: list[int | None], report: CorrectionReport) -> int:
     """Wrong events that timing and codes cannot tell apart: the taken
     pulse carries the event's code (if any) and is nearer to the expected
-    time (at the found offset) than the event's own trigger, or that was
-    lost."""
+    time (at the found offset, along the drift when one was fitted) than the
+    event's own trigger, or that was lost."""
     if report.offset_ms is None:
         return 0
     count = 0
+    first = min(session.expected_us)
+    slope = (report.drift_ppm or 0.0) * 1e-6
     for i in session.wrong(corrected):
-        expected = session.expected_us[i] + report.offset_ms * 1000
+        logged = session.expected_us[i]
+        expected = logged + round((logged - first) * slope) + report.offset_ms * 1000
         own = math.inf if i in session.dropped else abs(session.true_us[i] - expected)
         count += abs(int(corrected[i] or 0) - expected) <= own
     return count
@@ -145,6 +148,53 @@ def sweep(args: argparse.Namespace) -> None:
               f"ambiguous {tally.statuses['ambiguous'] / tally.sessions:.0%}, wrong events {tally.wrong}")  # fmt: skip
 
 
+def noisy_line(seed: int, events: int, rate: float, coded: bool, drift_ppm: float = 0.0) -> Session:
+    """A jittered session (presentation 0-300 s late), 15 % of triggers
+    lost, and noise pulses at ``rate`` per second anywhere — also where a
+    lost trigger would have been, unlike the grid's spurious pulses — with
+    the trigger times running ``drift_ppm`` fast against the phone's
+    stopwatch."""
+    rng = np.random.default_rng(seed)
+    session = make_session(Case(float(rng.uniform(0, 300)), "jittered", events, coded=coded), seed)
+    true = np.asarray(session.true_us, dtype=np.int64)
+    true = true + np.rint((true - START_US) * drift_ppm * 1e-6).astype(np.int64)
+    session.true_us = true.tolist()
+    session.end_us = max(session.end_us, int(true[-1]) + 1_000_000)
+    session.dropped = {i for i in range(events) if rng.random() < 0.15}
+    kept = [i for i in range(events) if i not in session.dropped]
+    noise = rng.integers(START_US, session.end_us, rng.poisson(rate * (session.end_us - START_US) / 1e6))
+    times = np.concatenate([true[kept], noise])
+    codes = [session.codes[i] or 1 for i in kept] + (rng.integers(1, 4, noise.size) if coded else np.ones(noise.size, int)).tolist()
+    order = np.argsort(times, kind="stable")
+    session.triggers_us, session.trigger_codes = times[order], [int(codes[k]) for k in order]
+    return session
+
+
+def realistic(args: argparse.Namespace) -> None:
+    """Noise anywhere on the trigger line and clock drift (the grid has neither)."""
+    print(f"\nnoisy line: jittered schedule, 15% of triggers lost, noise pulses anywhere; {args.seeds * 3} sessions per row")
+    print(f"{'events':>6s} {'noise/s':>7s} {'drift':>7s} {'codes':5s} | {'ok':>5s} {'ambig.':>6s} {'matched':>7s} "
+          f"{'wrong ev.':>9s} {'of them nearer':>14s}")  # fmt: skip
+    seed = 90_000
+    rows = [(n, rate, 0.0) for n in (5, 8, 16, 50) for rate in (0.2, 1.0)] + [(700, 0.05, ppm) for ppm in (20.0, 50.0, 100.0)]
+    for events, rate, ppm in rows:
+        for coded in (True, False):
+            ok = ambiguous = matched = wrong = nearer = total = 0
+            for _ in range(args.seeds * 3):
+                seed += 1
+                session = noisy_line(seed, events, rate, coded, ppm)
+                corrected, report = run(session)
+                ok += report.status == "ok"
+                ambiguous += report.status == "ambiguous"
+                matched += report.matched
+                total += events
+                wrong += len(session.wrong(corrected))
+                nearer += explicable(session, corrected, report)
+            n = args.seeds * 3
+            print(f"{events:6d} {rate:7.2f} {f'{ppm:g} ppm':>7s} {'yes' if coded else 'no':5s} | {ok / n:5.0%} "
+                  f"{ambiguous / n:6.0%} {matched / total:7.0%} {wrong:9d} {nearer:14d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10, help="grid sessions per schedule and case")
@@ -157,6 +207,7 @@ def main() -> None:
     runtime(args)
     if not args.skip_grid:
         sweep(args)
+        realistic(args)
 
 
 if __name__ == "__main__":

@@ -305,6 +305,8 @@ def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
             lines.append(f"{key} = {_toml_value(value)}")
     out = "\n".join(lines)
     for key, table in tables:
+        if not table:
+            continue  # an empty table (no [plugin.NAME] settings) says nothing
         name = f"{prefix}{key}"
         body = to_toml(table, name + ".").rstrip("\n")
         out += f"\n\n[{name}]\n{body}" if body.strip() else f"\n\n[{name}]"

@@ -98,6 +98,7 @@ class QueueSettings(_Section):
     stimulus_asset_queue: str = "stimulus_asset_queue"
     event_correction_queue: str = "event_correction_queue"
     export_queue: str = "bids_export_request_queue"
+    experiment_analysis_queue: str = "experiment_analysis_queue"
 
 
 class BrokerSettings(_Section):
@@ -276,6 +277,23 @@ class ExportSettings(_Section):
     bids: BidsSettings = msgspec.field(default_factory=BidsSettings)
 
 
+class NeuroMarketingSettings(_Section):
+    """Experiment analyses (the ERP neuro-marketing analysis and any added by
+    plugins through ``eeghub_experiment_analyses``)."""
+
+    summary_language: Literal["en", "ja"] = "ja"
+    """Language of the ERP summary sentence (the app is Japanese)."""
+    wait_seconds: float = 120.0
+    """How long ``POST .../analyze`` waits for its job before answering 202
+    with a status URL (the app expects the result in the 200)."""
+    max_concurrent_analyses: int = 1
+    """Analyses run at once (each in a worker thread; one participant's data in memory)."""
+    permutations: int = 100
+    """Label permutations giving each participant's chance AUC."""
+    alpha: float = 0.05
+    """Significance level of the detector (vs chance) and of the products (Holm-corrected)."""
+
+
 class ChannelQualitySettings(_Section):
     zero_ratio_threshold: float = 0.98
     flatline_ptp_threshold: int = 5
@@ -328,6 +346,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
     analyzer: AnalyzerSettings = msgspec.field(default_factory=AnalyzerSettings)
+    neuro_marketing: NeuroMarketingSettings = msgspec.field(default_factory=NeuroMarketingSettings)
     plugin: dict[str, dict[str, object]] = {}
     """Free-form ``[plugin.<name>]`` tables for third-party plugins; each plugin
     validates its own table (see the plugin guide)."""

@@ -135,6 +135,9 @@ BACKGROUND_TOLERANCES = 10.0
 chance level at an offset."""
 NO_CODE = -1
 """An event (or a plain trigger line) without a code: compatible with any."""
+MAX_CODE = 2**31 - 1
+"""The largest code: no trigger line carries more (a larger ``value`` is not
+a code; as one it would not fit the matching's 64-bit arrays)."""
 APP_TRIAL_TYPE_CODES = (("non", "target", 2), ("", "target", 1), ("", "neutral", 3))
 """The mobile app's trigger code per stimulus class (``_triggerCodeForStimulus``
 in its presentation screen): a trial type containing "non" and "target" is 2,
@@ -238,6 +241,10 @@ class CorrectionReport:
     """Whether matching required equal codes (both sides had codes)."""
     code_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per code (``"none"``: events without one): events, triggers, matched."""
+    drift_ppm: float | None = None
+    """A clock drift fitted and followed (trigger clock fast: positive), in
+    parts per million; ``offset_ms`` then holds at the first event and the
+    residuals are about the drifting line."""
     event_details: list[dict[str, Any]] = field(default_factory=list)
     """Per event in input order: ``code``, ``trigger`` (index into the
     caller's triggers, or None), ``trigger_code``, ``residual_ms``."""
@@ -332,6 +339,8 @@ class _Outcome:
     best: _Candidate | None = None
     radius_us: float | None = None
     match_radius_us: float | None = None
+    drift: tuple[float, int] | None = None
+    """(slope, origin µs) of a fitted clock drift (:func:`_fit_drift`)."""
 
 
 # ---------------------------------------------------------------- public API
@@ -339,7 +348,7 @@ class _Outcome:
 
 def event_code(value: object, trial_type: str | None = None) -> int | None:
     """An event's trigger code: its ``value`` when that is a positive integer
-    (``"2"``, ``2``, ``"2.0"``), else the mobile app's code for its
+    up to ``MAX_CODE`` (``"2"``, ``2``, ``"2.0"``), else the mobile app's code for its
     ``trial_type`` (``APP_TRIAL_TYPE_CODES``: target 1, non-target 2,
     neutral 3), else None (the event then matches any trigger). Unlike the
     app, an unknown trial type gets no code rather than 1."""
@@ -348,7 +357,7 @@ def event_code(value: object, trial_type: str | None = None) -> int | None:
             number = float(str(value).strip())
         except ValueError:
             number = math.nan
-        if math.isfinite(number) and number == int(number) and number > 0:
+        if math.isfinite(number) and number == int(number) and 0 < number <= MAX_CODE:
             return int(number)
     if trial_type:
         lowered = trial_type.lower()
@@ -380,6 +389,7 @@ def match_events(
     event_codes: CodesLike | None = None,
     trigger_codes: CodesLike | None = None,
     offset_range_ms: tuple[float, float] | None = None,
+    line_has_codes: bool | None = None,
 ) -> tuple[list[int | None], CorrectionReport]:
     """Corrected time (µs, the matched trigger's) per event in input order,
     or None when unmatched, and the report.
@@ -387,7 +397,10 @@ def match_events(
     ``event_codes`` (None entries: no code) and ``trigger_codes`` (the
     trigger line's value at each rising edge) enable code matching (module
     docstring); ``offset_range_ms`` is the searched [low, high] offset range
-    (default ±``max_offset_ms``)."""
+    (default ±``max_offset_ms``). ``line_has_codes``: whether the trigger
+    line is known to carry codes (the app's trigger block does, by its
+    format); None: inferred from the pulses (at least two different values),
+    which a line with one pulse, or pulses of one class, cannot show."""
     expected = _as_int64(expected_us, "expected_us")
     raw_triggers = _as_int64(triggers_us, "triggers_us")
     raw_ecodes = _as_codes(event_codes, expected.size, "event_codes")
@@ -397,7 +410,8 @@ def match_events(
         raise ValueError("offset_range_ms must be two finite numbers, low <= high")
     triggers, first_index = np.unique(raw_triggers, return_index=True)
     tcodes = raw_tcodes[first_index]
-    coded = bool(np.unique(tcodes[tcodes != NO_CODE]).size >= 2 and np.any(raw_ecodes != NO_CODE))
+    carries_codes = np.unique(tcodes[tcodes != NO_CODE]).size >= 2 if line_has_codes is None else line_has_codes
+    coded = bool(carries_codes and np.any(raw_ecodes != NO_CODE))
     context = _ReportContext(expected, raw_triggers, first_index, triggers, raw_ecodes, tcodes, coded, params,
                              [low_ms, high_ms])  # fmt: skip
     if expected.size == 0:
@@ -438,7 +452,7 @@ def _decide(problem: _Problem, params: MatchParameters) -> _Outcome:
         return searched
     if one_to_one is not None:
         searched.status, searched.kind, searched.alignment, searched.reason = "ok", "one-to-one", one_to_one, None
-        searched.match_radius_us = None
+        searched.match_radius_us = searched.drift = None
         return searched
     if searched.status == "no_match":
         searched.reason = f"{searched.reason}; {why_not}"
@@ -457,12 +471,14 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     runner = next(
         (c for c in candidates[1:] if abs(c.alignment.offset_us - best.alignment.offset_us) > 2.0 * tolerance_us), None
     )
-    alignment = _tightened(problem, best.alignment)
+    drifted, start, drift = _fit_drift(problem, best.alignment, params.refine_iterations)
+    alignment = _tightened(drifted, start)
     chance = _chance_pairs(vote, alignment.offset_us, tolerance_us)
     windows = (problem.high_us - problem.low_us + 2.0 * tolerance_us) / 2.0
-    evidence = _evidence(alignment.abs_residuals_us(problem.events, problem.triggers), chance, tolerance_us, windows)
+    evidence = _evidence(alignment.abs_residuals_us(drifted.events, drifted.triggers), chance, tolerance_us, windows)
     outcome = _Outcome("ok", alignment, evidence, "statistical", None, runner, best, radius)
     outcome.match_radius_us = alignment.radius_us
+    outcome.drift = drift
     if len(alignment.pairs) < params.min_matches_for_offset or evidence.z < params.min_evidence_z:
         outcome.status, outcome.kind = "no_match", None
         outcome.reason = (
@@ -478,6 +494,67 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     return outcome
 
 
+MIN_DRIFT_PAIRS = 20
+"""Matches needed before a clock drift is fitted."""
+MAX_DRIFT = 1e-3
+"""The largest drift believed (1000 ppm: far beyond any crystal or clock
+slewing); a larger slope is not a drift."""
+DRIFT_T = 6.0
+"""How many standard errors a fitted drift must exceed to be applied."""
+
+
+def _with_drift(times: Int64Array, slope: float, origin_us: int) -> Int64Array:
+    """``times`` as the trigger clock reads them when it runs ``slope`` fast."""
+    return times + np.rint((times - origin_us).astype(np.float64) * slope).astype(np.int64)
+
+
+def _fit_drift(
+    problem: _Problem, alignment: _Alignment, iterations: int
+) -> tuple[_Problem, _Alignment, tuple[float, int] | None]:
+    """Follow a linear clock drift between the stopwatch and the trigger
+    times: the phone's and the headset's clocks (or the wall clock being
+    slewed) differ by tens of ppm, i.e. 50-200 ms over a long session, more
+    than the tolerance at its ends. The differences of the matched pairs are
+    fitted with a line over the events' times (least squares, then again
+    without pairs beyond three median |residuals| of the first fit); when
+    its slope is significant (``DRIFT_T`` standard errors, at most
+    ``MAX_DRIFT``) and the drift over the session exceeds the resolution, the
+    events are moved along it and aligned again, until the fit no longer
+    changes. The problem to judge (events moved, or the same), its
+    alignment, and the (slope, origin) applied or None."""
+    if len(alignment.pairs) < MIN_DRIFT_PAIRS:
+        return problem, alignment, None
+    origin = int(problem.events[0])
+    slope_applied, current, moved = 0.0, alignment, problem
+    for _ in range(iterations):
+        if len(current.pairs) < MIN_DRIFT_PAIRS:
+            break
+        ev, tr = (np.fromiter(side, dtype=np.int64) for side in zip(*current.pairs, strict=True))
+        x = (problem.events[ev] - origin).astype(np.float64)
+        y = (problem.triggers[tr] - problem.events[ev]).astype(np.float64)
+        keep = np.ones(x.size, dtype=bool)
+        for _ in range(2):
+            if np.ptp(x[keep]) <= 0 or np.count_nonzero(keep) < MIN_DRIFT_PAIRS:
+                return (problem, alignment, None) if slope_applied == 0.0 else (moved, current, (slope_applied, origin))
+            slope, intercept = np.polyfit(x[keep], y[keep], 1)
+            residuals = y - (slope * x + intercept)
+            keep = np.abs(residuals) <= PRECISION_MARGIN * max(float(np.median(np.abs(residuals))), RESOLUTION_US)
+        xs, rs = x[keep], residuals[keep]
+        error = float(np.sqrt(np.sum(rs**2) / max(xs.size - 2, 1) / np.sum((xs - xs.mean()) ** 2)))
+        change = float(slope) - slope_applied
+        span = float(problem.events[-1] - problem.events[0])
+        if abs(slope) > MAX_DRIFT or abs(change) * span < RESOLUTION_US or abs(change) < DRIFT_T * error:
+            break
+        candidate_problem = replace(problem, events=_with_drift(problem.events, float(slope), origin))
+        candidate = _refined_alignment(candidate_problem, int(np.rint(intercept)), iterations)
+        if candidate.key()[:1] < current.key()[:1]:
+            break
+        slope_applied, current, moved = float(slope), candidate, candidate_problem
+    if slope_applied == 0.0:
+        return problem, alignment, None
+    return moved, current, (slope_applied, origin)
+
+
 def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
     """The assignment redone within ``PRECISION_MARGIN`` residual spreads
     of its offset, but not less than half the tolerance, when that is less
@@ -485,8 +562,17 @@ def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
     session's true triggers ever are (a spurious pulse where a trigger was
     lost) is left alone. The floor keeps a true trigger whose latency
     happened to vary more than the few others' (a spread from few residuals
-    is unreliable)."""
-    spread = _spread(alignment.abs_residuals_us(problem.events, problem.triggers), problem.tolerance_us)
+    is unreliable).
+
+    The spread is taken over the residuals within ``PRECISION_MARGIN``
+    median |residuals|: a pulse in a lost trigger's place, matched within the
+    tolerance, must not widen the radius that then admits it (with few
+    events the 90th percentile is nearly the largest residual)."""
+    abs_residuals = alignment.abs_residuals_us(problem.events, problem.triggers)
+    if abs_residuals.size:
+        typical = max(float(np.median(abs_residuals)), min(RESOLUTION_US, problem.tolerance_us))
+        abs_residuals = abs_residuals[abs_residuals <= PRECISION_MARGIN * typical]
+    spread = _spread(abs_residuals, problem.tolerance_us)
     radius = min(problem.tolerance_us, max(PRECISION_MARGIN * spread, problem.tolerance_us / 2.0))
     if radius >= problem.tolerance_us:
         return replace(alignment, radius_us=problem.tolerance_us)
@@ -907,8 +993,8 @@ def _as_codes(codes: CodesLike | None, size: int, name: str) -> Int64Array:
     values = [NO_CODE if c is None else c for c in (codes.tolist() if isinstance(codes, np.ndarray) else codes)]
     if len(values) != size:
         raise ValueError(f"{name} has {len(values)} entries for {size} times")
-    if any(isinstance(v, bool) or not isinstance(v, int) or (v < 0 and v != NO_CODE) for v in values):
-        raise ValueError(f"{name} must hold non-negative integers or None")
+    if any(isinstance(v, bool) or not isinstance(v, int) or (v < 0 and v != NO_CODE) or v > MAX_CODE for v in values):
+        raise ValueError(f"{name} must hold non-negative integers up to {MAX_CODE} or None")
     return np.asarray(values, dtype=np.int64).reshape(size)
 
 
@@ -933,8 +1019,10 @@ class _ReportContext:
         sorted triggers)."""
         alignment = outcome.alignment
         pairs = alignment.pairs if alignment is not None else []
+        drift = outcome.drift if outcome.status == "ok" else None
+        expected = self.expected if drift is None else _with_drift(self.expected, *drift)
         residuals = [
-            (int(self.triggers[j]) - int(self.expected[i]) - alignment.offset_us) / 1000.0
+            (int(self.triggers[j]) - int(expected[i]) - alignment.offset_us) / 1000.0
             for i, j in pairs
             if alignment is not None
         ]
@@ -978,6 +1066,7 @@ class _ReportContext:
             match_radius_ms=None if outcome.match_radius_us is None or outcome.status != "ok"
             else outcome.match_radius_us / 1000.0,
             codes_used=self.coded,
+            drift_ppm=None if drift is None else round(drift[0] * 1e6, 3),
             code_counts=self._code_counts(pairs),
             event_details=details,
         )

@@ -3,7 +3,8 @@
 A plugin is a module (or any object) with functions named after these hooks
 and decorated with ``eeghub.core.hookspecs.hookimpl``. An implementation may
 take any subset of the hook's arguments. The built-in features (session,
-stimulus, ingest, linker, exporter, analyzer) are plugins written this way.
+stimulus, ingest, linker, exporter, analyzer, erp) are plugins written this
+way.
 
 Each hook has a section in ``docs/plugins.md`` and a test in
 ``tests/unit/test_hooks.py``; ``tests/unit/test_plugin_docs.py`` fails when
@@ -97,4 +98,19 @@ def eeghub_analyses(ctx: AppContext) -> Sequence[Any] | None:
     defined by the analyzer: an id, a display name, the window it needs, the
     channel types it uses, how often it runs, and a pure function from a
     window to a result). Other plugins never call this hook.
+    """
+
+
+@hookspec
+def eeghub_experiment_analyses(ctx: AppContext) -> Sequence[Any] | None:
+    """Called by the experiment-analysis runner (the built-in ``erp`` plugin)
+    when it starts, and again when a job or a figure names an analysis.
+
+    Return experiment analysis objects: offline analyses of a whole
+    experiment (every participant's recordings with corrected events, and
+    the stimuli with their metadata), run as jobs in worker threads. The
+    contract (an id, a display name, a description, ``run(data)`` returning
+    an ``ExperimentAnalysisResult``, optional ``figures`` and ``render``) is
+    in ``core/experiment_analysis.py``. The built-in ERP neuro-marketing
+    analysis (id ``erp``) is one of them.
     """

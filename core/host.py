@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "linker": "eeghub.plugins.linker",
     "exporter": "eeghub.plugins.exporter",
     "analyzer": "eeghub.plugins.analyzer",
+    "erp": "eeghub.plugins.erp",
     "console": "eeghub.plugins.console",
 }
 

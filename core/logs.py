@@ -22,23 +22,30 @@ NOISY = ("aiormq", "aio_pika", "botocore", "aiobotocore", "numba", "asyncio")
 
 
 class RequestIdFilter(logging.Filter):
-    """Puts the current request's id on every record (``request_id``, and
-    ``request_suffix`` for the plain format)."""
+    """Puts the current request's id on every record: ``request_id``, and for
+    the plain format ``request_suffix``."""
+
+    def __init__(self, plain: bool = True) -> None:
+        super().__init__()
+        self.plain = plain
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = REQUEST_ID.get()
         record.request_id = request_id
-        record.request_suffix = f" [request {request_id}]" if request_id else ""
+        if self.plain:
+            record.request_suffix = f" [request {request_id}]" if request_id else ""
         return True
 
 
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
         return JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's coloured copy of the message
             timestamp=False,
         )
     return logging.Formatter(PLAIN_FORMAT)
@@ -48,7 +55,7 @@ def setup_logging(level: str, log_format: str = "plain") -> None:
     """Configure the root logger once: one stderr handler, one format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RequestIdFilter(plain=log_format != "json"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Any
 
 from .ports import ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER, ORIGIN_HEADER, DeadLetter, HeaderValue, Message
 
@@ -53,22 +52,3 @@ def dead_letter_from(message: Message, bookkeeping: dict[str, HeaderValue], queu
         attempts=attempt_of(bookkeeping),
         failed_at=failed_at,
     )
-
-
-def describe_dead_letter(letter: DeadLetter, preview_bytes: int = 200) -> dict[str, Any]:
-    """A dead letter as JSON-ready data for people (``eeghub dlq list``, the
-    console's operations page): its id, attempts, error, headers without the
-    broker's bookkeeping, and the start of its body."""
-    from .packet_messages import BATCH_COUNT_HEADER
-
-    m = letter.message
-    return {
-        "message_id": m.message_id,
-        "attempts": letter.attempts,
-        "failed_at": letter.failed_at.isoformat() if letter.failed_at else None,
-        "error": letter.error,
-        "headers": {k: v for k, v in m.headers.items() if not k.startswith("x-eeghub-") or k == BATCH_COUNT_HEADER},
-        "content_type": m.content_type,
-        "body_bytes": len(m.body),
-        "body_preview": m.body[:preview_bytes].decode("utf-8", "replace"),
-    }

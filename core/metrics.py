@@ -4,9 +4,10 @@ Every application has its own ``CollectorRegistry`` (``ctx.services["metrics"]``
 so two applications in one process (the tests) count apart. What is counted:
 
 - ``eeghub_http_requests_total{method,route,status}`` and
-  ``eeghub_http_request_duration_seconds{method,route}``: every routed
-  request, by route template (``/api/v1/sessions/{session_id:str}``, never
-  the concrete path, so ids do not explode the label set);
+  ``eeghub_http_request_duration_seconds{method,route}``: every request, by
+  route template (``/api/v1/sessions/{session_id}``, never the concrete
+  path, so ids do not explode the label set; ``unrouted`` when no route
+  matched);
 - ``eeghub_packets_accepted_total`` (202 from ``POST /api/v1/data``) and
   ``eeghub_packets_stored_total`` (object and row written by the storage
   consumer);
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import re
 import time
@@ -117,24 +119,39 @@ _FALLBACK = Metrics()
 def metrics_of(ctx: Any) -> Metrics:
     """The application's ``Metrics`` (an unexported stand-in for a context
     built without one, such as a unit test's)."""
-    return ctx.services.get("metrics") or _FALLBACK  # type: ignore[no-any-return]
+    services = getattr(ctx, "services", None) or {}
+    return services.get("metrics") or _FALLBACK  # type: ignore[no-any-return]
+
+
+_PROCESS_PREFIX = uuid.uuid4().hex[:8]
+_SEQUENCE = itertools.count(1)
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-Id`` if it is well-formed, else a new id:
+    this process's random prefix and a counter (unique without a call to the
+    system's random source on every request)."""
     for name, value in headers:
         if name == b"x-request-id":
             text = value.decode("latin-1")
             if _REQUEST_ID_OK.match(text):
                 return text
             break
-    return uuid.uuid4().hex[:16]
+    return f"{_PROCESS_PREFIX}{next(_SEQUENCE):08x}"
 
 
 def observability_middleware(metrics: Metrics) -> Any:
-    """Litestar middleware factory: request id in and out, request metrics.
+    """ASGI wrapper factory: request id in and out, request metrics.
 
-    Litestar runs it after routing, so ``scope["path_template"]`` names the
-    route; an unrouted 404 is neither counted nor given an id."""
+    ``app/bootstrap.py`` wraps Litestar's handler with it. Litestar's router
+    writes the route template into the shared scope (``path_template``),
+    read here once the request is answered; a request no route matched is
+    counted as ``unrouted``."""
+
+    # The labelled children, looked up once per (method, route, status):
+    # ``labels()`` takes a lock and builds a key on every call.
+    counters: dict[tuple[str, str, int], Any] = {}
+    histograms: dict[tuple[str, str], Any] = {}
 
     def factory(app: Any) -> Any:
         async def middleware(scope: Any, receive: Any, send: Any) -> None:
@@ -157,10 +174,17 @@ def observability_middleware(metrics: Metrics) -> Any:
             try:
                 await app(scope, receive, send_with_id)
             finally:
+                elapsed = time.perf_counter() - started
                 route = scope.get("path_template") or "unrouted"
                 method = scope["method"]
-                metrics.requests.labels(method, route, str(status[0])).inc()
-                metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+                counter = counters.get((method, route, status[0]))
+                if counter is None:
+                    counter = counters[(method, route, status[0])] = metrics.requests.labels(method, route, str(status[0]))
+                histogram = histograms.get((method, route))
+                if histogram is None:
+                    histogram = histograms[(method, route)] = metrics.latency.labels(method, route)
+                counter.inc()
+                histogram.observe(elapsed)
                 REQUEST_ID.reset(token)
 
         return middleware

@@ -55,6 +55,12 @@ class Session:
     def expected_us(self) -> list[int]:
         return [START_US + round(o * 1e6) for o in self.onsets_s]
 
+    @property
+    def line_has_codes(self) -> bool | None:
+        """A coded session's line is the app's trigger block, which carries
+        codes by its format; a log without codes faces a plain 0/1 line."""
+        return True if any(c is not None for c in self.codes) else None
+
     def offset_range_ms(self, params: MatchParameters = MatchParameters()) -> tuple[float, float]:
         return session_offset_range_ms(START_US, self.end_us, self.onsets_s, params.max_offset_ms)
 

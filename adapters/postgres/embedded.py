@@ -234,6 +234,17 @@ def _not_executable_by(program: Path, run_as: RunAs) -> str:
 
 def _check_reachable(data_dir: Path, run_as: RunAs) -> None:
     blocked = _untraversable(data_dir, run_as)
+    if blocked == [data_dir] and data_dir.stat().st_uid == os.geteuid():
+        # Our own data directory (``mktemp -d`` makes it 0700): let the server
+        # user traverse it - search only, no listing - and nothing above it.
+        st = data_dir.stat()
+        bit = stat.S_IXGRP if st.st_gid == run_as.gid else stat.S_IXOTH
+        data_dir.chmod(stat.S_IMODE(st.st_mode) | bit)
+        log.info(
+            "made the data directory %s traversable by %r (mode %s): the embedded PostgreSQL runs as that user",
+            data_dir, run_as.name, stat.filemode(data_dir.stat().st_mode),
+        )
+        blocked = _untraversable(data_dir, run_as)
     if not blocked:
         return
     where = blocked[0]

@@ -1,7 +1,8 @@
-"""Routes the console needs that the API did not have: who the caller is, and
-for administrators (``auth.admin_users``) queue depths, dead letters with
-replay, and the process's recent errors. Every one is guarded here, so the
-console never gets more than a curl user with the same identity."""
+"""Routes the console needs that the API did not have: who the caller is,
+and for administrators each queue's depth and the process's recent errors
+(dead letters are the host's ``/api/v1/admin/dlq`` routes). Every one is
+guarded here, so the console never gets more than a curl user with the same
+identity."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import get, post
+from litestar import get
 from litestar.params import Parameter
 
-from eeghub.core.auth import Identity, identity_of, is_admin, require_user
+from eeghub.core.admin_routes import require_admin
+from eeghub.core.auth import Identity, is_admin, require_user
 from eeghub.core.context import AppContext
-from eeghub.core.errors import BrokerError, BrokerUnavailable, Forbidden, NotFound, ServiceUnavailable
-from eeghub.core.http import IdParam, error_responses
-from eeghub.core.messaging import describe_dead_letter
+from eeghub.core.errors import BrokerError, BrokerUnavailable
+from eeghub.core.http import error_responses
 from eeghub.core.ports import dead_letter_queue
 from eeghub.core.topology import durable_queues
 
@@ -68,20 +69,6 @@ class RecentErrors(logging.Handler):
             logging.getLogger("eeghub").removeHandler(handler)
 
 
-async def require_admin(connection: Any, _: Any) -> None:
-    """Guard: the caller is an administrator (``auth.admin_users``, or the
-    local administrator token)."""
-    identity = identity_of(connection)
-    if not is_admin(identity, connection.app.state.ctx.settings.auth):
-        raise Forbidden("Only administrators (auth.admin_users) may use the operations routes")
-
-
-def _queue(ctx: AppContext, name: str) -> str:
-    if name not in durable_queues(ctx.settings.broker.queues):
-        raise NotFound(f"no queue named {name!r}: the queues are {', '.join(durable_queues(ctx.settings.broker.queues))}")
-    return name
-
-
 @get("/api/v1/console/me", guards=[require_user], tags=["console"], responses=error_responses(401))
 async def whoami(ctx: AppContext, identity: Identity) -> dict[str, Any]:
     """The caller as the server sees them: user id, identity mode, and whether
@@ -90,12 +77,10 @@ async def whoami(ctx: AppContext, identity: Identity) -> dict[str, Any]:
     return {"user_id": identity.user_id, "auth_mode": ctx.auth.mode, "administrator": is_admin(identity, ctx.settings.auth)}
 
 
-ADMIN_ERRORS = error_responses(401, 403, 503)
-
-
-@get("/api/v1/admin/queues", guards=[require_admin], tags=["admin"], responses=ADMIN_ERRORS)
+@get("/api/v1/admin/queues", guards=[require_admin], tags=["admin"], responses=error_responses(401, 403, 503))
 async def list_queues(ctx: AppContext) -> dict[str, Any]:
-    """Each durable queue with its depth and the depth of its dead-letter queue."""
+    """Each durable queue with its depth and the depth of its dead-letter
+    queue (administrators)."""
     names = durable_queues(ctx.settings.broker.queues)
 
     async def depth(name: str) -> int | str:
@@ -112,54 +97,11 @@ async def list_queues(ctx: AppContext) -> dict[str, Any]:
     return {"queues": queues, "backend": ctx.backends.get("broker")}
 
 
-@get(
-    "/api/v1/admin/queues/{queue:str}/dead-letters",
-    guards=[require_admin],
-    tags=["admin"],
-    responses=error_responses(400, 401, 403, 404, 503),
-)
-async def list_dead_letters(
-    queue: IdParam, ctx: AppContext, limit: int = Parameter(default=50, ge=1, le=500)
-) -> dict[str, Any]:
-    """A queue's dead letters (without consuming them): id, attempts, error,
-    headers and the start of the body."""
-    name = _queue(ctx, queue)
-    try:
-        letters = await ctx.broker.dead_letters(name, limit=limit)
-    except BrokerUnavailable:
-        raise
-    except BrokerError as exc:
-        raise ServiceUnavailable(f"cannot read the dead letters of {name}: {exc}") from None
-    return {"queue": name, "dead_letters": [describe_dead_letter(letter) for letter in letters]}
-
-
-@post(
-    "/api/v1/admin/queues/{queue:str}/replay",
-    guards=[require_admin],
-    tags=["admin"],
-    status_code=200,
-    responses=error_responses(400, 401, 403, 404, 503),
-)
-async def replay_dead_letters(
-    queue: IdParam, ctx: AppContext, identity: Identity, limit: int | None = Parameter(default=None, ge=1, le=100_000)
-) -> dict[str, Any]:
-    """Move a queue's dead letters (all, or the first ``limit``) back to it."""
-    name = _queue(ctx, queue)
-    try:
-        moved = await ctx.broker.replay_dead_letters(name, limit=limit)
-    except BrokerUnavailable:
-        raise
-    except BrokerError as exc:
-        raise ServiceUnavailable(f"cannot replay the dead letters of {name}: {exc}") from None
-    logging.getLogger("eeghub.console").info("%s replayed %d dead letter(s) of %s", identity.user_id, moved, name)
-    return {"queue": name, "replayed": moved}
-
-
 @get("/api/v1/admin/errors", guards=[require_admin], tags=["admin"], responses=error_responses(400, 401, 403))
 async def recent_errors(ctx: AppContext, limit: int = Parameter(default=50, ge=1, le=ERROR_CAPACITY)) -> dict[str, Any]:
-    """The newest errors this process logged (since it started), newest first."""
+    """The newest errors this process logged (since it started), newest first (administrators)."""
     handler: RecentErrors | None = ctx.services.get("console.errors")
     return {"errors": handler.newest(limit) if handler else [], "capacity": ERROR_CAPACITY}
 
 
-ROUTES = [whoami, list_queues, list_dead_letters, replay_dead_letters, recent_errors]
+ROUTES = [whoami, list_queues, recent_errors]

@@ -90,6 +90,12 @@ WITH batch AS (
     -- sessions(user_id, start_time) instead of scanning every linked session.
     -- Its correction goes back to pending too: it will be redone on the
     -- new links, and a client must not take the old result as final.
+    -- A session being linked right now ('processing') counts too: the
+    -- linker's query cannot see these rows before this statement commits,
+    -- so it may finish without them. The status is tested in the UPDATE's
+    -- own WHERE, which PostgreSQL re-checks on the latest row version after
+    -- waiting for a linker transaction that holds the row: a probe that
+    -- filtered on it would judge by this statement's older snapshot.
     UPDATE sessions s SET link_status = 'pending', event_correction_status = 'pending'
     FROM (
         SELECT DISTINCT hit.session_id
@@ -97,7 +103,7 @@ WITH batch AS (
         CROSS JOIN LATERAL (
             SELECT c.session_id, c.start_time, c.end_time FROM sessions c
             WHERE c.user_id = g.user_id AND (c.device_id IS NULL OR c.device_id = g.device_id)
-              AND c.end_time IS NOT NULL AND c.link_status IN ('completed', 'failed')
+              AND c.end_time IS NOT NULL
               AND c.start_time <= to_timestamp(g.last_ms / 1000.0)
               AND c.end_time >= to_timestamp(g.first_ms / 1000.0)
             OFFSET 0
@@ -108,7 +114,8 @@ WITH batch AS (
               AND hit.start_time <= to_timestamp(i.timestamp_end_ms / 1000.0)
               AND hit.end_time >= to_timestamp(i.timestamp_start_ms / 1000.0))
     ) h
-    WHERE s.session_id = h.session_id AND s.end_time IS NOT NULL AND s.link_status IN ('completed', 'failed')
+    WHERE s.session_id = h.session_id AND s.end_time IS NOT NULL
+      AND s.link_status IN ('completed', 'failed', 'processing')
     RETURNING s.session_id
 ), queued AS (
     INSERT INTO eeghub_outbox (target_kind, target, body, content_type)

@@ -50,17 +50,21 @@ pool and rate limits are shared with everything else)."""
 
 async def trigger_edges(
     ctx: AppContext, objects: list[Any]
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int]:
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], int, bool | None]:
     """Absolute times (µs) of trigger rising edges over the objects (sorted,
     distinct), the trigger line's value at each (its code), the objects
-    skipped (with why), and how many objects had a trigger channel."""
+    skipped (with why), how many objects had a trigger channel, and whether
+    the line carries codes: True when every one of them is in the app's
+    variant (its trigger block holds the stimulus class's code), else None
+    (inferred from the values)."""
     bucket = ctx.settings.object_store.buckets.raw_data
     max_channels = ctx.settings.ingest.max_channels
     edges: list[np.ndarray] = []
     codes: list[np.ndarray] = []
     skipped: list[dict[str, str]] = []
     with_trigger = 0
-    previous = 0
+    app_blocks = 0
+    previous: int | None = None  # the line's level before the next packet; None: unknown
     reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
@@ -86,7 +90,8 @@ async def trigger_edges(
                 if outcome is None:  # no trigger channel
                     continue
                 with_trigger += 1
-                samples, values = outcome
+                samples, values, app_block = outcome
+                app_blocks += app_block
                 if samples.size:
                     start_us = int(row["timestamp_start_ms"]) * 1000
                     offsets = np.rint(samples.astype(np.float64) * 1e6 / float(row["sampling_rate"]))
@@ -97,31 +102,41 @@ async def trigger_edges(
     all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
     all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     times, first = np.unique(all_edges, return_index=True)
-    return times, all_codes[first], skipped, with_trigger
+    return times, all_codes[first], skipped, with_trigger, (True if with_trigger and app_blocks == with_trigger else None)
 
 
 def _decode_chunk(
-    outcomes: list[bytes | BaseException], previous: int, max_channels: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray] | BaseException | None], int]:
+    outcomes: list[bytes | BaseException], previous: int | None, max_channels: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray, bool] | BaseException | None], int | None]:
     """In a worker thread: each payload's trigger rising edges (sample
-    indices) and the trigger value at each (``None`` without a trigger
-    channel), or what went wrong, with the trigger level carried from packet
-    to packet."""
-    out: list[tuple[np.ndarray, np.ndarray] | BaseException | None] = []
+    indices), the trigger value at each and whether it is the app's trigger
+    block (``None`` without a trigger channel), or what went wrong, with the trigger level carried from packet
+    to packet.
+
+    Where the level before a packet is unknown (``None``: the first packet,
+    or the one after a missing or undecodable packet), a line already high
+    at its first sample is not a rising edge: the pulse began where no data
+    was seen (or the line is stuck high), so its time is unknown."""
+    out: list[tuple[np.ndarray, np.ndarray, bool] | BaseException | None] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             out.append(outcome)
+            previous = None
             continue
         try:
-            packet = decode_payload(outcome, previous_trigger=previous, max_channels=max_channels)
+            packet = decode_payload(outcome, previous_trigger=previous or 0, max_channels=max_channels)
         except PacketError as exc:
             out.append(exc)
+            previous = None
             continue
         if packet.trigger is None:
             out.append(None)
             continue
+        edges = packet.rising_edges
+        if previous is None and edges.size and edges[0] == 0:
+            edges = edges[1:]
         previous = packet.last_trigger
-        out.append((packet.rising_edges, packet.trigger[packet.rising_edges].astype(np.int64)))
+        out.append((edges, packet.trigger[edges].astype(np.int64), packet.layout.has_trigger_block))
     return out, previous
 
 
@@ -153,7 +168,7 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
            WHERE l.session_id = $1 ORDER BY r.timestamp_start_ms, r.object_id""",
         session_id,
     )
-    triggers, trigger_values, skipped, with_trigger = await trigger_edges(ctx, objects)
+    triggers, trigger_values, skipped, with_trigger, line_has_codes = await trigger_edges(ctx, objects)
     start_us = _epoch_us(session["start_time"])
     onsets = [float(e["onset"]) for e in events]
     expected = [start_us + round(onset * 1e6) for onset in onsets]
@@ -167,6 +182,7 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         event_codes=[event_code(e["value"], e["trial_type"]) for e in events],
         trigger_codes=[int(v) if v > 0 else None for v in trigger_values.tolist()],
         offset_range_ms=session_offset_range_ms(start_us, max(ends, default=None), onsets, params.max_offset_ms),
+        line_has_codes=line_has_codes,
     )
     details = report.to_dict()
     per_event = details.pop("event_details")
@@ -200,7 +216,16 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
         }
     )
     async with ctx.database.transaction() as conn:
-        await conn.execute("SELECT 1 FROM sessions WHERE session_id = $1 FOR UPDATE", session_id)
+        current = await conn.fetchval(
+            "SELECT event_correction_status FROM sessions WHERE session_id = $1 FOR UPDATE", session_id
+        )
+        if current != "processing":
+            # Linked again (or its events replaced) while this ran: the links
+            # it read are stale and a newer job is queued. Writing its result
+            # would show "completed" with the old links until that job runs
+            # (an export in between would take it as final).
+            details["status"] = "superseded"
+            return details
         if events:
             await conn.execute(
                 """UPDATE session_events e SET onset_corrected_us = v.corrected

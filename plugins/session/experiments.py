@@ -102,7 +102,10 @@ async def get_experiment(experiment_id: UuidParam, ctx: AppContext, identity: Id
     """One experiment with counts (members only)."""
     row = await ctx.database.fetchrow(
         """SELECT e.*, p.role,
-                  (SELECT count(*) FROM experiment_participants x WHERE x.experiment_id = e.experiment_id) AS participants,
+                  (SELECT count(*) FROM experiment_participants x
+                    WHERE x.experiment_id = e.experiment_id AND x.role = 'participant') AS participants,
+                  (SELECT count(*) FROM experiment_participants x
+                    WHERE x.experiment_id = e.experiment_id AND x.role = 'owner') AS owners,
                   (SELECT count(*) FROM sessions s WHERE s.experiment_id = e.experiment_id) AS sessions,
                   (SELECT count(*) FROM experiment_stimuli st WHERE st.experiment_id = e.experiment_id) AS stimuli
            FROM experiments e
@@ -117,6 +120,7 @@ async def get_experiment(experiment_id: UuidParam, ctx: AppContext, identity: Id
         row,
         ExperimentDetail,
         participant_count=row["participants"],
+        owner_count=row["owners"],
         session_count=row["sessions"],
         stimulus_count=row["stimuli"],
     )

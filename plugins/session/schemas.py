@@ -60,6 +60,8 @@ class Experiment(msgspec.Struct):
 
 class ExperimentDetail(Experiment, kw_only=True):
     participant_count: int = 0
+    """Members with the role ``participant`` (owners are counted in ``owner_count``)."""
+    owner_count: int = 0
     session_count: int = 0
     stimulus_count: int = 0
 
@@ -100,33 +102,50 @@ class AuthCheckResult(msgspec.Struct):
 
 
 # ---------------------------------------------------------------- sessions
+# Described for the OpenAPI document (msgspec's schema of the body).
+DATE_TIME = {"format": "date-time"}
+Time = Annotated[
+    datetime, msgspec.Meta(description="ISO 8601 with a UTC offset, e.g. 2025-06-01T10:00:00Z", extra_json_schema=DATE_TIME)
+]
+KeptTime = Annotated[
+    datetime, msgspec.Meta(description="Accepted for compatibility; the stored start time is kept", extra_json_schema=DATE_TIME)
+]
+SessionId = Annotated[Identifier, msgspec.Meta(description="The session's id, chosen by the phone")]
+UserId = Annotated[Identifier, msgspec.Meta(description="The caller's user id (another one is a 403)")]
+DeviceId = Annotated[Identifier, msgspec.Meta(description="The EEG device's id, as in its packets' device_id")]
+ExperimentRef = Annotated[str, msgspec.Meta(description="The experiment's UUID (the caller must be a member)")]
+Type = Annotated[SessionType, msgspec.Meta(description="calibration, or one of the three main session types")]
+KeptType = Annotated[SessionType, msgspec.Meta(description="Accepted for compatibility; the stored type is kept")]
+OffsetMs = Annotated[int, msgspec.Meta(description="Device clock minus server clock, in milliseconds")]
+
+
 class ClockOffsetInfo(msgspec.Struct, forbid_unknown_fields=True):
-    offset_ms: int
+    """The phone's measurement of its clock against the server's."""
+
+    offset_ms: OffsetMs
     device_time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
     server_time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    measurement_timestamp: datetime | None = None
+    measurement_timestamp: Time | None = None
 
 
 class SessionStart(msgspec.Struct, forbid_unknown_fields=True):
-    session_id: Identifier
-    user_id: Identifier
-    start_time: datetime
-    session_type: SessionType
-    experiment_id: str | None = None
-    device_id: Identifier | None = None
+    session_id: SessionId
+    user_id: UserId
+    start_time: Time
+    session_type: Type
+    experiment_id: ExperimentRef | None = None
+    device_id: DeviceId | None = None
     clock_offset_info: ClockOffsetInfo | None = None
 
 
 class SessionEnd(msgspec.Struct, forbid_unknown_fields=True):
-    session_id: Identifier
-    user_id: Identifier
-    device_id: Identifier
-    end_time: datetime
-    experiment_id: str | None = None
-    start_time: datetime | None = None
-    """Accepted for compatibility; the stored start time is kept."""
-    session_type: SessionType | None = None
-    """Accepted for compatibility; the stored session type is kept."""
+    session_id: SessionId
+    user_id: UserId
+    device_id: DeviceId
+    end_time: Time
+    experiment_id: ExperimentRef | None = None
+    start_time: KeptTime | None = None
+    session_type: KeptType | None = None
     clock_offset_info: ClockOffsetInfo | None = None
 
 

@@ -27,6 +27,7 @@ QUEUE_KEYS = (
     "stimulus_asset_queue",
     "event_correction_queue",
     "export_queue",
+    "experiment_analysis_queue",
 )
 
 

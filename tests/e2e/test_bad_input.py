@@ -57,7 +57,9 @@ CASES: list[tuple[str, str, str, Any, int, str]] = [
     ("join: not a UUID", "POST", "/api/v1/auth/experiments/xyz/join", lambda e: {"json": {}}, 400, "UUID"),
     ("start: bad JSON", "POST", "/api/v1/sessions/start", lambda e: {"content": b"{", "headers": {"content-type": "application/json"}}, 400, "JSON"),
     ("start: bad UTF-8", "POST", "/api/v1/sessions/start", lambda e: {"content": b'{"session_id": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, ""),
-    ("start: unknown type", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "start_time": "2025-06-01T10:00:00Z", "session_type": "nap"}}, 400, "session_type"),
+    ("start: unknown type", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "start_time": "2025-06-01T10:00:00Z", "session_type": "nap"}}, 400, "allowed values: main_integrated, main_external, main_task, calibration"),
+    ("start: unknown field", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "start_time": "2025-06-01T10:00:00Z", "session_type": "calibration", "colour": "red"}}, 400, "unknown field `colour`"),
+    ("start: bad nested value", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "start_time": "2025-06-01T10:00:00Z", "session_type": "calibration", "clock_offset_info": {"offset_ms": "x"}}}, 400, '"field": "clock_offset_info.offset_ms"'),
     ("start: naive time", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "start_time": "2025-06-01T10:00:00", "session_type": "calibration"}}, 400, "start_time"),
     ("start: bad experiment id", "POST", "/api/v1/sessions/start", lambda e: {"json": {"session_id": "n", "user_id": PART, "experiment_id": "nope", "start_time": "2025-06-01T10:00:00Z", "session_type": "calibration"}}, 400, "experiment_id"),
     ("end: JSON body, no form", "POST", "/api/v1/sessions/end", lambda e: {"json": {"session_id": "s1"}}, 400, "metadata"),
@@ -113,3 +115,15 @@ async def test_bad_input_is_a_4xx_and_changes_nothing(
     assert body["status_code"] == status and body["error"]
     assert needle.lower() in json.dumps(body).lower(), body
     assert before == after, "the database changed"
+
+
+async def test_a_403_says_why(app_client: Any, local_env: dict[str, str]) -> None:
+    async with app_client(local_env) as (client, _):
+        eid = (await client.post("/api/v1/experiments", json={"name": "e"}, headers=user(OWNER))).json()["experiment_id"]
+        await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user(PART))
+        outsider = await client.get(f"/api/v1/experiments/{eid}", headers=user("stranger"))
+        assert outsider.status_code == 403
+        assert outsider.json()["error"] == f"Forbidden: stranger is not a member of experiment {eid} (join it first)"
+        participant = await client.get(f"/api/v1/auth/experiments/{eid}/participants", headers=user(PART))
+        assert participant.status_code == 403
+        assert participant.json()["error"] == f"Forbidden: this needs the owner role in experiment {eid}; {PART} is a participant"

@@ -1,8 +1,7 @@
 """The console's pages and its administrators' routes over HTTP (no browser):
 every page and asset comes from this server and asks nothing of any other
 (labs run offline), path values are escaped, and the operations routes answer
-administrators only, with queue depths, dead letters and replay read from the
-real broker."""
+administrators only, with queue depths read from the real broker."""
 
 from __future__ import annotations
 
@@ -88,14 +87,10 @@ async def test_operations_routes_are_for_administrators(app_client: Any, local_e
         assert me == {"user_id": ADMIN, "auth_mode": "compat", "administrator": True}
         assert (await client.get("/api/v1/console/me", headers=user("bob"))).json()["administrator"] is False
         assert (await client.get("/api/v1/console/me")).status_code == 401
-        for method, path in (("GET", "/api/v1/admin/queues"), ("GET", "/api/v1/admin/errors"),
-                             ("GET", "/api/v1/admin/queues/data_linker_queue/dead-letters"),
-                             ("POST", "/api/v1/admin/queues/data_linker_queue/replay")):
+        for method, path in (("GET", "/api/v1/admin/queues"), ("GET", "/api/v1/admin/errors")):
             assert (await client.request(method, path)).status_code == 401, path
             r = await client.request(method, path, headers=user("bob"))
-            assert r.status_code == 403 and "administrators" in r.json()["error"], path
-        r = await client.get("/api/v1/admin/queues/not_a_queue/dead-letters", headers=user(ADMIN))
-        assert r.status_code == 404 and "data_linker_queue" in r.json()["error"]
+            assert r.status_code == 403 and "not an administrator" in r.json()["error"], path
         assert (await client.get("/api/v1/admin/errors?limit=0", headers=user(ADMIN))).status_code == 400
         # Recent errors: what the eeghub loggers logged at ERROR, newest first, without tracebacks.
         logging.getLogger("eeghub.test").error("first failure")
@@ -128,7 +123,9 @@ class FailingLinker:
 
 @pytest.mark.rabbitmq
 @pytest.mark.s3
-async def test_dead_letters_are_listed_and_replayed(app_client: Any, services_env: dict[str, str]) -> None:
+async def test_queue_depths_and_the_dead_letters_the_console_shows(app_client: Any, services_env: dict[str, str]) -> None:
+    """The operations page's queue table, and the host's dead-letter routes it
+    calls (``/api/v1/admin/dlq``), on RabbitMQ."""
     failing = FailingLinker()
     env = {**services_env, "EEGHUB_PLUGINS__DISABLED": "linker"}
     async with app_client(env, extra_plugins={"failing_linker": failing}, EEGHUB_AUTH__ADMIN_USERS=ADMIN) as (client, app):
@@ -147,19 +144,19 @@ async def test_dead_letters_are_listed_and_replayed(app_client: Any, services_en
 
         row = await wait_for(dead, timeout=30)
         assert row["depth"] == 0
-        letters = (await client.get(f"/api/v1/admin/queues/{queue}/dead-letters", headers=user(ADMIN))).json()["dead_letters"]
+        letters = (await client.get(f"/api/v1/admin/dlq/{queue}", headers=user(ADMIN))).json()
         assert len(letters) == 1 and "cannot link this" in letters[0]["error"]
         assert '"s-42"' in letters[0]["body_preview"]
         # Listing does not consume: it is still there.
         assert (await dead()) is not None
-        r = await client.post(f"/api/v1/admin/queues/{queue}/replay", headers=user(ADMIN))
+        r = await client.post(f"/api/v1/admin/dlq/{queue}/replay", headers=user(ADMIN))
         assert r.status_code == 200 and r.json() == {"queue": queue, "replayed": 1}
         # Replayed to the consumer, which fails it again.
         await wait_for(lambda: _async(len(failing.seen) == 2), timeout=30)
         await wait_for(dead, timeout=30)
 
         # A dead-letter queue deleted behind eeghub's back is shown as
-        # unavailable, not a 500, and reading it is a 503.
+        # unavailable in the queue table, not a 500.
         export_queue = app.state.ctx.settings.broker.queues.export_queue
         connection = await aio_pika.connect(services_env["EEGHUB_BROKER__URL"])
         try:
@@ -171,8 +168,6 @@ async def test_dead_letters_are_listed_and_replayed(app_client: Any, services_en
         assert r.status_code == 200, r.text
         row = next(q for q in r.json()["queues"] if q["queue"] == export_queue)
         assert str(row["dead_letters"]).startswith("unavailable") and row["depth"] == 0, row
-        r = await client.get(f"/api/v1/admin/queues/{export_queue}/dead-letters", headers=user(ADMIN))
-        assert r.status_code == 503 and export_queue in r.json()["error"], r.text
 
 
 async def _async(value: Any) -> Any:

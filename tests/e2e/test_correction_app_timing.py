@@ -4,7 +4,9 @@ and the app's onset semantics (a stopwatch started when the presentation
 starts, not at the session start). A main session whose presentation starts
 6 s after the session start, 8 periodic stimuli 2.504 s apart: all 8 on their
 own triggers. A calibration session with two items: both corrected, on
-one-to-one evidence."""
+one-to-one evidence. A one-item calibration whose trigger was lost while
+a pulse of another class is on the line: not corrected (the app's trigger
+block carries codes, even when it holds one pulse)."""
 
 from __future__ import annotations
 
@@ -70,11 +72,16 @@ async def test_app_timing_presentation_6_s_late_and_a_two_item_calibration(
     main = AppSession("app-main", T0, 6.0, ["target", "nontarget", "neutral", "nontarget", "target", "neutral",
                                             "nontarget", "target"], 28, seed=1)  # fmt: skip
     calibration = AppSession("app-cal", T0 + 60_000, 9.3, ["target", "nontarget"], 16, seed=2)
-    sessions = (main, calibration)
+    # One calibration item whose trigger was lost, and one pulse of another
+    # class on the line: on timing alone that is one event and its trigger.
+    lost = AppSession("app-cal-lost", T0 + 120_000, 4.0, ["target"], 10, seed=3)
+    lost.device = SimulatedDevice(user_id=PART, device_id=DEVICE, sampling_rate=RATE, samples_per_packet=PER_PACKET,
+                                  variant="app", trigger_samples=lost.samples, trigger_codes=[2], seed=3)  # fmt: skip
+    sessions = (main, calibration, lost)
     async with app_client(services_env) as (client, _):
         eid = (await client.post("/api/v1/experiments", json={"name": "app timing"}, headers=user(OWNER))).json()["experiment_id"]
         assert (await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user(PART))).status_code == 201
-        for s, kind in ((main, "main_task"), (calibration, "calibration")):
+        for s, kind in ((main, "main_task"), (calibration, "calibration"), (lost, "calibration")):
             r = await client.post("/api/v1/sessions/start", headers=user(PART), json={
                 "session_id": s.sid, "user_id": PART, "experiment_id": eid, "start_time": iso(s.start_ms),
                 "session_type": kind})  # fmt: skip
@@ -112,8 +119,11 @@ async def test_app_timing_presentation_6_s_late_and_a_two_item_calibration(
     finally:
         await db.close()
 
-    for s in sessions:
+    for s in (main, calibration):
         assert onsets[s.sid] == s.true_us(), s.sid  # every event on its own trigger
+    assert onsets[lost.sid] == [None]
+    odd = reports[lost.sid]
+    assert odd["status"] == "no_match" and odd["codes_used"] is True and "different codes" in odd["reason"]
     report = reports[main.sid]
     assert report["status"] == "ok" and report["evidence"] == "statistical" and report["matched"] == 8
     assert 6000 < report["offset_ms"] < 6060

@@ -1,6 +1,7 @@
 """The predecessor's mobile app against eeghub on its defaults (``compat``
 identity, real PostgreSQL, RabbitMQ and S3): every HTTP call in
-``lib/providers/*.dart`` but the two neuro-marketing ones, replayed byte for
+``lib/providers/*.dart`` but the two neuro-marketing ones (those are in
+``test_neuro_marketing.py``), replayed byte for
 byte as the Dart code builds it (``dart_http``), each reply parsed as the
 Dart code parses it. The calls, in the order a study makes them:
 

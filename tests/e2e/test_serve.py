@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,38 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
                 env=env, capture_output=True, text=True, timeout=120,
             )
             assert sim.returncode == 0, sim.stdout + sim.stderr
-            assert "sent 6 packets from 2 device(s)" in sim.stdout and "{'202': 6}" in sim.stdout, sim.stdout
+            assert "packets sent 6, accepted 6, refused 0 from 2 device(s)" in sim.stdout, sim.stdout
+            assert "user sim-user-2  device sim-device-2-1" in sim.stdout, sim.stdout
+        # Administration while the server holds the embedded database: through its API.
+        token = data_dir / "admin-token"
+        assert token.stat().st_mode & 0o777 == 0o600
+        image = open_tmp_dir / "target.png"
+        image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+        added = subprocess.run(
+            [sys.executable, "-m", "eeghub", "calibration", "add", str(image), "--type", "target",
+             "--data-dir", str(data_dir), "--url", base],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert added.returncode == 0 and "via the running server" in added.stdout, added.stdout + added.stderr
+        status, body = get(base + "/api/v1/calibrations")
+        assert status == 401  # the API still wants an identity; the CLI used the local administrator token
+        dlq = subprocess.run(
+            [sys.executable, "-m", "eeghub", "dlq", "list", "--data-dir", str(data_dir), "--url", base],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert dlq.returncode == 0 and "data_linker_queue.dlq: 0 message(s)" in dlq.stdout, dlq.stdout + dlq.stderr
+        # A whole (short) study, exported and validated.
+        study = subprocess.run(
+            [sys.executable, "-m", "eeghub", "simulate", "--study", "--url", base, "--participants", "1",
+             "--seconds", "6", "--trigger-every", "1.5", "--data-dir", str(data_dir),
+             "--export", str(open_tmp_dir / "study.zip")],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert study.returncode == 0, study.stdout + study.stderr
+        assert "packets sent 12, accepted 12, refused 0" in study.stdout, study.stdout
+        assert "events 3, corrected to a trigger 3" in study.stdout and "0 error(s)" in study.stdout, study.stdout
+        names = zipfile.ZipFile(open_tmp_dir / "study.zip").namelist()
+        assert sum(n.endswith("_eeg.vhdr") for n in names) == 2
         pg_pid = postmaster_pid(data_dir)
         assert pg_pid is not None and alive(pg_pid)
     finally:
@@ -96,3 +128,4 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
     while alive(pg_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pg_pid), "embedded PostgreSQL kept running after the server stopped"
+    assert not (data_dir / "admin-token").exists(), "the administrator token outlived the server"

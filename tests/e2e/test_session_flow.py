@@ -69,6 +69,9 @@ async def test_whole_session_flow(
             f"/api/v1/auth/experiments/{eid}/join", json={"user_id": PARTICIPANT, "password": "s3cret-pass"}, headers=user(PARTICIPANT)
         )
         assert joined.status_code == 201 and joined.json() == {"message": "Successfully joined experiment"}
+        detail = (await client.get(f"/api/v1/experiments/{eid}", headers=user(PARTICIPANT))).json()
+        # Members with the participant role only; the owner is counted apart.
+        assert (detail["participant_count"], detail["owner_count"], detail["stimulus_count"]) == (1, 1, 2)
 
         stimuli = (await client.get(f"/api/v1/experiments/{eid}/stimuli", headers=user(PARTICIPANT))).json()
         assert [s["file_name"] for s in stimuli] == ["chime.wav", "choco.png"]

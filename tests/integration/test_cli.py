@@ -37,10 +37,28 @@ def test_plugins_lists_the_builtins() -> None:
     done = eeghub("plugins", "--json")
     assert done.returncode == 0
     names = [p["name"] for p in json.loads(done.stdout)]
-    assert names == ["session", "stimulus", "ingest", "linker", "exporter", "analyzer", "console"]
+    assert names == ["session", "stimulus", "ingest", "linker", "exporter", "analyzer", "erp", "console"]
     done = eeghub("plugins", "--json", env={"EEGHUB_PLUGINS__DISABLED": "analyzer"})
     assert "analyzer" not in [p["name"] for p in json.loads(done.stdout)]
     assert eeghub("plugins", env={"EEGHUB_PLUGINS__ENABLED": "nope"}).returncode != 0
+
+
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """``eeghub plugins --json | head``: the pipe closes before the output is
+    written; no BrokenPipeError traceback, exit status 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "eeghub", "plugins", "--json"], env=ENV, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_config_prints_no_empty_tables() -> None:
+    done = eeghub("config")
+    assert done.returncode == 0 and "[plugin]" not in done.stdout and "[plugins]" in done.stdout
 
 
 @pytest.mark.postgres
@@ -92,3 +110,24 @@ def test_dlq_list_and_replay_on_the_embedded_journal(tmp_path: Path) -> None:
             await broker.close()
 
     assert asyncio.run(depth()) == 1
+
+
+def test_simulate_without_a_server_reports_instead_of_a_traceback() -> None:
+    with __import__("socket").socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    args = ("simulate", "--url", url, "--user", "alice", "--device", "dev-a", "--session", "s-1", "--seconds", "2",
+            "--speed", "0", "--retries", "1")
+    first, second = eeghub(*args), eeghub(*args)
+    for done in (first, second):
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "user alice  device dev-a  session s-1  seed " in done.stdout
+        assert "packets sent 2, accepted 0, refused 0, 2 unanswered (ConnectError" in done.stdout
+        assert "retrying" in done.stderr and f"no server answered at {url}" in done.stderr
+    seeds = [done.stdout.split(" seed ")[1].split()[0] for done in (first, second)]
+    assert seeds[0] != seeds[1], "two runs without --seed send different data"
+    fixed = eeghub(*args, "--seed", "42")
+    assert "seed 42" in fixed.stdout
+    study = eeghub("simulate", "--study", "--url", url, "--retries", "0")
+    assert study.returncode == 1 and "Traceback" not in study.stderr and "is `eeghub serve` running?" in study.stderr

@@ -189,5 +189,8 @@ async def test_adopts_an_existing_predecessor_database(dsn: str) -> None:
 
 
 def test_migration_files_are_numbered(tmp_path: Path) -> None:
+    """Numbers are unique and applied in increasing order; branches are given
+    ranges of their own (0030, 0040, ...), so the sequence may have holes."""
     versions = [m.version for m in available_migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    assert versions[:6] == list(range(1, 7))
+    assert versions == sorted(set(versions))

@@ -272,6 +272,19 @@ def test_as_root_an_untraversable_parent_is_reported_not_chmodded(base_dir: Path
     pg.stop()  # releases the lock; nothing to stop
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged server user only exists when running as root")
+async def test_as_root_a_private_data_dir_of_its_own_is_opened_for_traversal(base_dir: Path) -> None:
+    """``mktemp -d`` makes a 0700 directory: eeghub owns it and adds the
+    search bit for the server user on it alone, not read, not above it."""
+    data_dir = base_dir / "mktemp-like"
+    data_dir.mkdir(mode=0o700)
+    parent_before = os.stat(base_dir).st_mode
+    with EmbeddedPostgres(data_dir) as pg:
+        assert await _fetchval(pg.dsn, "SELECT 1") == 1
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o701
+    assert os.stat(base_dir).st_mode == parent_before
+
+
 async def test_debian_binaries_are_the_fallback(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     debian = [d for d in embedded._debian_bin_dirs() if all((d / p).is_file() for p in embedded.PROGRAMS)]
     if not debian:
@@ -319,9 +332,12 @@ def test_a_stale_pid_file_does_not_block_the_start(data_dir: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged server user only exists when running as root")
-def test_as_root_a_closed_data_dir_itself_is_reported(data_dir: Path) -> None:
+def test_as_root_a_closed_data_dir_of_another_user_is_reported(data_dir: Path) -> None:
+    """eeghub opens only a data directory it owns (see the mktemp test); one
+    that belongs to someone else keeps its mode and is reported."""
     data_dir.mkdir(mode=0o700)
     data_dir.chmod(0o700)
+    os.chown(data_dir, 54321, 54321)
     with pytest.raises(EmbeddedPostgresError, match=r"chmod o\+x"):
         EmbeddedPostgres(data_dir).start()
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

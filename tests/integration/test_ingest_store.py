@@ -157,6 +157,42 @@ async def test_a_late_packet_queues_its_linked_session_again(ctx: Any) -> None:
     assert await ctx.database.fetchval("SELECT count(*) FROM eeghub_outbox WHERE id > $1", before) == 1
 
 
+async def test_packets_stored_while_their_session_is_being_linked_queue_it_again(ctx: Any) -> None:
+    """The linker's query cannot see packets whose rows are not committed yet:
+    packets stored while a session is 'processing' (the linker has started),
+    or while a linker transaction holds the session and then completes it,
+    queue it once more instead of being left unlinked."""
+    handle = store.make_handler(ctx)
+    start = datetime.fromtimestamp(START_MS / 1000, UTC)
+    await ctx.database.execute(
+        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status)
+           VALUES ('p-running', 'u-race', 'dev-a', $1, $2, 'processing'),
+                  ('p-locked', 'u-race', 'dev-b', $1, $2, 'processing'),
+                  ('p-queued', 'u-race', 'dev-c', $1, $2, 'pending')""",
+        start,
+        start + timedelta(seconds=60),
+    )
+    before = await ctx.database.fetchval("SELECT count(*) FROM eeghub_outbox")
+    await asyncio.gather(*(handle(d) for d in deliveries(ctx, SimulatedDevice("u-race", "dev-a"), 2, first=5)))
+    # A linker transaction holds 'p-locked' (as link_once does, FOR UPDATE)
+    # and marks it completed; the packets' statement waits, then sees it.
+    async with ctx.database.transaction() as conn:
+        await conn.fetchrow("SELECT * FROM sessions WHERE session_id = 'p-locked' FOR UPDATE")
+        stored = asyncio.ensure_future(
+            asyncio.gather(*(handle(d) for d in deliveries(ctx, SimulatedDevice("u-race", "dev-b"), 2, first=5)))
+        )
+        await asyncio.sleep(0.5)
+        assert not stored.done()
+        await conn.execute("UPDATE sessions SET link_status = 'completed' WHERE session_id = 'p-locked'")
+    await stored
+    # A session whose job is still queued links them when it runs: no extra job.
+    await asyncio.gather(*(handle(d) for d in deliveries(ctx, SimulatedDevice("u-race", "dev-c"), 2, first=5)))
+    statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-race'"))
+    assert statuses == {"p-running": "pending", "p-locked": "pending", "p-queued": "pending"}
+    jobs = await ctx.database.fetch("SELECT body FROM eeghub_outbox WHERE id > $1 ORDER BY id", before)
+    assert sorted(json.loads(bytes(j["body"]))["session_id"] for j in jobs) == ["p-locked", "p-running"]
+
+
 async def test_only_sessions_a_new_packet_overlaps_are_relinked(ctx: Any) -> None:
     """A batch holding packets far apart in time relinks the sessions they
     fall into, not a linked session between them."""

@@ -145,3 +145,39 @@ def test_example_lab_configuration_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "example-lab.toml"
     settings = load_settings(example, env={})
     assert settings.auth.mode == "jwt"
+
+
+def test_identity_mode_defaults_to_compat_and_warns_beyond_loopback() -> None:
+    from eeghub.server import identity_warning
+
+    assert load_settings(env={}).auth.mode == "compat"
+    assert identity_warning(load_settings(env={})) is None  # 127.0.0.1
+    public = {"EEGHUB_SERVER__HOST": "0.0.0.0"}
+    compat = identity_warning(load_settings(env=public))
+    assert compat is not None and "'compat'" in compat and "X-User-Id" in compat and "user_id" in compat
+    header = identity_warning(load_settings(env={**public, "EEGHUB_AUTH__MODE": "trusted-header"}))
+    assert header is not None and "'trusted-header'" in header
+    jwt_mode = {**public, "EEGHUB_AUTH__MODE": "jwt", "EEGHUB_AUTH__JWT_SECRET": "x" * 40}
+    assert identity_warning(load_settings(env=jwt_mode)) is None
+    with pytest.raises(ConfigError, match="link_ttl_seconds"):
+        load_settings(env={"EEGHUB_AUTH__LINK_TTL_SECONDS": "0"})
+
+
+def test_signed_links() -> None:
+    from eeghub.core.auth import LinkSigner
+
+    settings = load_settings(env={"EEGHUB_AUTH__MODE": "jwt", "EEGHUB_AUTH__JWT_SECRET": "s" * 40}).auth
+    signer = LinkSigner(settings)
+    path = "/api/v1/stimuli/e1/download/a b.png"
+    link = signer.sign(path, now=1000)
+    assert link.startswith("/api/v1/stimuli/e1/download/a%20b.png?expires=1300&signature=")
+    query = dict(part.split("=") for part in link.split("?", 1)[1].split("&"))
+    assert signer.verify(path, query, now=1299)
+    assert not signer.verify(path, query, now=1301)  # expired
+    assert not signer.verify(path.replace("a b", "c"), query, now=1000)  # another file
+    assert not signer.verify(path, {**query, "expires": "1400"}, now=1000)  # extended
+    assert not signer.verify(path, {"expires": "1300"}, now=1000)
+    assert not signer.verify(path, {**query, "expires": "-5"}, now=1000)
+    other_key = LinkSigner(load_settings(env={"EEGHUB_AUTH__MODE": "jwt", "EEGHUB_AUTH__JWT_SECRET": "t" * 40}).auth)
+    assert not other_key.verify(path, query, now=1000)
+    assert LinkSigner(settings).verify(path, query, now=1000)  # the same key after a restart

@@ -438,6 +438,20 @@ def test_event_code_from_value_or_the_apps_trial_types() -> None:
     assert event_code("3", "target") == 3  # the value wins
 
 
+def test_an_event_value_too_large_for_a_code_does_not_fail_the_job() -> None:
+    """A value like "1e30" or twenty digits is accepted by the event log (up
+    to 255 characters); as a code it overflowed int64 and the correction job
+    failed on every attempt. No trigger line carries such a code: no code."""
+    assert [event_code(v) for v in ("1e30", "99999999999999999999", str(2**31))] == [None, None, None]
+    assert event_code(str(2**31 - 1)) == 2**31 - 1
+    expected = [START_US, START_US + 2_504_000]
+    triggers = [t + 20_000 for t in expected]
+    corrected, report = match_events(expected, triggers, event_codes=[event_code("1e30"), 2], trigger_codes=[1, 2])
+    assert corrected == triggers and report.status == "ok"
+    with pytest.raises(ValueError, match="event_codes must hold"):
+        match_events(expected, triggers, event_codes=[10**30, 1], trigger_codes=[1, 2])
+
+
 def test_session_offset_range() -> None:
     start = START_US
     # Onsets 0.5-20 s, the session ends 300 s after its start: the last event's
@@ -499,6 +513,69 @@ def test_a_plain_trigger_line_ignores_the_event_codes() -> None:
     corrected, report = match_events(expected, triggers, event_codes=codes, trigger_codes=[1] * 20,
                                      offset_range_ms=(-2000.0, 10_000.0))  # fmt: skip
     assert corrected == triggers and report.status == "ok" and not report.codes_used
+
+
+def test_a_line_known_to_carry_codes_uses_them_even_with_one_pulse() -> None:
+    """One event whose trigger was lost and one other pulse: on timing the
+    data is that of one event and its trigger. A line of a single value was
+    taken for a plain 0/1 line and the codes ignored, so a pulse of another
+    class was one-to-one "ok". When the caller knows the line carries codes
+    (the app's trigger block), a pulse of another code is no match."""
+    expected = [START_US + 4_000]
+    pulse = [START_US + 37_512_000]
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[1], offset_range_ms=(-2000.0, 60_000.0))
+    assert report.status == "ok" and not report.codes_used  # a plain line: timing only, as before
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[1], line_has_codes=True,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert corrected == [None] and report.status == "no_match" and report.codes_used
+    assert "different codes" in (report.reason or "")
+    corrected, report = match_events(expected, pulse, event_codes=[2], trigger_codes=[2], line_has_codes=True,
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert corrected == pulse and report.evidence == "one-to-one" and report.codes_used
+    # Events without codes: timing only, whatever the line.
+    corrected, report = match_events(expected, pulse, trigger_codes=[1], line_has_codes=True, offset_range_ms=(-2000.0, 60_000.0))
+    assert corrected == pulse and not report.codes_used
+
+
+@pytest.mark.parametrize("coded", [True, False])
+def test_a_pulse_in_a_lost_triggers_place_does_not_widen_the_radius_that_admits_it(coded: bool) -> None:
+    """Eight events whose triggers come 20 ± 5 ms late; one trigger lost and
+    a noise pulse 40 ms after that event's expected trigger. The final
+    radius came from the 90th percentile of residuals that included the
+    noise pulse itself: 46 ms, so the pulse was taken, with ``ok``."""
+    rng = np.random.default_rng(7)
+    expected = [START_US + round(k * 2.504e6 + rng.uniform(-150e3, 150e3)) for k in range(8)]
+    triggers = [t + 37_000_000 + 20_000 + int(rng.integers(-5000, 5001)) for t in expected]
+    codes = [1, 2, 3, 1, 2, 3, 1, 2]
+    lost = 5
+    noise = expected[lost] + 37_000_000 + 20_000 + 40_000
+    pulses = sorted([*triggers[:lost], noise, *triggers[lost + 1 :]])
+    pulse_codes = [*codes[:lost], codes[lost], *codes[lost + 1 :]]
+    kwargs = {"event_codes": codes, "trigger_codes": pulse_codes, "line_has_codes": True} if coded else {}
+    corrected, report = match_events(expected, pulses, offset_range_ms=(-2000.0, 60_000.0), **kwargs)
+    assert report.status == "ok" and report.evidence == "statistical"
+    assert corrected == [*triggers[:lost], None, *triggers[lost + 1 :]]
+    assert report.match_radius_ms is not None and report.match_radius_ms < 40
+
+
+@pytest.mark.parametrize("ppm", [-100.0, 50.0, 100.0])
+def test_clock_drift_over_a_long_session_is_followed(ppm: float) -> None:
+    """700 events over half an hour, the trigger clock running ``ppm`` fast
+    or slow against the stopwatch: at 100 ppm the ends are 90 ms off a
+    constant offset, beyond the tolerance, and about half the events were
+    left uncorrected. A significant linear drift is fitted and reported."""
+    rng = np.random.default_rng(11)
+    expected = START_US + np.cumsum(rng.uniform(0.6e6, 4.0e6, 700)).astype(np.int64)
+    true = expected + 9_000_000 + rng.integers(15_000, 30_000, 700)
+    true = true + np.rint((true - START_US) * ppm * 1e-6).astype(np.int64)
+    corrected, report = match_events(expected, true, offset_range_ms=(-2000.0, 60_000.0))
+    assert report.status == "ok" and corrected == true.tolist()
+    assert report.drift_ppm is not None and abs(report.drift_ppm - ppm) < 5
+    assert report.residual_stats["max_abs"] is not None and report.residual_stats["max_abs"] < 15
+    # Without drift, none is reported.
+    corrected, report = match_events(expected, expected + 9_000_000 + rng.integers(15_000, 30_000, 700),
+                                     offset_range_ms=(-2000.0, 60_000.0))  # fmt: skip
+    assert report.status == "ok" and report.drift_ppm is None
 
 
 def test_the_decisive_lead_prefers_more_matches() -> None:

@@ -76,8 +76,8 @@ async def test_packets_of_their_own_are_read_a_few_at_a_time(setup: Any) -> None
     rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
     for r, (_, payload) in zip(rows, packets, strict=True):
         await inner.put_bytes(bucket, r["object_id"], payload)
-    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
-    assert skipped == [] and with_trigger == 100
+    edges, codes, skipped, with_trigger, coded_line = await correction.trigger_edges(ctx, rows)
+    assert skipped == [] and with_trigger == 100 and coded_line is None  # a v4 stim channel: inferred from its values
     assert len(edges) == 34  # a pulse every third packet, each a rising edge
     assert 1 < ctx.objects.most <= correction.READS_AT_ONCE
 
@@ -90,7 +90,7 @@ async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_e
         rows.append(row(i, env, payload, "segments/date=2026-01-01/s.seg", offset))
         offset += len(payload)
     await inner.put_bytes(bucket, "segments/date=2026-01-01/s.seg", b"".join(p for _, p in packets))
-    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    edges, codes, skipped, with_trigger, _ = await correction.trigger_edges(ctx, rows)
     assert skipped == [] and with_trigger == 100 and len(edges) == 34
     starts = {START_MS * 1000 + 40 * 4000 + k * 1_000_000 for k in range(0, 100, 3)}
     assert set(edges.tolist()) == starts
@@ -104,7 +104,7 @@ async def test_missing_and_undecodable_packets_are_skipped_and_a_storage_error_i
     for i, (r, (_, payload)) in enumerate(zip(rows, packets, strict=True)):
         if i != 2:  # missing
             await inner.put_bytes(bucket, r["object_id"], payload if i != 4 else b"\x09garbage")
-    _, _, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
+    _, _, skipped, with_trigger, _ = await correction.trigger_edges(ctx, rows)
     assert [s["object_id"] for s in skipped] == [rows[2]["object_id"], rows[4]["object_id"]]
     assert "missing" in skipped[0]["reason"] and "undecodable" in skipped[1]["reason"]
     assert with_trigger == 4
@@ -123,7 +123,37 @@ async def test_the_app_trigger_block_gives_each_edge_its_code(setup: Any) -> Non
     rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
     for r, (_, payload) in zip(rows, packets, strict=True):
         await inner.put_bytes(bucket, r["object_id"], payload)
-    edges, codes, skipped, with_trigger = await correction.trigger_edges(ctx, rows)
-    assert skipped == [] and with_trigger == 10
+    edges, codes, skipped, with_trigger, coded_line = await correction.trigger_edges(ctx, rows)
+    assert skipped == [] and with_trigger == 10 and coded_line is True  # the app's block carries codes
     assert edges.tolist() == [START_MS * 1000 + s * 4000 for s in sorted(samples)]
     assert codes.tolist() == [1, 2, 3, 2, 3, 1]
+
+
+async def test_a_line_already_high_when_the_data_begins_is_not_an_edge(setup: Any) -> None:
+    """A trigger line high from the first linked sample (stuck high, or a
+    pulse that began before the data) and a pulse running on from a missing
+    packet: no rising edge was seen, so there is no trigger time. Taken as
+    an edge at the first sample, a stuck line gave a one-event session a
+    one-to-one "correction" onto the start of the recording."""
+    ctx, inner, bucket = setup
+    stuck = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[0], pulse_samples=10**6, trigger_codes=[1])
+    packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in stuck.packets(START_MS, 4)]
+    rows = [row(i, env, payload) for i, (env, payload) in enumerate(packets)]
+    for r, (_, payload) in zip(rows, packets, strict=True):
+        await inner.put_bytes(bucket, r["object_id"], payload)
+    edges, codes, skipped, with_trigger, _ = await correction.trigger_edges(ctx, rows)
+    assert with_trigger == 4 and edges.tolist() == [] and codes.tolist() == []
+    from eeghub.core.correction import match_events  # the single event must not be "corrected" onto it
+
+    corrected, report = match_events([START_MS * 1000 + 4000], edges)
+    assert corrected == [None] and report.status != "ok"
+    # A pulse from packet 2's last samples into packet 3, packet 2 missing:
+    # its edge is unseen; the pulse in packet 5 is seen.
+    device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[3 * 250 - 2, 5 * 250 + 40], trigger_codes=[2, 3])
+    packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, 6)]
+    rows = [{**row(i, env, payload), "object_id": f"raw/u1/d1/gap{i:04d}.bin"} for i, (env, payload) in enumerate(packets)]
+    for i, (r, (_, payload)) in enumerate(zip(rows, packets, strict=True)):
+        if i != 2:
+            await inner.put_bytes(bucket, r["object_id"], payload)
+    edges, codes, skipped, _, _ = await correction.trigger_edges(ctx, rows)
+    assert len(skipped) == 1 and edges.tolist() == [START_MS * 1000 + (5 * 250 + 40) * 4000] and codes.tolist() == [3]

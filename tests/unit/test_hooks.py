@@ -11,6 +11,7 @@ import inspect
 import types
 from typing import Any
 
+import numpy as np
 import pytest
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
@@ -196,6 +197,38 @@ async def test_hook_eeghub_analyses() -> None:
     spec = {"id": "alpha_power"}
     host, ctx, _ = make_host(lab=plugin(eeghub_analyses=lambda ctx: [spec]), other=plugin(eeghub_analyses=lambda: None))
     assert host.analyses(ctx) == [("lab", spec)]
+
+
+def test_hook_eeghub_experiment_analyses() -> None:
+    """The runner collects every plugin's experiment analyses by id, leaves
+    out malformed ones and a second analysis with a taken id, and runs one
+    on an experiment's data."""
+    from eeghub.core.experiment_analysis import ExperimentAnalysisResult, ExperimentData
+    from eeghub.plugins.erp import runner
+
+    class TrialCount:
+        id = "trial_count"
+        display_name = "Trials per participant"
+        description = "Counts each participant's trigger-corrected events."
+
+        def run(self, data: ExperimentData) -> ExperimentAnalysisResult:
+            counts = {p.user_id: sum(e.source == "trigger" for r in p.recordings for e in r.events) for p in data.participants()}
+            return ExperimentAnalysisResult("ok", f"{len(counts)} participant(s)", {"counts": counts})
+
+    host, ctx, _ = make_host(
+        lab=plugin(eeghub_experiment_analyses=lambda ctx: [TrialCount(), types.SimpleNamespace(id="broken")]),
+        copycat=plugin(eeghub_experiment_analyses=lambda: [TrialCount()]),
+    )
+    found = runner.analyses(ctx)
+    assert list(found) == ["trial_count"]
+    from eeghub.core.experiment_analysis import Event, Participant, Recording
+
+    def load(user: str) -> Participant:
+        events = [Event(10, "trigger", "target", None), Event(20, "logged", "target", None)]
+        return Participant(user, [Recording("s", "calibration", 250.0, ["Pz"], ["eeg"], np.zeros((1, 100)), events)])
+
+    result = found["trial_count"].run(ExperimentData("e", [], [], ["a", "b"], load))
+    assert result.result == {"counts": {"a": 1, "b": 1}} and result.summary == "2 participant(s)"
 
 
 def test_unknown_hook_fails_at_startup() -> None:

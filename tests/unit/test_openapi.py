@@ -136,6 +136,8 @@ def test_statuses_the_routes_raise_are_declared(schema: dict[str, Any]) -> None:
         ("GET", "/api/v1/export-tasks/{task_id}/download"): {"416"},
         ("GET", "/api/v1/users/{user_id}/analysis"): {"202", "403"},
         ("POST", "/internal/v1/create-bids-for-analysis"): {"401", "403", "404"},
+        ("POST", "/api/v1/neuro-marketing/experiments/{experiment_id}/analyze"): {"200", "202", "403", "404", "503"},
+        ("GET", "/api/v1/neuro-marketing/experiments/{experiment_id}/analysis-results"): {"403", "404"},
     }
     for (method, path), statuses in expect.items():
         assert statuses <= set(operation(schema, method, path)["responses"]), (method, path)
@@ -170,7 +172,12 @@ def test_the_ingest_route_declares_both_body_forms(schema: dict[str, Any]) -> No
     assert "X-Device-Id" in body["description"]
 
 
-BODYLESS = {("POST", "/api/v1/experiments/{experiment_id}/export"), ("POST", "/api/v1/admin/queues/{queue}/replay")}
+BODYLESS = {
+    ("POST", "/api/v1/experiments/{experiment_id}/export"),
+    ("POST", "/api/v1/neuro-marketing/experiments/{experiment_id}/analyze"),
+    ("POST", "/api/v1/experiments/{experiment_id}/analyses/{kind}"),
+    ("POST", "/api/v1/admin/dlq/{queue}/replay"),
+}
 """Routes of a writing method that read no body at all."""
 
 
@@ -209,7 +216,9 @@ def test_session_start_declares_the_session_types(schema: dict[str, Any]) -> Non
     assert set(start["properties"]["session_type"]["enum"]) == set(SESSION_TYPES) == {
         "main_integrated", "main_external", "main_task", "calibration"}
     assert start["additionalProperties"] is False and "Unknown fields are refused" in body["description"]
-    assert start["properties"]["clock_offset_info"]["anyOf"][0]["properties"]["offset_ms"] == {"type": "integer"}
+    offset = start["properties"]["clock_offset_info"]["anyOf"][0]["properties"]["offset_ms"]
+    assert offset["type"] == "integer" and "milliseconds" in offset["description"]
+    assert start["properties"]["start_time"]["format"] == "date-time" and start["properties"]["user_id"]["description"]
 
 
 @pytest.mark.parametrize("mode", ["trusted-header", "jwt"])

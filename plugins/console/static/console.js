@@ -791,17 +791,17 @@ pages.operations = async () => {
     return;
   }
   async function showDeadLetters(queue) {
-    const r = await api(`/api/v1/admin/queues/${encodeURIComponent(queue)}/dead-letters?limit=50`);
+    const letters = await api(`/api/v1/admin/dlq/${encodeURIComponent(queue)}?limit=50`);
     const replay = h("button", { type: "button" }, `Replay all of ${queue}`);
     replay.addEventListener("click", () => guarded(async () => {
-      const done = await api(`/api/v1/admin/queues/${encodeURIComponent(queue)}/replay`, { method: "POST" });
+      const done = await api(`/api/v1/admin/dlq/${encodeURIComponent(queue)}/replay`, { method: "POST" });
       flash(`Replayed ${done.replayed} message(s) to ${queue}.`, "info");
       await refresh();
       await showDeadLetters(queue);
     }));
-    $("#dead-letters").replaceChildren(h("h3", {}, `Dead letters of ${queue}`), r.dead_letters.length ? h("table", { class: "grid" },
+    $("#dead-letters").replaceChildren(h("h3", {}, `Dead letters of ${queue}`), letters.length ? h("table", { class: "grid" },
       h("thead", {}, h("tr", {}, ["Failed at", "Attempts", "Error", "Body"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, r.dead_letters.map((d) => h("tr", {}, h("td", {}, fmtTime(d.failed_at)), h("td", { class: "num" }, d.attempts), h("td", {}, d.error), h("td", {}, h("code", {}, d.body_preview)))))) : h("p", { class: "muted" }, "None."), replay);
+      h("tbody", {}, letters.map((d) => h("tr", {}, h("td", {}, fmtTime(d.failed_at)), h("td", { class: "num" }, d.attempts), h("td", {}, d.error), h("td", {}, h("code", {}, d.body_preview)))))) : h("p", { class: "muted" }, "None."), replay);
   }
   async function refresh() {
     const [health, plugins, queues, errors] = await Promise.all([
