@@ -216,11 +216,14 @@ def test_researcher_flow_and_participant_isolation(console_server: Any, browser_
         names = archive.namelist()
     assert any(n.endswith("_eeg.vhdr") for n in names) and "bids_dataset/stimuli/choco.png" in names
 
-    # --- neuro-marketing: shown cleanly as not available when the route is absent
+    # --- neuro-marketing: no result yet; asking for the analysis without a
+    # calibration session shows the API's refusal, and no ranking
     b.open(f"/console/experiments/{eid}/neuro-marketing")
-    b.visible("#nm-results p, #nm-results section")
+    b.text_in("#nm-unavailable", "Not available yet")
+    b.css("#run-analysis").click()
+    b.text_in("#flash", "no calibration session", timeout=60)
+    assert not b.all("#nm-ranking") and not b.all("#nm-recommendations")
     b.shot("neuro-marketing")
-    assert b.all("#nm-unavailable") or b.all("#nm-results section"), b.page_text()
 
     # --- a participant cannot see another participant's data
     p = browser_factory(console_server.base)

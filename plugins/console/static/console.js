@@ -712,23 +712,79 @@ pages.exports = async () => {
   await poll(refresh, 1000);
 };
 
+/** Products by group score with their 95 % intervals, the non-target level
+ * and its interval shaded; recommended products in red. */
+function rankingChart(group, recommended) {
+  const rows = (group.products || []).filter((r) => typeof r.score === "number");
+  if (!rows.length) return h("p", { class: "muted" }, "No product scores.");
+  const width = 640, rowH = 26, m = { l: 170, r: 20, t: 10, b: 44 };
+  const height = m.t + m.b + rowH * rows.length;
+  const values = rows.flatMap((r) => [r.score, ...(r.ci || [])]).concat(group.nontarget_level_ci || [], [group.nontarget_level]).filter((v) => typeof v === "number");
+  let [x0, x1] = [Math.min(...values), Math.max(...values)];
+  const pad = (x1 - x0) * 0.08 || 0.05;
+  x0 = Math.max(0, x0 - pad); x1 = Math.min(1, x1 + pad);
+  const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (width - m.l - m.r);
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "product ranking", id: "nm-ranking-chart" });
+  const ci = group.nontarget_level_ci || [];
+  if (typeof ci[0] === "number") svg.append(s("rect", { x: X(ci[0]), y: m.t, width: Math.max(1, X(ci[1]) - X(ci[0])), height: rowH * rows.length, fill: "#1f77b4", opacity: 0.15 }));
+  if (typeof group.nontarget_level === "number") svg.append(s("line", { x1: X(group.nontarget_level), x2: X(group.nontarget_level), y1: m.t, y2: m.t + rowH * rows.length, stroke: "#1f77b4", "stroke-dasharray": "4 3" }));
+  rows.forEach((r, i) => {
+    const y = m.t + rowH * i + rowH / 2;
+    const colour = recommended.has(r.file_name) ? "#d23c3c" : "#555";
+    svg.append(s("text", { x: m.l - 8, y: y + 4, "text-anchor": "end" }, r.item_name || r.file_name));
+    if (Array.isArray(r.ci) && typeof r.ci[0] === "number") {
+      svg.append(s("line", { x1: X(r.ci[0]), x2: X(r.ci[1]), y1: y, y2: y, stroke: "#444" }));
+      for (const v of r.ci) svg.append(s("line", { x1: X(v), x2: X(v), y1: y - 5, y2: y + 5, stroke: "#444" }));
+    }
+    svg.append(s("circle", { cx: X(r.score), cy: y, r: 5, fill: colour }, s("title", {}, `${r.file_name}: ${r.score.toFixed(3)} [${(r.ci || []).map((v) => v.toFixed(3)).join(", ")}]`)));
+  });
+  const base = m.t + rowH * rows.length;
+  svg.append(s("line", { class: "axis", x1: m.l, x2: width - m.r, y1: base, y2: base }));
+  for (const t of niceTicks(x0, x1, 6)) {
+    svg.append(s("line", { class: "axis", x1: X(t), x2: X(t), y1: base, y2: base + 4 }));
+    svg.append(s("text", { x: X(t), y: base + 16, "text-anchor": "middle" }, +t.toPrecision(3)));
+  }
+  svg.append(s("text", { x: (m.l + width - m.r) / 2, y: height - 6, "text-anchor": "middle" }, "target probability (mean, 95 % bootstrap interval)"));
+  return h("div", { class: "plot" }, h("div", { class: "chart" }, svg, h("div", { class: "legend" },
+    h("span", {}, h("i", { style: { background: "#d23c3c" } }), "recommended"), h("span", {}, h("i", { style: { background: "#555" } }), "not recommended"),
+    h("span", {}, h("i", { style: { background: "#1f77b4", opacity: "0.4" } }), "non-target level of calibration (95 % interval)"))));
+}
+
 function renderNeuroMarketing(result) {
-  const out = [];
-  const ranking = result.ranking || (result.result && result.result.ranking);
-  if (Array.isArray(ranking) && ranking.length) {
-    const keys = Object.keys(ranking[0]).filter((k) => typeof ranking[0][k] !== "object" || Array.isArray(ranking[0][k]));
-    out.push(h("h2", {}, "Ranking"), h("table", { class: "grid", id: "nm-ranking" }, h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, k)))),
-      h("tbody", {}, ranking.map((row) => h("tr", {}, keys.map((k) => h("td", {}, Array.isArray(row[k]) ? `[${row[k].map((x) => (typeof x === "number" ? x.toPrecision(3) : x)).join(", ")}]` : typeof row[k] === "number" ? +row[k].toPrecision(4) : row[k] ?? "–")))))));
+  const details = result.details || {};
+  const group = details.group || {};
+  const recommended = new Set((result.recommendations || []).map((r) => r.file_name));
+  const out = [
+    h("p", {}, "Outcome: ", h("span", { id: "nm-outcome" }, badge(result.outcome)), ` · analysis ${result.analysis_id} · ${fmtTime(result.generated_at)} · requested by ${result.requested_by_user_id}`),
+    h("p", { id: "nm-summary" }, result.summary),
+  ];
+  if ((result.missing || []).length) out.push(h("h3", {}, "Missing"), h("ul", {}, result.missing.map((m) => h("li", {}, m))));
+  if ((result.recommendations || []).length) {
+    out.push(h("h3", {}, "Recommended"), h("table", { class: "grid", id: "nm-recommendations" },
+      h("thead", {}, h("tr", {}, ["File", "Item", "Brand", "Category", "Gender"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, result.recommendations.map((r) => h("tr", {}, [r.file_name, r.item_name, r.brand_name, r.category, r.gender].map((v) => h("td", {}, v ?? "–")))))));
   }
-  const erp = result.erp || result.waveforms || (result.result && result.result.erp);
-  if (erp && typeof erp === "object") {
-    const times = erp.times_ms || erp.times || [];
-    const waves = erp.waveforms || erp.conditions || {};
-    const series = Object.entries(waves).filter(([, ys]) => Array.isArray(ys)).map(([label, ys]) => ({ label, xs: times, ys }));
-    if (series.length && times.length) out.push(h("h2", {}, "ERP waveforms"), h("div", { class: "plot" }, lineChart({ series, xLabel: "time (ms)", yLabel: erp.unit ? `amplitude (${erp.unit})` : "amplitude" })));
+  const products = group.products || [];
+  if (products.length) {
+    out.push(h("h3", {}, "Ranking"), rankingChart(group, recommended), h("table", { class: "grid", id: "nm-ranking" },
+      h("thead", {}, h("tr", {}, ["Rank", "Product", "Score", "95 % interval", "Above non-target", "Above other products"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, products.map((r) => h("tr", { "data-file-name": r.file_name },
+        h("td", { class: "num" }, r.rank ?? "–"), h("td", {}, r.item_name || r.file_name),
+        h("td", { class: "num" }, typeof r.score === "number" ? r.score.toFixed(3) : "–"),
+        h("td", {}, Array.isArray(r.ci) && typeof r.ci[0] === "number" ? `[${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]` : "–"),
+        h("td", {}, r.above_nontarget === undefined ? "–" : r.above_nontarget ? "yes" : "no"),
+        h("td", {}, r.above_other_products === undefined ? "–" : r.above_other_products ? "yes" : "no"))))));
   }
-  const summary = result.summary || (result.result && result.result.summary);
-  if (summary) out.push(h("h2", {}, "Summary"), typeof summary === "string" ? h("p", {}, summary) : h("dl", { class: "facts" }, Object.entries(summary).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" ? JSON.stringify(v) : v)])));
+  const grand = details.grand_average;
+  if (grand && grand.classes && Array.isArray(grand.times_s)) {
+    const colours = { target: "#d62728", nontarget: "#1f77b4", product: "#2ca02c" };
+    const series = Object.entries(grand.classes).map(([label, c]) => ({ label: `${label} (${c.participants} participant(s))`, xs: grand.times_s, ys: c.uv, color: colours[label] }));
+    const window = grand.window_s || [];
+    out.push(h("h3", {}, "Grand-average ERP"), h("div", { class: "plot", id: "nm-erp" }, lineChart({
+      series, xLabel: "time from stimulus onset (s)", yLabel: "amplitude at parietal sites (µV)",
+      markers: typeof window[0] === "number" ? [{ from: window[0], to: window[1], color: "#8a96a3" }] : [],
+    })));
+  }
   out.push(h("details", {}, h("summary", {}, "Everything the API returned"), h("pre", { class: "json" }, JSON.stringify(result, null, 2))));
   return out;
 }
@@ -736,24 +792,36 @@ function renderNeuroMarketing(result) {
 pages.neuro_marketing = async () => {
   const eid = body.dataset.experimentId;
   const base = `/api/v1/neuro-marketing/experiments/${encodeURIComponent(eid)}`;
+  const holder = $("#nm-results");
   guarded(() => experimentHeader(eid));
   async function load() {
     const r = await api(`${base}/analysis-results`, { accept: [404, 405], withStatus: true });
-    const holder = $("#nm-results");
     if (r.status === 404 || r.status === 405) {
-      const routeMissing = !r.data || /not found/i.test(r.data.error || r.data.detail || "") && !/experiment/i.test(r.data.error || r.data.detail || "");
+      const message = (r.data && (r.data.error || r.data.detail)) || "";
+      const routeMissing = r.status === 405 || /^not found$/i.test(message.trim());
       holder.replaceChildren(h("p", { class: "muted", id: "nm-unavailable" },
-        routeMissing ? "Not available: this server has no neuro-marketing analysis." : `Not available: ${r.data.error || r.data.detail}`));
+        routeMissing ? "Not available: this server has no neuro-marketing analysis." : `Not available yet: ${message}`));
       $("#run-analysis").hidden = routeMissing;
       return;
     }
-    const results = Array.isArray(r.data) ? r.data : (r.data.results || [r.data]);
-    holder.replaceChildren(...(results.length ? results.flatMap((x) => [h("section", { class: "card" }, renderNeuroMarketing(x))]) : [h("p", { class: "muted" }, "No results yet.")]));
+    holder.replaceChildren(h("section", { class: "card" }, renderNeuroMarketing(r.data)));
   }
   $("#run-analysis").addEventListener("click", () => guarded(async () => {
-    await api(`${base}/analyze`, { method: "POST", json: {} });
-    flash("Analysis requested.", "info");
-    await load();
+    const button = $("#run-analysis");
+    button.disabled = true;
+    try {
+      const job = await api(`${base}/analyze?wait=false`, { method: "POST", withStatus: true });
+      const status = $("#nm-job") || h("p", { id: "nm-job", class: "job" });
+      holder.before(status);
+      await poll(async () => {
+        const j = await api(job.data.status_url);
+        status.replaceChildren(h("progress", { max: 100, value: j.progress }), ` ${j.status}${j.stage ? ": " + j.stage : ""}${j.error_message ? " – " + j.error_message : ""}`);
+        return !["completed", "failed"].includes(j.status);
+      }, 1000);
+      await load();
+    } finally {
+      button.disabled = false;
+    }
   }));
   ready();
   await guarded(load);
