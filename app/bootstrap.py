@@ -29,7 +29,7 @@ from eeghub.core.auth import Authenticator, provide_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
-from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.http import EXCEPTION_HANDLERS, JsonSafeRequest
 from eeghub.core.outbox import OutboxRelay
 from eeghub.core.ports import Broker, Database, ObjectStore
 from eeghub.core.system_routes import system_routes
@@ -248,6 +248,7 @@ def create_app(
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=JsonSafeRequest,
         request_max_body_size=settings.server.max_request_body_bytes,
         cors_config=cors,
         openapi_config=OpenAPIConfig(

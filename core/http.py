@@ -29,7 +29,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
-from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+from .errors import BadRequest, BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
 
 log = logging.getLogger("eeghub.http")
 
@@ -144,6 +144,27 @@ def error_response(
         parsed = [i if isinstance(i, Issue) else msgspec.convert(i, Issue) for i in issues]
     body = ErrorBody(error=message, detail=message, status_code=status_code, issues=parsed, request_id=request_id)
     return Response(content=body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def too_deeply_nested(field: str = "body") -> BadRequest:
+    """The 400 for JSON nested deeper than the decoder recurses (about a
+    thousand levels: msgspec raises ``RecursionError`` there, which is the
+    client's fault, not a 500)."""
+    return BadRequest(
+        f"{field} is JSON nested too deeply", issues=[{"field": field, "message": "nested too deeply"}]
+    )
+
+
+class JsonSafeRequest(Request[Any, Any, Any]):
+    """The application's request class: ``json()`` (what Litestar uses to
+    decode every typed ``data`` body) answers 400 for JSON nested too deeply
+    instead of letting ``RecursionError`` become a 500."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise too_deeply_nested() from None
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:

@@ -15,7 +15,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from eeghub.core.auth import identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
-from eeghub.core.http import error_responses, openapi_schema_of
+from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
@@ -117,6 +117,8 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
             raise BadRequest(f"invalid envelope: {exc}", issues=[{"message": str(exc)}]) from None
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise too_deeply_nested() from None
         envelope = from_json(data)
         frame = data.payload_base64
     if envelope.user_id != identity.user_id:

@@ -23,7 +23,7 @@ from eeghub.core.auth import (
 )
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam, UuidParam, error_responses
+from eeghub.core.http import NO_CONTROL_CHARACTERS, IdParam, UuidParam, error_responses, too_deeply_nested
 from eeghub.core.outbox import enqueue_json
 
 from .events import LoggedEvent, parse_events
@@ -69,6 +69,8 @@ def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
         raise BadRequest(f"Invalid data format: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{field} is not valid JSON: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
+    except RecursionError:
+        raise too_deeply_nested(field) from None
 
 
 @post(
