@@ -153,6 +153,19 @@ class IngestSettings(_Section):
     """Largest accepted compressed packet."""
     max_decompressed_bytes: int = 16 * 1024 * 1024
     """Decompression bound (no zstd bombs)."""
+    sample_slack_seconds: float = 2.0
+    """A packet may hold at most (its time span + this) × ``sampling_rate``
+    samples, plus 10 %: its timestamps stamp the arrival of its first and last
+    sample, and a radio delivers samples in bursts, so fewer samples than the
+    span is normal and a few seconds' worth more is tolerated; many more
+    (zeros that compress to nothing) is a 400."""
+    stream_bytes_per_second: int = 4 * 1024 * 1024
+    """Decompressed bytes per second one device stream (user and device) may
+    send, on average; more is a 429 with ``Retry-After``. A 128-channel
+    device at 1 kHz sends 0.4 MB/s. 0: no limit."""
+    stream_burst_bytes: int = 32 * 1024 * 1024
+    """How far a stream may run ahead of ``stream_bytes_per_second`` (at
+    least one packet of ``max_decompressed_bytes``)."""
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
     storage_concurrency: int = 64

@@ -78,6 +78,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "Request body or an uploaded file is too large",
     415: "Unsupported media type",
     416: "Range not satisfiable (Content-Range: bytes */size)",
+    429: "Too many bytes or requests; retry after Retry-After",
     503: "A dependency (database, object store or broker) is unavailable; retry after Retry-After",
 }
 

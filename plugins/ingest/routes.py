@@ -20,6 +20,7 @@ from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
 from .envelope import HEADER_NAMES, DataEnvelope, Envelope, from_json, from_query_or_headers
+from .limits import StreamBudget, check_sample_count
 from .publisher import publisher_of
 
 
@@ -52,6 +53,17 @@ def packet_for(envelope: Envelope, frame: bytes, layout: Any) -> tuple[RawPacket
 
 
 ACCEPTED_BODY = msgspec.json.encode(Accepted())
+BUDGET = "ingest.stream_budget"
+
+
+def budget_of(ctx: AppContext) -> StreamBudget:
+    """The context's per-stream byte budget, made on first use."""
+    budget = ctx.services.get(BUDGET)
+    if budget is None:
+        limits = ctx.settings.ingest
+        burst = max(limits.stream_burst_bytes, limits.max_decompressed_bytes)
+        budget = ctx.services[BUDGET] = StreamBudget(limits.stream_bytes_per_second, burst)
+    return budget
 
 
 @dataclass
@@ -81,7 +93,7 @@ class _DataOperation(Operation):
     "/api/v1/data",
     tags=["ingest"],
     status_code=202,
-    responses=error_responses(400, 401, 403, 413, 503),
+    responses=error_responses(400, 401, 403, 413, 429, 503),
     operation_class=_DataOperation,
 )
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
@@ -91,7 +103,9 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     or ``X-Device-Id``/``X-Timestamp-Start-Ms``/… headers. 202 only after the
     broker confirmed a message carrying the packet (under load, packets
     arriving together share one: ``publisher.py``); 503 with ``Retry-After``
-    when it cannot."""
+    when it cannot. 400 when the packet holds more samples than its span at
+    its sampling rate explains; 429 with ``Retry-After`` when its device
+    stream exceeds ``ingest.stream_bytes_per_second``."""
     # The hottest route: the context and the caller are read directly rather
     # than injected (Litestar resolves two dependencies in an anyio task
     # group, a measurable share of a request), and the caller is checked here
@@ -124,7 +138,10 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     if envelope.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
     layout = validate_frame(ctx, frame)
+    limits = ctx.settings.ingest
+    check_sample_count(envelope, layout.num_samples, limits.sample_slack_seconds)
     packet, message_id = packet_for(envelope, frame, layout)
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
+    budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

@@ -63,3 +63,42 @@ async def test_internal_api_checks_its_token_before_the_body(app_client: Any, lo
             assert r.status_code == 401, r.text
         r = await client.post(url, content=b"not json", headers={"content-type": "application/json", "x-internal-token": "tok"})
         assert r.status_code == 400, r.text
+
+
+def zeros_frame(channels: int, samples: int) -> bytes:
+    import numpy as np
+
+    from eeghub.core.packet import compress_frame, encode_payload
+
+    signals = np.zeros((channels, samples), dtype=np.int16)
+    return compress_frame(encode_payload(signals, [f"C{i}" for i in range(channels)], ["eeg"] * channels))
+
+
+async def test_amplified_packets_are_refused_before_they_are_stored(app_client: Any, local_env: dict[str, str]) -> None:
+    import base64
+
+    frame = zeros_frame(128, 39_000)  # about 15.4 MB of samples in a few kB
+    assert len(frame) < 64 * 1024
+    start = 1_750_000_000_000
+    base = {"user_id": PART, "device_id": "d1", "sampling_rate": 250.0, "lsb_to_volts": 1e-6}
+    async with app_client(local_env) as (client, app):
+        # A one-second envelope cannot hold 39,000 samples at 250 Hz.
+        one_second = {**base, "timestamp_start_ms": start, "timestamp_end_ms": start + 1000}
+        r = await client.post("/api/v1/data", json={**one_second, "payload_base64": base64.b64encode(frame).decode()}, headers=user(PART))
+        assert r.status_code == 400, r.text
+        assert "39000 samples" in r.json()["error"] and "at most" in r.json()["error"]
+        # An envelope that does explain them (156 s) is accepted until the
+        # stream's byte budget (32 MiB burst, 4 MiB/s) is spent: then 429.
+        statuses = []
+        for i in range(6):
+            env = {**base, "timestamp_start_ms": start + i * 156_000, "timestamp_end_ms": start + i * 156_000 + 155_996}
+            r = await client.post("/api/v1/data", json={**env, "payload_base64": base64.b64encode(frame).decode()}, headers=user(PART))
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1
+                assert "ingest.stream_bytes_per_second" in r.json()["error"]
+        assert statuses[:2] == [202, 202] and 429 in statuses, statuses
+        # Another device stream has its own budget.
+        env = {**base, "device_id": "d2", "timestamp_start_ms": start, "timestamp_end_ms": start + 155_996}
+        r = await client.post("/api/v1/data", json={**env, "payload_base64": base64.b64encode(frame).decode()}, headers=user(PART))
+        assert r.status_code == 202, r.text
