@@ -38,6 +38,22 @@ class ServerSettings(_Section):
     """Base URL printed at start-up and used in links (default: http://host:port)."""
     max_request_body_bytes: int = 100 * 1024 * 1024
     """Largest request body accepted by any route (the predecessor's nginx allowed 100M)."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request line plus headers of one request; more is a 431 and the
+    connection is closed."""
+    max_headers: int = 100
+    """Most header fields in one request; more is a 431."""
+    header_timeout_seconds: float = 10.0
+    """A request's headers must be complete this long after its first byte (or
+    after the connection opened); else 408 and the connection is closed."""
+    body_idle_timeout_seconds: float = 15.0
+    """A request body may pause at most this long; else 408 and close."""
+    min_body_bytes_per_second: float = 1024.0
+    """Once ``body_idle_timeout_seconds`` have passed, a body must have come at
+    this average rate at least (time the server does not read is not
+    counted); else 408 and close. 1 kB/s is slower than any phone upload."""
+    keep_alive_timeout_seconds: float = 5.0
+    """An idle keep-alive connection is closed after this long."""
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty means no CORS headers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
