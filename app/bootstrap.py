@@ -29,7 +29,7 @@ from eeghub.core.auth import Authenticator, provide_identity
 from eeghub.core.context import AppContext
 from eeghub.core.errors import ConfigurationError
 from eeghub.core.host import PluginHost
-from eeghub.core.http import EXCEPTION_HANDLERS, JsonSafeRequest
+from eeghub.core.http import EXCEPTION_HANDLERS, SafeRequest
 from eeghub.core.outbox import OutboxRelay
 from eeghub.core.ports import Broker, Database, ObjectStore
 from eeghub.core.system_routes import system_routes
@@ -248,8 +248,10 @@ def create_app(
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        request_class=JsonSafeRequest,
+        request_class=SafeRequest,
         request_max_body_size=settings.server.max_request_body_bytes,
+        # A stimulus upload is stimulus.max_files files and the definitions CSV.
+        multipart_form_part_limit=max(1000, settings.stimulus.max_files + 1),
         cors_config=cors,
         openapi_config=OpenAPIConfig(
             title="eeghub",

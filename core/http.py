@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -29,7 +29,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
-from .errors import BadRequest, BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+from .errors import BadRequest, BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, PayloadTooLarge, StorageError
 
 log = logging.getLogger("eeghub.http")
 
@@ -156,16 +156,32 @@ def too_deeply_nested(field: str = "body") -> BadRequest:
     )
 
 
-class JsonSafeRequest(Request[Any, Any, Any]):
-    """The application's request class: ``json()`` (what Litestar uses to
+class SafeRequest(Request[Any, Any, Any]):
+    """The application's request class. ``json()`` (what Litestar uses to
     decode every typed ``data`` body) answers 400 for JSON nested too deeply
-    instead of letting ``RecursionError`` become a 500."""
+    instead of letting ``RecursionError`` become a 500; ``form()`` answers a
+    form with more parts than the application allows with a 413 that says
+    so (Litestar's is a 400 "Request Entity Too Large")."""
 
     async def json(self) -> Any:
         try:
             return await super().json()
         except RecursionError:
             raise too_deeply_nested() from None
+
+    async def form(self) -> Any:
+        try:
+            return await super().form()
+        except ClientException as exc:
+            if exc.detail != "Request Entity Too Large":
+                raise
+            limit = self.app.multipart_form_part_limit
+            files = self.app.state.ctx.settings.stimulus.max_files
+            raise PayloadTooLarge(
+                f"the form has more than {limit} parts (a stimulus upload: at most {files} files, "
+                "stimulus.max_files, and the definitions CSV)",
+                issues=[{"field": "body", "message": f"more than {limit} parts"}],
+            ) from None
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:

@@ -165,6 +165,9 @@ async def end_session(request: Request[Any, Any, Any], ctx: AppContext, identity
     resets its link and correction status, and queues linking after commit."""
     form = await request.form()
     metadata = form.get("metadata")
+    for field in ("metadata", "events_log_csv"):
+        if hasattr(form, "getall") and len(form.getall(field, [])) > 1:
+            raise BadRequest(f"{field} must be sent once", issues=[{"field": field, "message": "sent more than once"}])
     if isinstance(metadata, UploadFile):
         metadata = await _read_upload(metadata, 64 * 1024, "metadata")
     if not metadata:

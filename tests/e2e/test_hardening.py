@@ -102,3 +102,40 @@ async def test_amplified_packets_are_refused_before_they_are_stored(app_client: 
         env = {**base, "device_id": "d2", "timestamp_start_ms": start, "timestamp_end_ms": start + 155_996}
         r = await client.post("/api/v1/data", json={**env, "payload_base64": base64.b64encode(frame).decode()}, headers=user(PART))
         assert r.status_code == 202, r.text
+
+
+async def test_stimulus_upload_admits_exactly_max_files(app_client: Any, local_env: dict[str, str]) -> None:
+    names = [f"s{i:04d}.png" for i in range(1001)]
+    csv = ("file_name,trial_type\n" + "".join(f"{n},target\n" for n in names)).encode()
+
+    def form(count: int) -> list[Any]:
+        return [("stimuli_definition_csv", ("s.csv", csv, "text/csv"))] + [
+            ("stimulus_files", (n, b"PNG" + n.encode(), "image/png")) for n in names[:count]
+        ]
+
+    async with app_client(local_env) as (client, _):  # stimulus.max_files = 1000, the default
+        eid = await world(client)
+        url = f"/api/v1/experiments/{eid}/stimuli"
+        too_many = await client.post(url, files=form(1001), headers=user(OWNER))
+        assert too_many.status_code == 413, too_many.text
+        assert "1000" in too_many.json()["error"], too_many.text
+        r = await client.post(url, files=form(1000), headers=user(OWNER))
+        assert r.status_code == 400, r.text  # all 1000 files are read: the CSV names 1001, one is missing
+        assert "s1000.png" in r.text, r.text
+
+
+async def test_session_end_with_many_parts_names_the_problem(app_client: Any, local_env: dict[str, str]) -> None:
+    import json
+
+    async with app_client(local_env) as (client, _):
+        await world(client)
+        metadata = json.dumps({"session_id": "s1", "user_id": PART, "device_id": "d", "end_time": "2025-06-01T11:00:00Z"})
+        extra = [(f"junk{i}", (None, "x")) for i in range(998)]
+        r = await client.post("/api/v1/sessions/end", files=[("metadata", (None, metadata)), *extra], headers=user(PART))
+        assert r.status_code == 200, r.text  # 999 parts: fine, the unknown ones are ignored
+        many = [(f"junk{i}", (None, "x")) for i in range(5000)]
+        r = await client.post("/api/v1/sessions/end", files=[("metadata", (None, metadata)), *many], headers=user(PART))
+        assert r.status_code == 413 and "parts" in r.json()["error"], r.text
+        twice = [("metadata", (None, metadata)), ("metadata", (None, metadata))]
+        r = await client.post("/api/v1/sessions/end", files=twice, headers=user(PART))
+        assert r.status_code == 400 and "metadata" in r.json()["error"], r.text
