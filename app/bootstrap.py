@@ -27,7 +27,7 @@ from eeghub import __version__
 from eeghub.config import Settings
 from eeghub.core.auth import Authenticator, provide_identity
 from eeghub.core.context import AppContext
-from eeghub.core.errors import ConfigurationError
+from eeghub.core.errors import ConfigurationError, EeghubError
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS, SafeRequest
 from eeghub.core.outbox import OutboxRelay
@@ -201,7 +201,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_ports(settings) as ports:
+        async with AsyncExitStack() as stack:
+            try:
+                ports = await stack.enter_async_context(open_ports(settings))
+            except EeghubError as exc:
+                # One line saying which dependency and where, before uvicorn's traceback.
+                log.error("start-up failed: %s", exc)
+                raise
             ctx.attach(database=ports.database, objects=ports.objects, broker=ports.broker)
             ctx.backends.update(ports.backends)
             relay = OutboxRelay(ports.database, ports.broker)

@@ -139,3 +139,22 @@ async def test_session_end_with_many_parts_names_the_problem(app_client: Any, lo
         twice = [("metadata", (None, metadata)), ("metadata", (None, metadata))]
         r = await client.post("/api/v1/sessions/end", files=twice, headers=user(PART))
         assert r.status_code == 400 and "metadata" in r.json()["error"], r.text
+
+
+def test_refused_database_at_start_up_says_it_was_the_database(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e.test_serve import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_") and k != "DATABASE_URL"}
+    env["EEGHUB_DATABASE__URL"] = f"postgresql://eeghub:s3cret-pw@127.0.0.1:{free_port()}/lab"
+    command = [sys.executable, "-m", "eeghub.cli", "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    first_error = next(line for line in output.splitlines() if "ERROR" in line)
+    assert "start-up failed: cannot connect to the database (PostgreSQL at 127.0.0.1:" in first_error, output
+    assert "/lab, database.url): ConnectionRefusedError" in first_error, output
+    assert "s3cret-pw" not in output
