@@ -157,7 +157,7 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
             root = data_dir(settings)
             root.mkdir(parents=True, exist_ok=True)
             journal = root / "broker.sqlite3"
-        broker = InProcessBroker(journal, retry_backoff=cfg.retry_backoff_seconds)
+        broker = InProcessBroker(journal, retry_backoff=cfg.retry_backoff_seconds, synchronous=cfg.journal_synchronous)
     await broker.start()
     try:
         yield broker, backend

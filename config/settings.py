@@ -119,6 +119,11 @@ class BrokerSettings(_Section):
     """AMQP URL, e.g. ``amqp://user:pass@host:5672/``."""
     journal: bool = True
     """In-process broker: journal durable queues in ``<data_dir>/broker.sqlite3``."""
+    journal_synchronous: Literal["full", "normal"] = "full"
+    """In-process broker: SQLite ``synchronous`` of the journal. ``full``: a
+    message confirmed (a packet answered 202) survives a power loss;
+    ``normal`` survives a crash of eeghub but not of the machine, and is
+    faster (``benchmarks/broker_journal.py`` measures both)."""
     publish_timeout: float = 5.0
     """Seconds to wait for the broker's publisher confirm before answering 503."""
     prefetch: int = 8

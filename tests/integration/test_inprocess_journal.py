@@ -1,0 +1,155 @@
+"""The in-process broker's journal after a crash (issue 16): a process that
+starts gives back at once what a dead process of the same data directory
+held (not after the 30 s lease), never what a live one holds; the journal is
+0600 and runs synchronous=FULL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from eeghub.adapters.inprocess_broker import InProcessBroker
+from eeghub.core.ports import Delivery, Message
+
+QUEUE = "processing_queue"
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, pathlib
+    from eeghub.adapters.inprocess_broker import InProcessBroker
+    from eeghub.core.ports import Message
+
+    async def main():
+        broker = InProcessBroker(pathlib.Path(sys.argv[1]))
+        await broker.start()
+        await broker.declare_queue("processing_queue")
+        for i in range(5):
+            await broker.publish(Message(body=b"packet-%d" % i), queue="processing_queue")
+        held = asyncio.Event()
+        count = 0
+
+        async def handler(delivery):
+            nonlocal count
+            count += 1
+            if count == 5:
+                held.set()
+            await asyncio.Event().wait()  # never acknowledges
+
+        await broker.consume("processing_queue", handler, prefetch=8)
+        await held.wait()
+        print("holding", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def start_child(journal: pathlib.Path) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(journal)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "holding"
+    return child
+
+
+async def collect(broker: InProcessBroker, want: int, timeout: float) -> list[Delivery]:
+    got: list[Delivery] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery)
+        if len(got) >= want:
+            done.set()
+
+    sub = await broker.consume(QUEUE, handler)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    except TimeoutError:
+        pass
+    await sub.cancel()
+    return got
+
+
+async def test_a_killed_process_claims_come_back_at_once(tmp_path: pathlib.Path) -> None:
+    journal = tmp_path / "broker.sqlite3"
+    child = start_child(journal)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    began = time.monotonic()
+    broker = InProcessBroker(journal)
+    await broker.start()
+    try:
+        await broker.declare_queue(QUEUE)
+        got = await collect(broker, 5, timeout=10)
+    finally:
+        await broker.close()
+    assert sorted(d.message.body for d in got) == [b"packet-%d" % i for i in range(5)]
+    assert all(d.redelivered for d in got)
+    assert time.monotonic() - began < 10  # the lease is 30 s
+    assert not any((tmp_path / "broker.sqlite3.instances").iterdir())  # the dead one's lock file is gone
+
+
+async def test_a_live_process_keeps_its_claims(tmp_path: pathlib.Path) -> None:
+    journal = tmp_path / "broker.sqlite3"
+    child = start_child(journal)
+    try:
+        broker = InProcessBroker(journal)
+        await broker.start()
+        try:
+            await broker.declare_queue(QUEUE)
+            got = await collect(broker, 1, timeout=2)
+        finally:
+            await broker.close()
+        assert got == []  # the child is alive and holds all five
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+async def test_journal_is_private_and_fully_synchronous(tmp_path: pathlib.Path) -> None:
+    journal = tmp_path / "broker.sqlite3"
+    old = os.umask(0o022)
+    try:
+        broker = InProcessBroker(journal)
+        await broker.start()
+        await broker.declare_queue(QUEUE)
+        await broker.publish(Message(body=b"x"), queue=QUEUE)
+        for path in (journal, tmp_path / "broker.sqlite3-wal", tmp_path / "broker.sqlite3-shm"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE((tmp_path / "broker.sqlite3.instances").stat().st_mode) == 0o700
+        assert broker._journal is not None and broker._journal.db is not None
+        # A publish commits with synchronous=FULL (2), the rest with NORMAL (1).
+        modes: list[int] = []
+        journal_db = broker._journal.db
+        original = broker._journal._insert
+
+        def spy(tx: sqlite3.Connection, *args: object) -> None:
+            modes.append(tx.execute("PRAGMA synchronous").fetchone()[0])
+            original(tx, *args)  # type: ignore[arg-type]
+
+        broker._journal._insert = spy  # type: ignore[method-assign]
+        await broker.publish(Message(body=b"y"), queue=QUEUE)
+        assert modes == [2]
+        assert await broker._run(lambda: journal_db.execute("PRAGMA synchronous").fetchone()[0]) == 1
+        await broker.close()
+    finally:
+        os.umask(old)
+    # An existing journal created with a wider mode is narrowed.
+    os.chmod(journal, 0o644)
+    broker = InProcessBroker(journal, synchronous="normal")
+    await broker.start()
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    await broker.close()
+    with pytest.raises(ValueError):
+        InProcessBroker(journal, synchronous="off")
+    assert sqlite3.connect(journal).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
