@@ -27,7 +27,7 @@ from eeghub import __version__
 from eeghub.config import Settings
 from eeghub.core.auth import Authenticator, provide_identity
 from eeghub.core.context import AppContext
-from eeghub.core.errors import ConfigurationError, EeghubError
+from eeghub.core.errors import ConfigurationError, EeghubError, StorageError
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS, SafeRequest
 from eeghub.core.outbox import OutboxRelay
@@ -60,6 +60,25 @@ def broker_backend(settings: Settings) -> str:
 def buckets(settings: Settings) -> list[str]:
     b = settings.object_store.buckets
     return [b.raw_data, b.media, b.bids_exports]
+
+
+async def sweep_stale_uploads(objects: ObjectStore, settings: Settings) -> None:
+    """Every ``object_store.sweep_interval_seconds`` (and once at start-up),
+    remove what writes killed mid-way left in every bucket (multipart uploads,
+    temporary files) older than ``object_store.stale_upload_seconds``."""
+    cfg = settings.object_store
+    if cfg.sweep_interval_seconds <= 0:
+        return
+    while True:
+        for bucket in buckets(settings):
+            try:
+                removed = await objects.sweep_stale_uploads(bucket, cfg.stale_upload_seconds)
+            except StorageError as exc:
+                log.warning("stale upload sweep of %s failed: %s", bucket, exc)
+                continue
+            if removed:
+                log.info("removed %d unfinished upload(s) from %s", removed, bucket)
+        await asyncio.sleep(cfg.sweep_interval_seconds)
 
 
 # ---------------------------------------------------------------- ports
@@ -124,6 +143,9 @@ async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectSto
             ping_bucket=cfg.buckets.raw_data,
             lean_put=cfg.lean_put,
             lean_get=cfg.lean_get,
+            connect_timeout=cfg.connect_timeout_seconds,
+            read_timeout=cfg.read_timeout_seconds,
+            max_attempts=cfg.max_attempts,
         )
     else:
         from eeghub.adapters.filesystem_store import FilesystemObjectStore
@@ -213,6 +235,7 @@ def create_app(
             relay = OutboxRelay(ports.database, ports.broker)
             ctx.services["outbox"] = relay
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            sweeper = asyncio.create_task(sweep_stale_uploads(ports.objects, settings), name="stale-upload-sweep")
             try:
                 await host.startup(ctx)
                 log.info(
@@ -225,6 +248,8 @@ def create_app(
                     on_ready(ctx)
                 yield
             finally:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
                 await host.shutdown(ctx)
                 relay.stop()
                 try:

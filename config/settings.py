@@ -99,6 +99,19 @@ class ObjectStoreSettings(_Section):
     and the event correction) the same way, signed by eeghub over aiohttp;
     ranged reads, listings and the rest stay with botocore. Set false to
     read through botocore."""
+    connect_timeout_seconds: float = 3.0
+    """S3: longest wait for a connection to the server."""
+    read_timeout_seconds: float = 15.0
+    """S3: longest wait for the next bytes of an answer. A stalled store
+    makes a request fail after at most ``max_attempts`` × (connect + read
+    timeout), and the client gets 503 with ``Retry-After``."""
+    max_attempts: int = 2
+    """S3: attempts per request (botocore retries throttling, 5xx and timeouts)."""
+    stale_upload_seconds: float = 86400.0
+    """Multipart uploads (S3) or temporary files (filesystem) older than this
+    are leftovers of a killed process and are removed by the periodic sweep."""
+    sweep_interval_seconds: float = 3600.0
+    """How often the sweep runs (also once at start-up). 0: never."""
     buckets: BucketSettings = msgspec.field(default_factory=BucketSettings)
 
 
