@@ -158,3 +158,131 @@ def test_refused_database_at_start_up_says_it_was_the_database(tmp_path: Any) ->
     assert "start-up failed: cannot connect to the database (PostgreSQL at 127.0.0.1:" in first_error, output
     assert "/lab, database.url): ConnectionRefusedError" in first_error, output
     assert "s3cret-pw" not in output
+
+
+class FreezableProxy:
+    """A TCP proxy in front of the S3 server that can stop passing bytes
+    (what clients see when SeaweedFS is frozen with SIGSTOP). It runs its own
+    event loop in a thread: the test client may block the test's loop."""
+
+    def __init__(self, upstream: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.frozen = False
+
+    async def _pipe(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            while data := await reader.read(65536):
+                while self.frozen:
+                    await asyncio.sleep(0.05)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        while self.frozen:
+            await asyncio.sleep(0.05)
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def _serve(self, started: Any) -> None:
+        import asyncio
+
+        async def main() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            started.set()
+            await self._stop.wait()
+            server.close()
+
+        asyncio.run(main())
+
+    async def __aenter__(self) -> str:
+        import threading
+
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return self.url
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.frozen = False
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.mark.s3
+async def test_stalled_object_store_gives_503_with_retry_after(
+    app_client: Any, local_env: dict[str, str], s3_endpoint: dict[str, str], unique_name: str
+) -> None:
+    import asyncio
+    import time
+
+    from tests.e2e.helpers import wait_for
+
+    proxy = FreezableProxy(s3_endpoint["endpoint_url"])
+    async with proxy as endpoint:
+        env = {
+            **local_env,
+            "EEGHUB_OBJECT_STORE__ENDPOINT": endpoint,
+            "EEGHUB_OBJECT_STORE__ACCESS_KEY": s3_endpoint["access_key"],
+            "EEGHUB_OBJECT_STORE__SECRET_KEY": s3_endpoint["secret_key"],
+            "EEGHUB_OBJECT_STORE__BUCKETS__RAW_DATA": f"{unique_name}-raw",
+            "EEGHUB_OBJECT_STORE__BUCKETS__MEDIA": f"{unique_name}-media",
+            "EEGHUB_OBJECT_STORE__BUCKETS__BIDS_EXPORTS": f"{unique_name}-bids",
+            "EEGHUB_OBJECT_STORE__CONNECT_TIMEOUT_SECONDS": "1",
+            "EEGHUB_OBJECT_STORE__READ_TIMEOUT_SECONDS": "2",
+            "EEGHUB_OBJECT_STORE__MAX_ATTEMPTS": "1",
+        }
+        async with app_client(env) as (client, app):
+            eid = await world(client)
+            files = [
+                ("stimuli_definition_csv", ("s.csv", b"file_name,trial_type\nface.png,target\n", "text/csv")),
+                ("stimulus_files", ("face.png", b"\x89PNG face", "image/png")),
+            ]
+            r = await client.post(f"/api/v1/experiments/{eid}/stimuli", files=files, headers=user(OWNER))
+            assert r.status_code == 202, r.text
+            status_url = r.json()["status_url"]
+
+            async def done() -> Any:
+                job = (await client.get(status_url, headers=user(OWNER))).json()
+                return job if job["status"] == "completed" else None
+
+            await wait_for(done)
+            download = f"/api/v1/stimuli/{eid}/download/face.png"
+            assert (await client.get(download, headers=user(PART))).status_code == 200
+            media = {
+                "file": ("p.jpg", b"\xff\xd8jpeg", "image/jpeg"),
+                "user_id": (None, PART), "session_id": (None, "s1"), "mimetype": (None, "image/jpeg"),
+                "original_filename": (None, "p.jpg"), "timestamp_utc": (None, "2025-06-01T10:05:00Z"),
+            }  # fmt: skip
+            proxy.frozen = True
+            try:
+                for method, url, kwargs in (
+                    ("GET", download, {}),
+                    ("POST", "/api/v1/media", {"files": media}),
+                ):
+                    began = time.monotonic()
+                    r = await asyncio.wait_for(client.request(method, url, headers=user(PART), **kwargs), 30)
+                    took = time.monotonic() - began
+                    assert r.status_code == 503, (url, r.status_code, r.text)
+                    assert r.headers["retry-after"], r.headers
+                    assert "object storage" in r.json()["error"]
+                    assert took < 15, (url, took)
+                health = await asyncio.wait_for(client.get("/health"), 30)
+                assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+            finally:
+                proxy.frozen = False
+            assert (await client.get(download, headers=user(PART))).status_code == 200
