@@ -153,3 +153,21 @@ async def test_journal_is_private_and_fully_synchronous(tmp_path: pathlib.Path) 
     with pytest.raises(ValueError):
         InProcessBroker(journal, synchronous="off")
     assert sqlite3.connect(journal).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+
+
+async def test_ping_does_not_wait_behind_a_busy_journal(tmp_path: pathlib.Path) -> None:
+    broker = InProcessBroker(tmp_path / "broker.sqlite3")
+    await broker.start()
+    try:
+        await broker.declare_queue(QUEUE)
+        await broker.publish(Message(body=b"x"), queue=QUEUE)
+        busy = asyncio.ensure_future(broker._run(time.sleep, 2.0))  # the worker thread is occupied
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        await broker.ping()  # a journal call succeeded within the last second
+        assert time.monotonic() - began < 0.5
+        await busy
+        broker._journal_ok_at -= 5  # nothing recent: the ping goes to the journal
+        await broker.ping()
+    finally:
+        await broker.close()
