@@ -167,8 +167,9 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             if self.transport.is_closing():
                 return
             now = time.monotonic()
-            if self.flow.read_paused:
-                # The application is not reading: not the client's fault.
+            if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+                # The application is not reading (or the client waits for
+                # its "100 Continue"): not the client's fault.
                 self._body_last = now
             else:
                 self._body_seconds += TICK_SECONDS

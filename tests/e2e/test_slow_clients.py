@@ -146,3 +146,19 @@ async def test_ordinary_requests_still_work(served: tuple[str, int]) -> None:
     head += b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     answer, _, _ = await exchange(host, port, [head, body], 1.0)
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
+async def test_expect_100_continue_still_works(served: tuple[str, int]) -> None:
+    host, port = served
+    reader, writer = await asyncio.open_connection(host, port)
+    body = b'{"name": "continued"}'
+    writer.write(
+        b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: owner\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim.startswith(b"HTTP/1.1 100 "), interim
+    writer.write(body)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
