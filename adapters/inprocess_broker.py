@@ -343,18 +343,21 @@ class _Journal:
                 (queue, max_length),
             )
 
-    def insert(self, targets: list[tuple[str, int | None]], message: Message) -> None:
-        """A publish: committed with ``synchronous`` (FULL: fsynced, so a
+    def insert(self, publishes: list[tuple[list[tuple[str, int | None]], Message]]) -> None:
+        """Publishes (each: its target queues and the message), in order, in
+        one transaction committed with ``synchronous`` (FULL: fsynced, so a
         message confirmed to its publisher survives a power loss; in WAL mode
-        that also makes every earlier commit durable)."""
+        that also makes every earlier commit durable). Publishes that arrive
+        while one commits share the next commit (``InProcessBroker._insert``)."""
         assert self.db is not None
         durable = self.synchronous != "NORMAL"
         if durable:
             self.db.execute(f"PRAGMA synchronous={self.synchronous}")
         try:
             with self._tx() as tx:
-                for queue, max_length in targets:
-                    self._insert(tx, queue, message, max_length)
+                for targets, message in publishes:
+                    for queue, max_length in targets:
+                        self._insert(tx, queue, message, max_length)
         finally:
             if durable:
                 self.db.execute("PRAGMA synchronous=NORMAL")
@@ -519,6 +522,8 @@ class InProcessBroker:
         self._exchanges: dict[str, set[str]] = {}
         self._subscriptions: set[_LocalSubscription] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._inserts: list[tuple[list[tuple[str, int | None]], Message, asyncio.Future[None]]] = []
+        self._inserter: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -677,8 +682,7 @@ class InProcessBroker:
         targets = list(targets)
         journaled = [(q.name, q.max_length) for q in targets if q.journaled]
         if journaled:
-            assert self._journal is not None
-            await self._run(self._journal.insert, journaled, message)
+            await self._insert(journaled, message)
         for queue in targets:
             if not queue.journaled:
                 queue.ready.append(_Entry(queue, message))
@@ -686,6 +690,31 @@ class InProcessBroker:
                     while len(queue.ready) > queue.max_length:
                         queue.ready.popleft()
             queue.notify()
+
+    async def _insert(self, targets: list[tuple[str, int | None]], message: Message) -> None:
+        """Journal one publish; returns once it is committed. Group commit:
+        publishes that arrive while a commit is under way wait for the next
+        one and share it (one fsync for all of them)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inserts.append((targets, message, future))
+        if self._inserter is None or self._inserter.done():
+            self._inserter = asyncio.create_task(self._insert_pending(), name="eeghub-journal-insert")
+        await future
+
+    async def _insert_pending(self) -> None:
+        assert self._journal is not None
+        while self._inserts:
+            batch, self._inserts = self._inserts, []
+            try:
+                await self._run(self._journal.insert, [(targets, message) for targets, message, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiting publisher gets it
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for *_, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     # ------------------------------------------------------------ consuming
     async def consume(

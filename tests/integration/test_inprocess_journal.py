@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -169,5 +170,42 @@ async def test_ping_does_not_wait_behind_a_busy_journal(tmp_path: pathlib.Path) 
         await busy
         broker._journal_ok_at -= 5  # nothing recent: the ping goes to the journal
         await broker.ping()
+    finally:
+        await broker.close()
+
+
+async def test_concurrent_publishes_share_commits_and_fail_together(tmp_path: pathlib.Path) -> None:
+    from eeghub.core.errors import BrokerUnavailable
+
+    broker = InProcessBroker(tmp_path / "broker.sqlite3")
+    await broker.start()
+    try:
+        await broker.declare_queue(QUEUE)
+        assert broker._journal is not None
+        journal = broker._journal
+        commits: list[int] = []
+        original = journal.insert
+
+        def counting(publishes: list[Any]) -> None:
+            commits.append(len(publishes))
+            time.sleep(0.01)  # a slow fsync: later publishes pile up meanwhile
+            original(publishes)
+
+        journal.insert = counting  # type: ignore[method-assign]
+        await asyncio.gather(*(broker.publish(Message(body=b"%03d" % i), queue=QUEUE) for i in range(50)))
+        assert sum(commits) == 50 and len(commits) < 50, commits
+        got = await collect(broker, 50, timeout=10)
+        assert [d.message.body for d in got] == [b"%03d" % i for i in range(50)]  # in publish order
+
+        def broken(publishes: list[Any]) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        journal.insert = broken  # type: ignore[method-assign]
+        results = await asyncio.gather(
+            *(broker.publish(Message(body=b"x"), queue=QUEUE) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, BrokerUnavailable) for r in results), results
+        journal.insert = original  # type: ignore[method-assign]
+        await broker.publish(Message(body=b"after"), queue=QUEUE)  # recovers
     finally:
         await broker.close()
