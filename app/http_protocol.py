@@ -75,6 +75,7 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             self._body_bytes = 0
             self._body_seconds = 0.0
             self._body_last = 0.0
+            self._request_ended = False
 
         # ---- connection
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -93,12 +94,15 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
                 # within it, the rest is the body (or the next request).
                 head, rest = data[: self._header_room], data[self._header_room :]
                 self._header_room = 0
+                self._request_ended = False
                 super().data_received(head)
                 if self._refusal is not None or self.transport.is_closing():
                     return
-                if self._in_headers:
+                if self._in_headers and not self._request_ended:
                     self._refuse(431, "Request Header Fields Too Large", f"the request line and headers exceed {limits.max_header_bytes} bytes")
                     return
+                # The headers ended within ``head`` (or a pipelined request
+                # did, and the next one's budget starts afresh).
                 self.data_received(rest)
                 return
             if self._in_headers:
@@ -118,9 +122,10 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
 
         # ---- parser callbacks
         def on_message_begin(self) -> None:
+            # The header byte budget was reset when the previous request
+            # ended: the bytes fed since count against this one.
             super().on_message_begin()
             self._in_headers = True
-            self._header_room = limits.max_header_bytes
             self._header_count = 0
             if self._header_timer is None:
                 self._arm_header_timer()
@@ -148,6 +153,10 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
+            # What follows on this connection is the next request's headers.
+            self._in_headers = True
+            self._header_room = limits.max_header_bytes
+            self._request_ended = True
             super().on_message_complete()
 
         # ---- timers

@@ -162,3 +162,11 @@ async def test_expect_100_continue_still_works(served: tuple[str, int]) -> None:
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
+async def test_pipelined_requests_each_get_their_own_header_budget(served: tuple[str, int]) -> None:
+    host, port = served
+    one = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+    answer, _, _ = await exchange(host, port, [one * 4 + last])  # 15 kB at once; 8 kB per request allowed
+    assert answer.count(b"HTTP/1.1 200 ") == 5, answer[:500]
