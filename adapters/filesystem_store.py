@@ -159,12 +159,26 @@ class FilesystemObjectStore:
 
     def _start_sync(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
-        cutoff = time.time() - STALE_TEMP_SECONDS
         for temp_dir in self._root.glob(f"*/{layout.TEMP_DIR}"):
+            self._sweep_sync(temp_dir, STALE_TEMP_SECONDS)
+
+    @staticmethod
+    def _sweep_sync(temp_dir: Path, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
             for leftover in temp_dir.iterdir():
                 with contextlib.suppress(OSError):
                     if leftover.stat().st_mtime < cutoff:
                         leftover.unlink()
+                        removed += 1
+        return removed
+
+    async def sweep_stale_uploads(self, bucket: str, older_than_seconds: float) -> int:
+        """Remove temporary files of writes that never finished (a killed
+        process) older than ``older_than_seconds``."""
+        validate_bucket(bucket)
+        return await _run(f"sweep {bucket!r}", self._sweep_sync, self._root / bucket / layout.TEMP_DIR, older_than_seconds)
 
     async def close(self) -> None:
         """Nothing to release: files are opened per operation."""

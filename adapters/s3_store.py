@@ -20,6 +20,7 @@ import inspect
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
@@ -31,6 +32,7 @@ import aiohttp
 import yarl
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.handlers import add_expect_header
 from botocore.httpsession import get_cert_path
 
 from eeghub.core.errors import ConfigurationError, InvalidObjectKey, ObjectNotFound, StorageError
@@ -204,6 +206,11 @@ class S3ObjectStore:
         )
         with self._translated("connect", "", None):
             self._client = await stack.enter_async_context(client_context)
+        # botocore sends PUTs with "Expect: 100-continue"; aiohttp then waits
+        # for the "100 Continue" with no timeout at all, so a stalled server
+        # hung an upload for as long as it stalled. Without the header the
+        # read timeout bounds the wait.
+        self._client.meta.events.unregister("before-call.s3", add_expect_header)
         self._stack = stack
         if self._lean_wanted:
             await self._start_lean(session)
@@ -558,6 +565,43 @@ class S3ObjectStore:
                 await asyncio.shield(client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))
         except (StorageError, asyncio.CancelledError) as exc:
             log.warning("could not abort multipart upload of %s/%s: %s", bucket, key, exc)
+
+    async def sweep_stale_uploads(self, bucket: str, older_than_seconds: float) -> int:
+        """Abort multipart uploads of ``bucket`` started more than
+        ``older_than_seconds`` ago: what a process killed during an upload
+        left (an abort on failure cannot run then). Stores without multipart
+        listing answer 0."""
+        validate_bucket(bucket)
+        client = self._require_client()
+        cutoff = time.time() - older_than_seconds
+        stale: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            with self._translated("list uploads", bucket, None):
+                try:
+                    page = await client.list_multipart_uploads(Bucket=bucket, **markers)
+                except ClientError as exc:
+                    if _error_code(exc) in ("NotImplemented", "MethodNotAllowed"):
+                        return 0
+                    raise
+            for upload in page.get("Uploads", []):
+                initiated = upload.get("Initiated")
+                if initiated is not None and initiated.timestamp() < cutoff:
+                    stale.append((str(upload["Key"]), str(upload["UploadId"])))
+            if not page.get("IsTruncated") or not page.get("NextKeyMarker"):
+                break
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+        aborted = 0
+        for key, upload_id in stale:
+            with self._translated("abort upload", bucket, key):
+                try:
+                    await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                except ClientError as exc:
+                    if _error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                        raise
+                    continue
+            aborted += 1
+        return aborted
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket(bucket)

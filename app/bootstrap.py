@@ -27,9 +27,9 @@ from eeghub.config import Settings
 from eeghub.core.admin_routes import ADMIN_ROUTES
 from eeghub.core.auth import Authenticator, provide_identity, remove_admin_token, write_admin_token
 from eeghub.core.context import AppContext
-from eeghub.core.errors import ConfigurationError
+from eeghub.core.errors import ConfigurationError, EeghubError, StorageError
 from eeghub.core.host import PluginHost
-from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.http import EXCEPTION_HANDLERS, SafeRequest
 from eeghub.core.metrics import Metrics, observability_middleware
 from eeghub.core.openapi import assets_router, declare_security, openapi_config
 from eeghub.core.outbox import OutboxRelay
@@ -62,6 +62,25 @@ def broker_backend(settings: Settings) -> str:
 def buckets(settings: Settings) -> list[str]:
     b = settings.object_store.buckets
     return [b.raw_data, b.media, b.bids_exports]
+
+
+async def sweep_stale_uploads(objects: ObjectStore, settings: Settings) -> None:
+    """Every ``object_store.sweep_interval_seconds`` (and once at start-up),
+    remove what writes killed mid-way left in every bucket (multipart uploads,
+    temporary files) older than ``object_store.stale_upload_seconds``."""
+    cfg = settings.object_store
+    if cfg.sweep_interval_seconds <= 0:
+        return
+    while True:
+        for bucket in buckets(settings):
+            try:
+                removed = await objects.sweep_stale_uploads(bucket, cfg.stale_upload_seconds)
+            except StorageError as exc:
+                log.warning("stale upload sweep of %s failed: %s", bucket, exc)
+                continue
+            if removed:
+                log.info("removed %d unfinished upload(s) from %s", removed, bucket)
+        await asyncio.sleep(cfg.sweep_interval_seconds)
 
 
 # ---------------------------------------------------------------- ports
@@ -126,6 +145,9 @@ async def open_object_store(settings: Settings) -> AsyncIterator[tuple[ObjectSto
             ping_bucket=cfg.buckets.raw_data,
             lean_put=cfg.lean_put,
             lean_get=cfg.lean_get,
+            connect_timeout=cfg.connect_timeout_seconds,
+            read_timeout=cfg.read_timeout_seconds,
+            max_attempts=cfg.max_attempts,
         )
     else:
         from eeghub.adapters.filesystem_store import FilesystemObjectStore
@@ -159,7 +181,7 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
             root = data_dir(settings)
             root.mkdir(parents=True, exist_ok=True)
             journal = root / "broker.sqlite3"
-        broker = InProcessBroker(journal, retry_backoff=cfg.retry_backoff_seconds)
+        broker = InProcessBroker(journal, retry_backoff=cfg.retry_backoff_seconds, synchronous=cfg.journal_synchronous)
     await broker.start()
     try:
         yield broker, backend
@@ -204,7 +226,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_ports(settings) as ports:
+        async with AsyncExitStack() as stack:
+            try:
+                ports = await stack.enter_async_context(open_ports(settings))
+            except EeghubError as exc:
+                # One line saying which dependency and where, before uvicorn's traceback.
+                log.error("start-up failed: %s", exc)
+                raise
             ctx.attach(database=ports.database, objects=ports.objects, broker=ports.broker)
             ctx.backends.update(ports.backends)
             relay = OutboxRelay(ports.database, ports.broker)
@@ -213,6 +241,7 @@ def create_app(
             admin_token = None
             if settings.auth.local_admin_token:
                 admin_token = ctx.services["admin_token"] = write_admin_token(data_dir(settings))
+            sweeper = asyncio.create_task(sweep_stale_uploads(ports.objects, settings), name="stale-upload-sweep")
             try:
                 await host.startup(ctx)
                 log.info(
@@ -228,6 +257,8 @@ def create_app(
                 if admin_token is not None:
                     remove_admin_token(data_dir(settings), admin_token)
                     ctx.services.pop("admin_token", None)
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
                 await host.shutdown(ctx)
                 relay.stop()
                 try:
@@ -257,7 +288,10 @@ def create_app(
             "identity": Provide(provide_identity, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=SafeRequest,
         request_max_body_size=settings.server.max_request_body_bytes,
+        # A stimulus upload is stimulus.max_files files and the definitions CSV.
+        multipart_form_part_limit=max(1000, settings.stimulus.max_files + 1),
         cors_config=cors,
         openapi_config=openapi_config(settings, __version__),
         logging_config=None,  # eeghub configures logging once, in one format (core/logs.py)

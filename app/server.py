@@ -6,12 +6,14 @@ import ipaddress
 import logging
 import socket
 import time
+from typing import Any
 
 import uvicorn
 
 from eeghub.config import Settings
 
 from .bootstrap import create_app
+from .http_protocol import RequestLimits, protocol_class
 
 log = logging.getLogger("eeghub")
 
@@ -51,6 +53,33 @@ def identity_warning(settings: Settings) -> str | None:
     )
 
 
+def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Config:
+    """How eeghub runs under uvicorn: uvloop, httptools with the request
+    bounds of ``server.*`` (``http_protocol.py``)."""
+    server = settings.server
+    limits = RequestLimits(
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+        header_timeout=server.header_timeout_seconds,
+        body_idle_timeout=server.body_idle_timeout_seconds,
+        min_body_rate=server.min_body_bytes_per_second,
+    )
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop",
+        "http": protocol_class(limits),
+        "lifespan": "on",
+        "access_log": server.access_log,
+        "log_level": server.log_level,
+        "log_config": None,  # one format: uvicorn's records go through eeghub's handler (core/logs.py)
+        "server_header": False,
+        "timeout_keep_alive": server.keep_alive_timeout_seconds,
+        "timeout_graceful_shutdown": 20,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
 def serve(settings: Settings) -> int:
     started = time.monotonic()
     warning = identity_warning(settings)
@@ -63,19 +92,6 @@ def serve(settings: Settings) -> int:
         print(f"eeghub is serving at {url}  (ready in {time.monotonic() - started:.1f} s)", flush=True)
 
     app = create_app(settings, on_ready=on_ready)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=settings.server.access_log,
-        log_level=settings.server.log_level,
-        log_config=None,  # one format: uvicorn's records go through eeghub's handler (core/logs.py)
-        server_header=False,
-        timeout_graceful_shutdown=20,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     server.run()
     return 0 if server.started else 1

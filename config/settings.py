@@ -38,6 +38,22 @@ class ServerSettings(_Section):
     """Base URL printed at start-up and used in links (default: http://host:port)."""
     max_request_body_bytes: int = 100 * 1024 * 1024
     """Largest request body accepted by any route (the predecessor's nginx allowed 100M)."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request line plus headers of one request; more is a 431 and the
+    connection is closed."""
+    max_headers: int = 100
+    """Most header fields in one request; more is a 431."""
+    header_timeout_seconds: float = 10.0
+    """A request's headers must be complete this long after its first byte (or
+    after the connection opened); else 408 and the connection is closed."""
+    body_idle_timeout_seconds: float = 15.0
+    """A request body may pause at most this long; else 408 and close."""
+    min_body_bytes_per_second: float = 1024.0
+    """Once ``body_idle_timeout_seconds`` have passed, a body must have come at
+    this average rate at least (time the server does not read is not
+    counted); else 408 and close. 1 kB/s is slower than any phone upload."""
+    keep_alive_timeout_seconds: float = 5.0
+    """An idle keep-alive connection is closed after this long."""
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty means no CORS headers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -87,6 +103,19 @@ class ObjectStoreSettings(_Section):
     and the event correction) the same way, signed by eeghub over aiohttp;
     ranged reads, listings and the rest stay with botocore. Set false to
     read through botocore."""
+    connect_timeout_seconds: float = 3.0
+    """S3: longest wait for a connection to the server."""
+    read_timeout_seconds: float = 15.0
+    """S3: longest wait for the next bytes of an answer. A stalled store
+    makes a request fail after at most ``max_attempts`` × (connect + read
+    timeout), and the client gets 503 with ``Retry-After``."""
+    max_attempts: int = 2
+    """S3: attempts per request (botocore retries throttling, 5xx and timeouts)."""
+    stale_upload_seconds: float = 86400.0
+    """Multipart uploads (S3) or temporary files (filesystem) older than this
+    are leftovers of a killed process and are removed by the periodic sweep."""
+    sweep_interval_seconds: float = 3600.0
+    """How often the sweep runs (also once at start-up). 0: never."""
     buckets: BucketSettings = msgspec.field(default_factory=BucketSettings)
 
 
@@ -108,6 +137,11 @@ class BrokerSettings(_Section):
     """AMQP URL, e.g. ``amqp://user:pass@host:5672/``."""
     journal: bool = True
     """In-process broker: journal durable queues in ``<data_dir>/broker.sqlite3``."""
+    journal_synchronous: Literal["full", "normal"] = "full"
+    """In-process broker: SQLite ``synchronous`` of the journal. ``full``: a
+    message confirmed (a packet answered 202) survives a power loss;
+    ``normal`` survives a crash of eeghub but not of the machine, and is
+    faster (``benchmarks/broker_journal.py`` measures both)."""
     publish_timeout: float = 5.0
     """Seconds to wait for the broker's publisher confirm before answering 503."""
     prefetch: int = 8
@@ -172,6 +206,19 @@ class IngestSettings(_Section):
     """Largest accepted compressed packet."""
     max_decompressed_bytes: int = 16 * 1024 * 1024
     """Decompression bound (no zstd bombs)."""
+    sample_slack_seconds: float = 2.0
+    """A packet may hold at most (its time span + this) × ``sampling_rate``
+    samples, plus 10 %: its timestamps stamp the arrival of its first and last
+    sample, and a radio delivers samples in bursts, so fewer samples than the
+    span is normal and a few seconds' worth more is tolerated; many more
+    (zeros that compress to nothing) is a 400."""
+    stream_bytes_per_second: int = 4 * 1024 * 1024
+    """Decompressed bytes per second one device stream (user and device) may
+    send, on average; more is a 429 with ``Retry-After``. A 128-channel
+    device at 1 kHz sends 0.4 MB/s. 0: no limit."""
+    stream_burst_bytes: int = 32 * 1024 * 1024
+    """How far a stream may run ahead of ``stream_bytes_per_second`` (at
+    least one packet of ``max_decompressed_bytes``)."""
     max_channels: int = 128
     max_media_bytes: int = 50 * 1024 * 1024
     storage_concurrency: int = 64

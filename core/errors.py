@@ -109,6 +109,10 @@ class PayloadTooLarge(HttpError):
     status_code = 413
 
 
+class TooManyRequests(HttpError):
+    status_code = 429
+
+
 class ServiceUnavailable(HttpError):
     status_code = 503
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Encoding, OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
@@ -31,7 +31,7 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .context import PortNotReady
-from .errors import BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, StorageError
+from .errors import BadRequest, BrokerUnavailable, DatabaseError, HttpError, ObjectNotFound, PayloadTooLarge, StorageError
 from .metrics import REQUEST_ID
 
 log = logging.getLogger("eeghub.http")
@@ -81,6 +81,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "Request body or an uploaded file is too large",
     415: "Unsupported media type",
     416: "Range not satisfiable (Content-Range: bytes */size)",
+    429: "Too many bytes or requests; retry after Retry-After",
     503: "A dependency (database, object store or broker) is unavailable; retry after Retry-After",
 }
 
@@ -206,6 +207,43 @@ def error_response(
         parsed = [i if isinstance(i, Issue) else msgspec.convert(i, Issue) for i in issues]
     body = ErrorBody(error=message, detail=message, status_code=status_code, issues=parsed, request_id=request_id)
     return Response(content=body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def too_deeply_nested(field: str = "body") -> BadRequest:
+    """The 400 for JSON nested deeper than the decoder recurses (about a
+    thousand levels: msgspec raises ``RecursionError`` there, which is the
+    client's fault, not a 500)."""
+    return BadRequest(
+        f"{field} is JSON nested too deeply", issues=[{"field": field, "message": "nested too deeply"}]
+    )
+
+
+class SafeRequest(Request[Any, Any, Any]):
+    """The application's request class. ``json()`` (what Litestar uses to
+    decode every typed ``data`` body) answers 400 for JSON nested too deeply
+    instead of letting ``RecursionError`` become a 500; ``form()`` answers a
+    form with more parts than the application allows with a 413 that says
+    so (Litestar's is a 400 "Request Entity Too Large")."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise too_deeply_nested() from None
+
+    async def form(self) -> Any:
+        try:
+            return await super().form()
+        except ClientException as exc:
+            if exc.detail != "Request Entity Too Large":
+                raise
+            limit = self.app.multipart_form_part_limit
+            files = self.app.state.ctx.settings.stimulus.max_files
+            raise PayloadTooLarge(
+                f"the form has more than {limit} parts (a stimulus upload: at most {files} files, "
+                "stimulus.max_files, and the definitions CSV)",
+                issues=[{"field": "body", "message": f"more than {limit} parts"}],
+            ) from None
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:

@@ -192,6 +192,12 @@ class ObjectStore(Protocol):
         """Delete an object; deleting a missing object is not an error."""
         ...
 
+    async def sweep_stale_uploads(self, bucket: str, older_than_seconds: float) -> int:
+        """Remove what writes that never finished left in ``bucket`` (S3:
+        multipart uploads started more than ``older_than_seconds`` ago;
+        filesystem: temporary files as old); return how many."""
+        ...
+
     async def ping(self) -> None:
         """Raise ``StorageError`` unless the store answers."""
         ...

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -17,13 +18,33 @@ from eeghub.core.ports import Connection, Record
 log = logging.getLogger("eeghub.database")
 
 # Errors that mean "the database is not reachable", as opposed to a bad query.
-_UNAVAILABLE = (
+UNAVAILABLE = (
     OSError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+def where(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages: never the DSN itself,
+    which carries the password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "the configured database"
+    return f"{host}:{port}{parts.path or ''}"
+
+
+def unreachable(dsn: str, exc: BaseException) -> DatabaseError:
+    """The start-up error when PostgreSQL cannot be reached, saying it was
+    the database, where, and which setting names it."""
+    return DatabaseError(
+        f"cannot connect to the database (PostgreSQL at {where(dsn)}, database.url): {type(exc).__name__}: {exc}"
+    )
 
 
 def _json_text(value: object) -> str:
@@ -65,9 +86,8 @@ class PostgresDatabase:
                 init=_init_connection,
                 timeout=10,
             )
-        except _UNAVAILABLE + (asyncpg.PostgresError, TimeoutError) as exc:
-            # Never echo the DSN: it carries the password.
-            raise DatabaseError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
+        except UNAVAILABLE + (asyncpg.PostgresError, TimeoutError) as exc:
+            raise unreachable(self._dsn, exc) from None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -80,7 +100,7 @@ class PostgresDatabase:
         try:
             async with self.pool.acquire() as conn:
                 yield conn  # type: ignore[misc]
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise DatabaseError(f"database unavailable: {type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager

@@ -59,7 +59,15 @@ async def applied_versions(conn: asyncpg.Connection) -> dict[int, str]:
 
 async def migrate(dsn_or_conn: str | asyncpg.Connection) -> list[str]:
     """Apply every pending migration; return the names applied."""
-    conn = await asyncpg.connect(dsn_or_conn) if isinstance(dsn_or_conn, str) else dsn_or_conn
+    if isinstance(dsn_or_conn, str):
+        from .database import UNAVAILABLE, unreachable
+
+        try:
+            conn = await asyncpg.connect(dsn_or_conn, timeout=10)
+        except UNAVAILABLE + (asyncpg.PostgresError, TimeoutError) as exc:
+            raise unreachable(dsn_or_conn, exc) from None
+    else:
+        conn = dsn_or_conn
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:

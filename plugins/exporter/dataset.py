@@ -53,7 +53,7 @@ from eeghub.core.files import MAX_FILE_NAME, file_name_problem, validate_file_na
 
 from .labels import is_bids_label
 from .session import EventSpec, SessionResult, SessionSpec, write_session
-from .tsv import cell, inside, iso_utc, read_tsv, write_json, write_tsv
+from .tsv import cell, inside, iso_utc, neutralise, read_tsv, write_json, write_tsv
 from .validation import ValidationSummary, validate
 
 __all__ = [
@@ -125,7 +125,7 @@ def write_readme(root: Path, *, title: str, description: str = "", extra_section
     """``README`` with the experiment's description and the export's conventions."""
     parts = [f"# {title.strip() or 'eeghub export'}", ""]
     if description.strip():
-        parts += [description.strip(), ""]
+        parts += ["\n".join(neutralise(line) for line in description.strip().splitlines()), ""]
     parts += ["## How this dataset was made", "", _CONVENTIONS.strip(), ""]
     for heading, text in (extra_sections or {}).items():
         parts += [f"## {heading}", "", text.strip(), ""]
@@ -157,6 +157,11 @@ Labels: subject, session and task labels may contain only letters and
 digits; sourcedata/label_map.json maps the original identifiers to them.
 Photos and audio recorded by the app are in sourcedata/media (index:
 sourcedata/media/media.tsv).
+
+Text from the app or the experimenters that begins with =, +, - or @ (not a
+number) has a leading apostrophe, so that a spreadsheet shows it instead of
+running it as a formula; removing one leading apostrophe gives the original
+(text that began with apostrophes before such a character has one more).
 """
 
 

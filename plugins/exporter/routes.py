@@ -281,14 +281,16 @@ class InternalBuilt(msgspec.Struct):
     validation: dict[str, Any] | None
 
 
-def _check_internal(ctx: AppContext, request: Request[Any, Any, Any]) -> None:
-    cfg = ctx.settings.export
+async def require_internal_token(connection: Any, _: Any) -> None:
+    """Guard: the internal token, checked before the body is read (guards run
+    before Litestar decodes ``data``)."""
+    cfg = connection.app.state.ctx.settings.export
     if not cfg.internal_api_enabled:
         raise HttpError("the internal API is disabled (export.internal_api_enabled)", status_code=404)
     if not cfg.internal_token:
         raise HttpError("the internal API needs export.internal_token to be configured", status_code=403)
-    supplied = request.headers.get("x-internal-token") or ""
-    authorization = request.headers.get("authorization") or ""
+    supplied = connection.headers.get("x-internal-token") or ""
+    authorization = connection.headers.get("authorization") or ""
     if authorization.lower().startswith("bearer "):
         supplied = supplied or authorization[7:].strip()
     if not supplied or not hmac.compare_digest(supplied.encode(), cfg.internal_token.encode()):
@@ -297,15 +299,15 @@ def _check_internal(ctx: AppContext, request: Request[Any, Any, Any]) -> None:
 
 @post(
     "/internal/v1/create-bids-for-analysis",
+    guards=[require_internal_token],
     tags=["export"],
     status_code=200,
     responses=error_responses(400, 401, 403, 404, 413, 503),
 )
-async def internal_build(data: InternalBuild, request: Request[Any, Any, Any], ctx: AppContext) -> InternalBuilt:
+async def internal_build(data: InternalBuild, ctx: AppContext) -> InternalBuilt:
     """Build the experiment's uncompressed BIDS tree in the export output
     directory for an analysis service (internal token required). Runs off
     the event loop; concurrent builds never share a directory."""
-    _check_internal(ctx, request)
     from .runner import build_for_analysis
 
     eid = parse_experiment_id(data.experiment_id)

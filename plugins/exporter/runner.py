@@ -673,7 +673,7 @@ async def _write_media(ctx: AppContext, root: Path, session: Any, subject: str, 
         except ObjectNotFound:
             continue
         try:
-            data = unwrap_zstd(data, ctx.settings.ingest.max_media_bytes)
+            data = await asyncio.to_thread(unwrap_zstd, data, ctx.settings.ingest.max_media_bytes)
         except HttpError:
             log.warning("media object %s is a broken zstd frame; exported as stored", row["object_id"])
         name = row["object_id"].rsplit("/", 1)[-1]  # a safe key segment, unique per object

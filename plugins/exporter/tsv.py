@@ -5,12 +5,20 @@ text comes partly from clients (trial types, values, session types), so tabs,
 newlines and other control characters are replaced by spaces: one of them
 would add a column or a row. Numbers are written positionally (no ``1e-05``)
 and as short as round-tripping allows.
+
+Client text that a spreadsheet would run as a formula (beginning with ``=``,
+``+``, ``-`` or ``@``, after tabs and carriage returns became spaces and were
+stripped) gets a leading apostrophe (:func:`neutralise`), which spreadsheets
+show as text and the BIDS validator does not care about. The rule is
+reversible (:func:`restore`): text that already began with apostrophes
+before such a character gets one more.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,6 +47,27 @@ def number(value: float) -> str:
     return str(np.format_float_positional(float(value), trim="-"))
 
 
+_FORMULA = re.compile(r"'*[=+\-@]")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise(text: str) -> str:
+    """``text`` as a spreadsheet shows it rather than runs it: a leading
+    apostrophe before ``=``, ``+``, ``-`` or ``@`` (or before apostrophes
+    followed by one, so that :func:`restore` is exact). Numbers such as
+    ``-1.5`` are left alone: a spreadsheet reads them as numbers."""
+    if _FORMULA.match(text) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def restore(text: str) -> str:
+    """The text :func:`neutralise` was given."""
+    if text.startswith("'") and _FORMULA.match(text, 1) and not _NUMBER.fullmatch(text[1:]):
+        return text[1:]
+    return text
+
+
 def cell(value: object) -> str:
     if value is None:
         return NA
@@ -51,7 +80,7 @@ def cell(value: object) -> str:
     text = str(value)
     if not text.isprintable():  # printable text has no control (category C) character: nothing to replace
         text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
-    return text.strip() or NA
+    return neutralise(text.strip()) or NA
 
 
 def write_tsv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:

@@ -15,12 +15,13 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from eeghub.core.auth import claimed_identity, compat_mode, header_identity, identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
-from eeghub.core.http import error_responses, openapi_schema_of
+from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
 from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket
 
 from .envelope import HEADER_NAMES, DataEnvelope, Envelope, from_json, from_query_or_headers
+from .limits import StreamBudget, check_sample_count
 from .publisher import publisher_of
 
 
@@ -53,6 +54,17 @@ def packet_for(envelope: Envelope, frame: bytes, layout: Any) -> tuple[RawPacket
 
 
 ACCEPTED_BODY = msgspec.json.encode(Accepted())
+BUDGET = "ingest.stream_budget"
+
+
+def budget_of(ctx: AppContext) -> StreamBudget:
+    """The context's per-stream byte budget, made on first use."""
+    budget = ctx.services.get(BUDGET)
+    if budget is None:
+        limits = ctx.settings.ingest
+        burst = max(limits.stream_burst_bytes, limits.max_decompressed_bytes)
+        budget = ctx.services[BUDGET] = StreamBudget(limits.stream_bytes_per_second, burst)
+    return budget
 
 
 @dataclass
@@ -82,7 +94,7 @@ class _DataOperation(Operation):
     "/api/v1/data",
     tags=["ingest"],
     status_code=202,
-    responses=error_responses(400, 401, 403, 413, 503),
+    responses=error_responses(400, 401, 403, 413, 429, 503),
     operation_class=_DataOperation,
 )
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
@@ -92,7 +104,9 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     or ``X-Device-Id``/``X-Timestamp-Start-Ms``/… headers. 202 only after the
     broker confirmed a message carrying the packet (under load, packets
     arriving together share one: ``publisher.py``); 503 with ``Retry-After``
-    when it cannot."""
+    when it cannot. 400 when the packet holds more samples than its span at
+    its sampling rate explains; 429 with ``Retry-After`` when its device
+    stream exceeds ``ingest.stream_bytes_per_second``."""
     # The hottest route: the context and the caller are read directly rather
     # than injected (Litestar resolves two dependencies in an anyio task
     # group, a measurable share of a request), and the caller is checked here
@@ -129,6 +143,8 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
             raise BadRequest(f"invalid envelope: {exc}", issues=[{"message": str(exc)}]) from None
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise too_deeply_nested() from None
         envelope = from_json(data)
         frame = data.payload_base64
     if identity is None:
@@ -136,8 +152,11 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     if envelope.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
     layout = validate_frame(ctx, frame)
+    limits = ctx.settings.ingest
+    check_sample_count(envelope, layout.num_samples, limits.sample_slack_seconds)
     packet, message_id = packet_for(envelope, frame, layout)
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
+    budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
     metrics_of(ctx).packets_accepted.inc()
     return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")

@@ -33,6 +33,7 @@ from eeghub.core.http import (
     json_content,
     multipart,
     openapi_schema_of,
+    too_deeply_nested,
     validation_field,
 )
 from eeghub.core.outbox import enqueue_json
@@ -85,6 +86,8 @@ def _decode(model: type[Any], raw: bytes | str, field: str) -> Any:
         raise BadRequest(f"Invalid data format: {message}", issues=[{"field": where, "message": message}]) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{field} is not valid JSON: {exc}", issues=[{"field": field, "message": str(exc)}]) from None
+    except RecursionError:
+        raise too_deeply_nested(field) from None
 
 
 @post(
@@ -201,6 +204,9 @@ async def end_session(request: Request[Any, Any, Any], ctx: AppContext, identity
     resets its link and correction status, and queues linking after commit."""
     form = await request.form()
     metadata = form.get("metadata")
+    for field in ("metadata", "events_log_csv"):
+        if hasattr(form, "getall") and len(form.getall(field, [])) > 1:
+            raise BadRequest(f"{field} must be sent once", issues=[{"field": field, "message": "sent more than once"}])
     if isinstance(metadata, UploadFile):
         metadata = await _read_upload(metadata, 64 * 1024, "metadata")
     if not metadata:

@@ -28,6 +28,8 @@ import asyncpg
 import pytest
 import zstandard
 
+from eeghub.bootstrap import open_object_store
+from eeghub.config import load_settings
 from eeghub.core.packet import compress_frame
 from eeghub.core.simulator import SimulatedDevice
 from tests.e2e import dart_http as dart
@@ -285,6 +287,22 @@ async def test_the_predecessor_app_works_unchanged(app_client: Any, services_env
             await conn.close()
         assert sorted(tuple(r) for r in stored) == sorted(
             [("image/jpeg", len(JPEG), hashlib.sha256(JPEG).hexdigest()), ("audio/m4a", len(M4A), hashlib.sha256(M4A).hexdigest())])
+        # A photo stored as the predecessor stored it (the zstd frame, under
+        # image/jpeg), and one a stranger filed under this session id before
+        # the session existed: the export unwraps the first, leaves out the second.
+        settings = load_settings(env=env)
+        legacy = JPEG[:100] + b"legacy" + JPEG[100:]
+        async with open_object_store(settings) as (objects, _):
+            for key, data in ((f"media/legacy/{sid}/1_photo.jpg", legacy), (f"media/stranger/{sid}/2_photo.jpg", b"not yours")):
+                await objects.put_bytes(settings.object_store.buckets.media, key, zstandard.ZstdCompressor().compress(data),
+                                        content_type="image/jpeg")
+        conn = await asyncpg.connect(env["EEGHUB_DATABASE__URL"])
+        try:
+            for key, who in ((f"media/legacy/{sid}/1_photo.jpg", PARTICIPANT), (f"media/stranger/{sid}/2_photo.jpg", "stranger")):
+                await conn.execute("INSERT INTO images (object_id, user_id, session_id, timestamp_utc, content_type) VALUES ($1, $2, $3, $4, 'image/jpeg')",
+                                   key, who, sid, shot)
+        finally:
+            await conn.close()
 
         # BidsProvider: start, poll, list, download in the browser
         r = await client.post(f"/api/v1/experiments/{eid}/export", **dart.post_empty(owner))
@@ -314,5 +332,5 @@ async def test_the_predecessor_app_works_unchanged(app_client: Any, services_env
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         media = {n.rsplit("/", 1)[-1]: archive.read(n) for n in archive.namelist() if "/sourcedata/media/sub-" in n}
         index = archive.read(next(n for n in archive.namelist() if n.endswith("sourcedata/media/media.tsv"))).decode()
-    assert sorted(media.values(), key=len) == sorted([JPEG, M4A], key=len), {k: v[:8] for k, v in media.items()}
+    assert sorted(media.values(), key=len) == sorted([JPEG, legacy, M4A], key=len), {k: v[:8] for k, v in media.items()}
     assert "image/jpeg" in index and "audio/m4a" in index

@@ -1,0 +1,227 @@
+"""uvicorn's httptools protocol with the bounds it lacks: the size and count
+of a request's headers, and how long a client may take to send them and its
+body (issue 16).
+
+httptools (llhttp) keeps a header until its end arrives, however long it is,
+and uvicorn arms no timer before a connection's first request nor while a
+request arrives: one request with 200 MiB of headers held 177 MiB, and
+connections sending a byte a second stayed open indefinitely. Here:
+
+* the request line and headers of one request may take at most
+  ``max_header_bytes`` and ``max_headers`` fields, else 431 and the
+  connection is closed (the bytes are counted as they arrive, before
+  httptools buffers them);
+* the headers must be complete within ``header_timeout`` of the request's
+  first byte (or of the connection's opening), else 408 and close;
+* a body must keep coming: no pause longer than ``body_idle_timeout`` and, once
+  that long has passed, at least ``min_body_rate`` bytes per second on
+  average, else 408 and close. Time while the application does not read
+  (uvicorn paused reading) is not counted against the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("eeghub.http")
+
+TICK_SECONDS = 1.0
+"""How often a body being received is checked."""
+LINGER_SECONDS = 1.0
+"""How long a refused connection stays open, discarding input, so that the
+client reads the answer before the connection closes."""
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 15.0
+    min_body_rate: float = 1024.0
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing this connection."""
+
+
+def _response(status: int, reason: str, message: str) -> bytes:
+    body = message.encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
+    """An ``HttpToolsProtocol`` subclass enforcing ``limits``; pass it to
+    ``uvicorn.Config(http=...)``."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._in_headers = True
+            self._header_room = limits.max_header_bytes
+            self._header_count = 0
+            self._refusal: bytes | None = None
+            self._header_timer: asyncio.TimerHandle | None = None
+            self._body_timer: asyncio.TimerHandle | None = None
+            self._body_bytes = 0
+            self._body_seconds = 0.0
+            self._body_last = 0.0
+            self._request_ended = False
+
+        # ---- connection
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timers()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refusal is not None or self.transport.is_closing():
+                return
+            if self._in_headers and len(data) > self._header_room:
+                # Feed only what the headers may still take: if they end
+                # within it, the rest is the body (or the next request).
+                head, rest = data[: self._header_room], data[self._header_room :]
+                self._header_room = 0
+                self._request_ended = False
+                super().data_received(head)
+                if self._refusal is not None or self.transport.is_closing():
+                    return
+                if self._in_headers and not self._request_ended:
+                    self._refuse(431, "Request Header Fields Too Large", f"the request line and headers exceed {limits.max_header_bytes} bytes")
+                    return
+                # The headers ended within ``head`` (or a pipelined request
+                # did, and the next one's budget starts afresh).
+                self.data_received(rest)
+                return
+            if self._in_headers:
+                self._header_room -= len(data)
+            elif self._body_timer is not None:
+                self._body_bytes += len(data)
+                self._body_last = time.monotonic()
+            super().data_received(data)
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers any parser error with a 400; a refusal raised in
+            # a callback below has its own answer.
+            if self._refusal is not None:
+                self._answer_and_close()
+            else:
+                super().send_400_response(msg)
+
+        # ---- parser callbacks
+        def on_message_begin(self) -> None:
+            # The header byte budget was reset when the previous request
+            # ended: the bytes fed since count against this one.
+            super().on_message_begin()
+            self._in_headers = True
+            self._header_count = 0
+            if self._header_timer is None:
+                self._arm_header_timer()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            if self._header_count > limits.max_headers:
+                self._refusal = _response(431, "Request Header Fields Too Large", f"more than {limits.max_headers} header fields")
+                raise _Refused
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().on_headers_complete()
+            if _has_body(self.headers):
+                self._body_bytes = 0
+                self._body_seconds = 0.0
+                self._body_last = time.monotonic()
+                self._body_timer = self.loop.call_later(TICK_SECONDS, self._check_body)
+
+        def on_message_complete(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+            # What follows on this connection is the next request's headers.
+            self._in_headers = True
+            self._header_room = limits.max_header_bytes
+            self._request_ended = True
+            super().on_message_complete()
+
+        # ---- timers
+        def _arm_header_timer(self) -> None:
+            self._header_timer = self.loop.call_later(limits.header_timeout, self._headers_too_slow)
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._in_headers and not self.transport.is_closing():
+                if self.cycle is not None and not self.cycle.response_complete:
+                    self._arm_header_timer()  # a pipelined request waits for the one before
+                    return
+                self._refuse(408, "Request Timeout", f"the request headers took longer than {limits.header_timeout:g} s")
+
+        def _check_body(self) -> None:
+            self._body_timer = None
+            if self.transport.is_closing():
+                return
+            now = time.monotonic()
+            if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+                # The application is not reading (or the client waits for
+                # its "100 Continue"): not the client's fault.
+                self._body_last = now
+            else:
+                self._body_seconds += TICK_SECONDS
+                idle = now - self._body_last
+                slow = self._body_seconds >= limits.body_idle_timeout and self._body_bytes < limits.min_body_rate * self._body_seconds
+                if idle >= limits.body_idle_timeout or slow:
+                    why = (
+                        f"no body bytes for {limits.body_idle_timeout:g} s"
+                        if idle >= limits.body_idle_timeout
+                        else f"the body arrives slower than {limits.min_body_rate:g} bytes per second"
+                    )
+                    log.info("closing a connection from %s: %s", self.client, why)
+                    self._refuse(408, "Request Timeout", why)
+                    return
+            self._body_timer = self.loop.call_later(TICK_SECONDS, self._check_body)
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            self._refusal = _response(status, reason, message)
+            self._answer_and_close(write=self.cycle is None or not self.cycle.response_started)
+
+        def _answer_and_close(self, *, write: bool = True) -> None:
+            """Send the refusal, then close after a short linger that discards
+            what the client still sends (``data_received`` drops it): closing
+            a socket with unread input resets the connection, and the client
+            would lose the answer."""
+            self._cancel_timers()
+            if write and self._refusal is not None:
+                self.transport.write(self._refusal)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+        def _cancel_timers(self) -> None:
+            for timer in (self._header_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._header_timer = self._body_timer = None
+
+    return GuardedHttpToolsProtocol
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False

@@ -1,0 +1,172 @@
+"""Huge and slow requests against the real server stack (uvicorn with the
+guarded httptools protocol, ``app/http_protocol.py``): raw sockets that send
+too many header bytes or fields, or send them or a body too slowly, are
+answered 431/408 and disconnected, while ``/health`` keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from eeghub.server import uvicorn_config
+from eeghub.bootstrap import create_app
+from eeghub.config import load_settings
+from tests.e2e.helpers import user
+
+pytestmark = pytest.mark.postgres
+
+LIMITS = {
+    "EEGHUB_SERVER__MAX_HEADER_BYTES": "8192",
+    "EEGHUB_SERVER__MAX_HEADERS": "50",
+    "EEGHUB_SERVER__HEADER_TIMEOUT_SECONDS": "1.5",
+    "EEGHUB_SERVER__BODY_IDLE_TIMEOUT_SECONDS": "2",
+    "EEGHUB_SERVER__MIN_BODY_BYTES_PER_SECOND": "200",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def served(local_env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
+    port = free_port()
+    settings = load_settings(env={**local_env, **LIMITS, "EEGHUB_SERVER__PORT": str(port)})
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings), loop="asyncio", log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(300):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    assert server.started
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def exchange(host: str, port: int, chunks: Any, delay: float = 0.0, timeout: float = 15) -> tuple[bytes, float, int]:
+    """Send ``chunks`` (``delay`` s apart) until the server answers and
+    closes; return its answer, the seconds it took and the bytes sent."""
+    reader, writer = await asyncio.open_connection(host, port)
+    began = time.monotonic()
+    answer = asyncio.create_task(asyncio.wait_for(reader.read(), timeout))
+    sent = 0
+    try:
+        for chunk in chunks:
+            if answer.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+            await asyncio.sleep(delay)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    try:
+        return await answer, time.monotonic() - began, sent
+    finally:
+        writer.close()
+
+
+async def health_ok(host: str, port: int) -> float:
+    began = time.monotonic()
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=5) as client:
+        r = await client.get("/health")
+    assert r.status_code == 200, r.text
+    return time.monotonic() - began
+
+
+async def test_huge_headers_are_431_before_they_are_buffered(served: tuple[str, int]) -> None:
+    host, port = served
+    chunks = [b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: "] + [b"a" * 65536] * 1024  # 64 MiB
+    answer, _, sent = await exchange(host, port, chunks)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"8192 bytes" in answer
+    assert sent < 32 * 1024 * 1024  # answered long before the client was done
+
+
+async def test_too_many_header_fields_are_431(served: tuple[str, int]) -> None:
+    host, port = served
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(60)) + b"\r\n"
+    answer, _, _ = await exchange(host, port, [head])
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"more than 50 header fields" in answer
+
+
+def drip(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+async def test_slow_and_silent_clients_are_timed_out_while_health_answers(served: tuple[str, int]) -> None:
+    host, port = served
+    slow_headers = drip(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 200 + b"\r\n\r\n")
+    slow_body = [
+        b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: u\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n",
+        *drip(b"{" + b" " * 398 + b"}"),
+    ]
+    clients = [asyncio.create_task(exchange(host, port, [])) for _ in range(2)]  # silent
+    clients.append(asyncio.create_task(exchange(host, port, slow_headers, 0.25)))
+    clients.append(asyncio.create_task(exchange(host, port, slow_body, 0.25)))
+    clients += [asyncio.create_task(exchange(host, port, drip(b"GET /health HTTP/1.1\r\n" + b"X" * 100), 0.25)) for _ in range(8)]
+    await asyncio.sleep(0.5)
+    health = [await health_ok(host, port) for _ in range(5)]
+    results = await asyncio.gather(*clients)
+    for answer, took, _ in results[:2]:
+        assert answer.startswith(b"HTTP/1.1 408 ") and took < 5, (answer, took)  # no headers within 1.5 s
+    (headers_answer, headers_took, _), (body_answer, body_took, _) = results[2], results[3]
+    assert headers_answer.startswith(b"HTTP/1.1 408 ") and b"headers took longer" in headers_answer, headers_answer
+    assert headers_took < 5, headers_took
+    assert body_answer.startswith(b"HTTP/1.1 408 ") and b"slower than 200 bytes per second" in body_answer, body_answer
+    assert body_took < 6, body_took
+    for answer, took, _ in results[4:]:
+        assert answer.startswith(b"HTTP/1.1 408 ") and took < 5, (answer, took)
+    assert len(health) == 5  # each answered 200 while the slow clients were connected
+
+
+async def test_ordinary_requests_still_work(served: tuple[str, int]) -> None:
+    host, port = served
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        r = await client.post("/api/v1/experiments", json={"name": "e", "description": "x" * 100_000}, headers=user("owner"))
+        assert r.status_code in (201, 400), r.text  # served, whatever the validation says
+        for _ in range(3):  # keep-alive: several requests on one connection
+            assert (await client.get("/health")).status_code == 200
+    # A body that pauses less than the idle timeout, at a rate above the minimum, is fine.
+    body = b'{"name": "slow but fine"}'
+    head = b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: owner\r\nContent-Type: application/json\r\n"
+    head += b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    answer, _, _ = await exchange(host, port, [head, body], 1.0)
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
+async def test_expect_100_continue_still_works(served: tuple[str, int]) -> None:
+    host, port = served
+    reader, writer = await asyncio.open_connection(host, port)
+    body = b'{"name": "continued"}'
+    writer.write(
+        b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: owner\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim.startswith(b"HTTP/1.1 100 "), interim
+    writer.write(body)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
+async def test_pipelined_requests_each_get_their_own_header_budget(served: tuple[str, int]) -> None:
+    host, port = served
+    one = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+    answer, _, _ = await exchange(host, port, [one * 4 + last])  # 15 kB at once; 8 kB per request allowed
+    assert answer.count(b"HTTP/1.1 200 ") == 5, answer[:500]
