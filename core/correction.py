@@ -17,7 +17,8 @@ start to its end), not a few seconds around zero.
 Trigger codes. Where the event log gives each event a code (its ``value``, or
 a code derived from its ``trial_type``: :func:`event_code`) and the trigger
 line carries codes (its pulses take at least two different values; a line
-whose pulses all have one value is a plain 0/1 line), an event matches only a
+whose pulses all have one value is a plain 0/1 line, unless the caller
+knows the line carries codes: ``line_has_codes``), an event matches only a
 trigger of its own code; an event without a code matches any trigger.
 Otherwise codes are ignored. Codes remove most aliases of periodic
 schedules: one stimulus spacing off, most events face a trigger of another
@@ -89,6 +90,9 @@ the matches within ±r:
   look-elsewhere effect), as a signed root (≈ standard deviations);
 - it must reach ``min_evidence_z`` (4), with at least
   ``min_matches_for_offset`` matches.
+
+A significant linear clock drift between the stopwatch and the trigger
+times is fitted on the matches and followed (:func:`_fit_drift`).
 
 In practice five to seven matched events are needed. The final assignment
 then accepts residuals up to three residual spreads (at least half the

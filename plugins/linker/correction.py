@@ -55,8 +55,9 @@ async def trigger_edges(
     distinct), the trigger line's value at each (its code), the objects
     skipped (with why), how many objects had a trigger channel, and whether
     the line carries codes: True when every one of them is in the app's
-    variant (its trigger block holds the stimulus class's code), else None
-    (inferred from the values)."""
+    variant (its trigger block holds the stimulus class's code) and some
+    pulse is not 1 (a device that writes 1 for every pulse makes a plain 0/1
+    line of the block); else None (inferred from the values)."""
     bucket = ctx.settings.object_store.buckets.raw_data
     max_channels = ctx.settings.ingest.max_channels
     edges: list[np.ndarray] = []
@@ -102,7 +103,9 @@ async def trigger_edges(
     all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
     all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     times, first = np.unique(all_edges, return_index=True)
-    return times, all_codes[first], skipped, with_trigger, (True if with_trigger and app_blocks == with_trigger else None)
+    codes = all_codes[first]
+    app_line = bool(with_trigger) and app_blocks == with_trigger
+    return times, codes, skipped, with_trigger, (True if app_line and bool(np.any(codes != 1)) else None)
 
 
 def _decode_chunk(

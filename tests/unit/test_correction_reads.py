@@ -157,3 +157,18 @@ async def test_a_line_already_high_when_the_data_begins_is_not_an_edge(setup: An
             await inner.put_bytes(bucket, r["object_id"], payload)
     edges, codes, skipped, _, _ = await correction.trigger_edges(ctx, rows)
     assert len(skipped) == 1 and edges.tolist() == [START_MS * 1000 + (5 * 250 + 40) * 4000] and codes.tolist() == [3]
+
+
+async def test_the_app_block_carries_codes_unless_every_pulse_is_one(setup: Any) -> None:
+    """One pulse of code 3 on the app's block is a code; a block whose
+    pulses are all 1 may be a device writing 1 for every pulse: inferred."""
+    ctx, inner, bucket = setup
+    for codes, expected in (([3], True), ([1, 1], None)):
+        samples = [250 * k + 40 for k in range(len(codes))]
+        device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=samples, trigger_codes=codes)
+        packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, 3)]
+        rows = [{**row(i, env, payload), "object_id": f"raw/u1/d1/c{len(codes)}-{i}.bin"} for i, (env, payload) in enumerate(packets)]
+        for r, (_, payload) in zip(rows, packets, strict=True):
+            await inner.put_bytes(bucket, r["object_id"], payload)
+        edges, found, _, _, coded_line = await correction.trigger_edges(ctx, rows)
+        assert found.tolist() == codes and coded_line is expected
