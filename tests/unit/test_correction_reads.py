@@ -172,3 +172,22 @@ async def test_the_app_block_carries_codes_unless_every_pulse_is_one(setup: Any)
             await inner.put_bytes(bucket, r["object_id"], payload)
         edges, found, _, _, coded_line = await correction.trigger_edges(ctx, rows)
         assert found.tolist() == codes and coded_line is expected
+
+
+async def test_a_pulse_high_at_the_first_sample_after_a_gap_in_the_data_is_not_an_edge(setup: Any) -> None:
+    """Packets never received (a Bluetooth drop) leave a gap in time: a pulse
+    high at the first sample after it may have begun in the gap, so its
+    edge was not seen. Contiguous packets keep the level across."""
+    ctx, inner, bucket = setup
+    device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[250, 750, 1000], trigger_codes=[1, 2, 3])
+    frames = dict(enumerate(device.packets(START_MS, 5)))
+    rows = []
+    for i in (0, 1, 3, 4):  # packet 2 never arrived: packet 3's first sample follows a 1 s gap
+        envelope, frame = frames[i]
+        payload = decompress_frame(frame, max_output_size=1 << 24)
+        rows.append({**row(i, envelope, payload), "timestamp_end_ms": envelope["timestamp_end_ms"],
+                     "object_id": f"raw/u1/d1/g{i}.bin"})  # fmt: skip
+        await inner.put_bytes(bucket, rows[-1]["object_id"], payload)
+    edges, codes, skipped, _, _ = await correction.trigger_edges(ctx, rows)
+    assert skipped == []
+    assert edges.tolist() == [START_MS * 1000 + s * 4000 for s in (250, 1000)] and codes.tolist() == [1, 3]
