@@ -137,6 +137,12 @@ candidate: wide enough to hold all its true residuals."""
 BACKGROUND_TOLERANCES = 10.0
 """Half-width, in tolerances, of the neighbourhood whose pair density is the
 chance level at an offset."""
+ALIAS_SHARE = 0.8
+"""Vote peaks with at least this share of the strongest one's votes are all
+judged: a periodic schedule's aliases collect nearly the truth's votes, and
+drift smears them all alike, so the truth need not be among the first
+eight (700 periodic events at 100 ppm: it was not, and the best alias was
+taken)."""
 NO_CODE = -1
 """An event (or a plain trigger line) without a code: compatible with any."""
 MAX_CODE = 2**31 - 1
@@ -166,7 +172,11 @@ class MatchParameters:
     matches must exceed what a random offset gives (module docstring)."""
     offset_candidates: int = 8
     """Well separated vote peaks judged on their precise matches (aliases of
-    periodic stimuli are the reason for more than one)."""
+    periodic stimuli are the reason for more than one); more when more peaks
+    are nearly as strong as the strongest (``ALIAS_SHARE``), up to
+    ``max_candidates``."""
+    max_candidates: int = 64
+    """Bound on the vote peaks judged when many are nearly equal."""
     max_bins: int = 1 << 21
     """Bound on the bins of the offset vote (its memory and FFT length); a
     session longer than ``max_bins × tolerance / 4`` gets wider bins."""
@@ -185,7 +195,7 @@ class MatchParameters:
             raise ValueError("min_evidence_z must be a non-negative number")
         if not (0 < self.alias_p < 1):
             raise ValueError("alias_p must be between 0 and 1")
-        for name in ("min_matches_for_offset", "offset_candidates", "refine_iterations"):
+        for name in ("min_matches_for_offset", "offset_candidates", "max_candidates", "refine_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_bins < 1024:
@@ -598,28 +608,74 @@ def _judge_candidates(
     constant offset a drifting session's truth loses its most drifted
     events at both ends, and an alias of a periodic schedule, which lacks
     the events at one end, then matched more (700 events at 50 ppm: the
-    alias two stimuli early won 698 to 694)."""
+    alias two stimuli early won 698 to 694).
+
+    Then the offsets one to ``NEIGHBOURS`` median event spacings either side
+    of the best are judged too, if the vote did not propose them: a periodic
+    schedule has an alias every period across the searched range, all with
+    nearly the truth's votes (drift smears them alike), so the truth need
+    not be among the strongest peaks; it is next to the best of them."""
+    fitted = _fitted(problem, offsets, iterations, uncertainty_us, [])
+    if not fitted:
+        return None
+    judged, radius = _ranked(problem, fitted)
+    spacing = float(np.median(np.diff(problem.events))) if problem.events.size > 1 else 0.0
+    if spacing > 2.0 * problem.tolerance_us:
+        best = judged[0].alignment.offset_us
+        around = [round(best + m * spacing) for m in range(-NEIGHBOURS, NEIGHBOURS + 1) if m != 0]
+        around = [o for o in around if problem.low_us <= o <= problem.high_us]
+        extra = _fitted(problem, around, iterations, 2.0 * problem.tolerance_us, fitted)
+        if extra:
+            judged, radius = _ranked(problem, fitted + extra)
+    return judged, radius
+
+
+NEIGHBOURS = 3
+"""Median event spacings either side of the best candidate that are judged
+whether or not the vote proposed them (:func:`_judge_candidates`)."""
+
+_Fitted = tuple[_Problem, _Alignment, tuple[float, int] | None]
+
+
+def _fitted(
+    problem: _Problem, offsets: list[int], iterations: int, uncertainty_us: float, known: list[_Fitted]
+) -> list[_Fitted]:
+    """``offsets`` settled and aligned, twins (within two tolerances of each
+    other or of a ``known`` one) merged, each with its drift fitted."""
     tolerance_us = problem.tolerance_us
+    taken = [a.offset_us for _, a, _ in known]
     alignments: list[_Alignment] = []
     for offset in offsets:
+        if any(abs(offset - o) <= 2 * tolerance_us for o in taken):
+            continue
         settled, _ = _settle_offset(problem, offset, iterations, uncertainty_us)
         alignment = _refined_alignment(problem, settled, iterations)
-        if not alignment.pairs:
+        if not alignment.pairs or any(abs(alignment.offset_us - o) <= 2 * tolerance_us for o in taken):
             continue
         twin = next((k for k, a in enumerate(alignments) if abs(a.offset_us - alignment.offset_us) <= 2 * tolerance_us), None)
         if twin is None:
             alignments.append(alignment)
         elif alignment.key() > alignments[twin].key():
             alignments[twin] = alignment
-    if not alignments:
-        return None
-    fitted = [_fit_drift(problem, a, iterations) for a in alignments]
-    residuals = [a.abs_residuals_us(p.events, p.triggers) for p, a, _ in fitted]
+    return [_fit_drift(problem, a, iterations) for a in alignments]
+
+
+def _ranked(problem: _Problem, fitted: list[_Fitted]) -> tuple[list[_Candidate], float]:
+    """Candidates best first by matches within the shared precision radius
+    (three residual spreads of the most precise candidate with at least half
+    the matches of the best); twins that their drift fits brought within two
+    tolerances of each other merged first."""
+    tolerance_us = problem.tolerance_us
+    distinct: list[_Fitted] = []
+    for item in sorted(fitted, key=lambda f: f[1].key(), reverse=True):
+        if all(abs(item[1].offset_us - other[1].offset_us) > 2 * tolerance_us for other in distinct):
+            distinct.append(item)
+    residuals = [a.abs_residuals_us(p.events, p.triggers) for p, a, _ in distinct]
     most = max(r.size for r in residuals)
     sharpest = min(_spread(r, tolerance_us) for r in residuals if 2 * r.size >= most)
     radius = min(tolerance_us, PRECISION_MARGIN * sharpest)
     judged = []
-    for (moved, alignment, drift), abs_residuals in zip(fitted, residuals, strict=True):
+    for (moved, alignment, drift), abs_residuals in zip(distinct, residuals, strict=True):
         inside = abs_residuals[abs_residuals <= radius]
         judged.append(_Candidate(alignment, int(inside.size), int(inside.sum()), None if drift is None else moved, drift))
     judged.sort(key=lambda c: (c.precise, -c.precise_cost, -abs(c.alignment.offset_us)), reverse=True)
@@ -808,9 +864,10 @@ def _vote_offsets(problem: _Problem, params: MatchParameters) -> _Vote:
     centres = origin + (np.arange(votes.size) + (width - 1) / 2.0) * bin_us
     votes[(centres < low) | (centres > high)] = -1
     chosen: list[int] = []
-    for _ in range(params.offset_candidates):
+    top = float(votes.max()) if votes.size else 0.0
+    for _ in range(max(params.offset_candidates, params.max_candidates)):
         peak = int(np.argmax(votes))
-        if votes[peak] <= 0:
+        if votes[peak] <= 0 or (len(chosen) >= params.offset_candidates and votes[peak] < ALIAS_SHARE * top):
             break
         chosen.append(int(np.rint(centres[peak])))
         votes[np.abs(centres - centres[peak]) <= 2.0 * tolerance_us] = -1
