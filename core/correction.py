@@ -44,7 +44,9 @@ This module works in four steps.
    lags counts the pairs near each offset; the true offset is where many
    agree. Periodic or fast stimuli make aliases (offset ± one stimulus
    spacing) that collect almost as many votes, so the vote only proposes
-   ``offset_candidates`` well separated candidates.
+   ``offset_candidates`` well separated candidates (more when more peaks are
+   nearly as strong; and the best one's neighbours one to three event
+   spacings away are judged too: :func:`_judge_candidates`).
 2. **Judging every candidate by precise matches.** Each candidate is settled
    on its events' nearest compatible triggers (offset += their median
    residual, until it stops moving) and aligned (step 4). True matches are
