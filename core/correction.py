@@ -17,7 +17,8 @@ start to its end), not a few seconds around zero.
 Trigger codes. Where the event log gives each event a code (its ``value``, or
 a code derived from its ``trial_type``: :func:`event_code`) and the trigger
 line carries codes (its pulses take at least two different values; a line
-whose pulses all have one value is a plain 0/1 line), an event matches only a
+whose pulses all have one value is a plain 0/1 line, unless the caller
+knows the line carries codes: ``line_has_codes``), an event matches only a
 trigger of its own code; an event without a code matches any trigger.
 Otherwise codes are ignored. Codes remove most aliases of periodic
 schedules: one stimulus spacing off, most events face a trigger of another
@@ -43,7 +44,9 @@ This module works in four steps.
    lags counts the pairs near each offset; the true offset is where many
    agree. Periodic or fast stimuli make aliases (offset ± one stimulus
    spacing) that collect almost as many votes, so the vote only proposes
-   ``offset_candidates`` well separated candidates.
+   ``offset_candidates`` well separated candidates (more when more peaks are
+   nearly as strong; and the best one's neighbours one to three event
+   spacings away are judged too: :func:`_judge_candidates`).
 2. **Judging every candidate by precise matches.** Each candidate is settled
    on its events' nearest compatible triggers (offset += their median
    residual, until it stops moving) and aligned (step 4). True matches are
@@ -90,6 +93,9 @@ the matches within ±r:
 - it must reach ``min_evidence_z`` (4), with at least
   ``min_matches_for_offset`` matches.
 
+A significant linear clock drift between the stopwatch and the trigger
+times is fitted on the matches and followed (:func:`_fit_drift`).
+
 In practice five to seven matched events are needed. The final assignment
 then accepts residuals up to three residual spreads (at least half the
 tolerance, at most all of it): a spurious pulse in a lost trigger's place
@@ -133,6 +139,12 @@ candidate: wide enough to hold all its true residuals."""
 BACKGROUND_TOLERANCES = 10.0
 """Half-width, in tolerances, of the neighbourhood whose pair density is the
 chance level at an offset."""
+ALIAS_SHARE = 0.8
+"""Vote peaks with at least this share of the strongest one's votes are all
+judged: a periodic schedule's aliases collect nearly the truth's votes, and
+drift smears them all alike, so the truth need not be among the first
+eight (700 periodic events at 100 ppm: it was not, and the best alias was
+taken)."""
 NO_CODE = -1
 """An event (or a plain trigger line) without a code: compatible with any."""
 MAX_CODE = 2**31 - 1
@@ -162,7 +174,11 @@ class MatchParameters:
     matches must exceed what a random offset gives (module docstring)."""
     offset_candidates: int = 8
     """Well separated vote peaks judged on their precise matches (aliases of
-    periodic stimuli are the reason for more than one)."""
+    periodic stimuli are the reason for more than one); more when more peaks
+    are nearly as strong as the strongest (``ALIAS_SHARE``), up to
+    ``max_candidates``."""
+    max_candidates: int = 64
+    """Bound on the vote peaks judged when many are nearly equal."""
     max_bins: int = 1 << 21
     """Bound on the bins of the offset vote (its memory and FFT length); a
     session longer than ``max_bins × tolerance / 4`` gets wider bins."""
@@ -181,7 +197,7 @@ class MatchParameters:
             raise ValueError("min_evidence_z must be a non-negative number")
         if not (0 < self.alias_p < 1):
             raise ValueError("alias_p must be between 0 and 1")
-        for name in ("min_matches_for_offset", "offset_candidates", "refine_iterations"):
+        for name in ("min_matches_for_offset", "offset_candidates", "max_candidates", "refine_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_bins < 1024:
@@ -326,6 +342,10 @@ class _Candidate:
     precise: int
     """Matches within the shared precision radius."""
     precise_cost: int
+    problem: _Problem | None = None
+    """The problem it was aligned in: the events moved along its fitted
+    drift, or the original (None)."""
+    drift: tuple[float, int] | None = None
 
 
 @dataclass
@@ -471,8 +491,8 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
     runner = next(
         (c for c in candidates[1:] if abs(c.alignment.offset_us - best.alignment.offset_us) > 2.0 * tolerance_us), None
     )
-    drifted, start, drift = _fit_drift(problem, best.alignment, params.refine_iterations)
-    alignment = _tightened(drifted, start)
+    drifted, drift = best.problem or problem, best.drift
+    alignment = _tightened(drifted, best.alignment)
     chance = _chance_pairs(vote, alignment.offset_us, tolerance_us)
     windows = (problem.high_us - problem.low_us + 2.0 * tolerance_us) / 2.0
     evidence = _evidence(alignment.abs_residuals_us(drifted.events, drifted.triggers), chance, tolerance_us, windows)
@@ -582,31 +602,84 @@ def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
 def _judge_candidates(
     problem: _Problem, offsets: list[int], iterations: int, uncertainty_us: float
 ) -> tuple[list[_Candidate], float] | None:
-    """Every candidate settled and aligned, distinct offsets only, best
-    first by matches within the shared precision radius (step 2); and the
-    radius."""
+    """Every candidate settled and aligned, distinct offsets only, each with
+    its own clock drift followed (:func:`_fit_drift`), best first by matches
+    within the shared precision radius (step 2); and the radius.
+
+    The drift is fitted per candidate, before they are compared: at one
+    constant offset a drifting session's truth loses its most drifted
+    events at both ends, and an alias of a periodic schedule, which lacks
+    the events at one end, then matched more (700 events at 50 ppm: the
+    alias two stimuli early won 698 to 694).
+
+    Then the offsets one to ``NEIGHBOURS`` median event spacings either side
+    of the best are judged too, if the vote did not propose them: a periodic
+    schedule has an alias every period across the searched range, all with
+    nearly the truth's votes (drift smears them alike), so the truth need
+    not be among the strongest peaks; it is next to the best of them."""
+    fitted = _fitted(problem, offsets, iterations, uncertainty_us, [])
+    if not fitted:
+        return None
+    judged, radius = _ranked(problem, fitted)
+    spacing = float(np.median(np.diff(problem.events))) if problem.events.size > 1 else 0.0
+    if spacing > 2.0 * problem.tolerance_us:
+        best = judged[0].alignment.offset_us
+        around = [round(best + m * spacing) for m in range(-NEIGHBOURS, NEIGHBOURS + 1) if m != 0]
+        around = [o for o in around if problem.low_us <= o <= problem.high_us]
+        extra = _fitted(problem, around, iterations, 2.0 * problem.tolerance_us, fitted)
+        if extra:
+            judged, radius = _ranked(problem, fitted + extra)
+    return judged, radius
+
+
+NEIGHBOURS = 3
+"""Median event spacings either side of the best candidate that are judged
+whether or not the vote proposed them (:func:`_judge_candidates`)."""
+
+_Fitted = tuple[_Problem, _Alignment, tuple[float, int] | None]
+
+
+def _fitted(
+    problem: _Problem, offsets: list[int], iterations: int, uncertainty_us: float, known: list[_Fitted]
+) -> list[_Fitted]:
+    """``offsets`` settled and aligned, twins (within two tolerances of each
+    other or of a ``known`` one) merged, each with its drift fitted."""
     tolerance_us = problem.tolerance_us
+    taken = [a.offset_us for _, a, _ in known]
     alignments: list[_Alignment] = []
     for offset in offsets:
+        if any(abs(offset - o) <= 2 * tolerance_us for o in taken):
+            continue
         settled, _ = _settle_offset(problem, offset, iterations, uncertainty_us)
         alignment = _refined_alignment(problem, settled, iterations)
-        if not alignment.pairs:
+        if not alignment.pairs or any(abs(alignment.offset_us - o) <= 2 * tolerance_us for o in taken):
             continue
         twin = next((k for k, a in enumerate(alignments) if abs(a.offset_us - alignment.offset_us) <= 2 * tolerance_us), None)
         if twin is None:
             alignments.append(alignment)
         elif alignment.key() > alignments[twin].key():
             alignments[twin] = alignment
-    if not alignments:
-        return None
-    residuals = [a.abs_residuals_us(problem.events, problem.triggers) for a in alignments]
+    return [_fit_drift(problem, a, iterations) for a in alignments]
+
+
+def _ranked(problem: _Problem, fitted: list[_Fitted]) -> tuple[list[_Candidate], float]:
+    """Candidates best first by matches within the shared precision radius
+    (three residual spreads of the most precise candidate with at least half
+    the matches of the best); twins that their drift fits brought within two
+    tolerances of each other merged first."""
+    tolerance_us = problem.tolerance_us
+    distinct: list[_Fitted] = []
+    for item in sorted(fitted, key=lambda f: f[1].key(), reverse=True):
+        if all(abs(item[1].offset_us - other[1].offset_us) > 2 * tolerance_us for other in distinct):
+            distinct.append(item)
+    residuals = [a.abs_residuals_us(p.events, p.triggers) for p, a, _ in distinct]
     most = max(r.size for r in residuals)
     sharpest = min(_spread(r, tolerance_us) for r in residuals if 2 * r.size >= most)
     radius = min(tolerance_us, PRECISION_MARGIN * sharpest)
     judged = []
-    for alignment, abs_residuals in zip(alignments, residuals, strict=True):
+    for (moved, alignment, drift), abs_residuals in zip(distinct, residuals, strict=True):
         inside = abs_residuals[abs_residuals <= radius]
-        judged.append(_Candidate(alignment, int(inside.size), int(inside.sum())))
+        judged.append(_Candidate(alignment, int(inside.size), int(inside.sum()), None if drift is None else moved, drift))
     judged.sort(key=lambda c: (c.precise, -c.precise_cost, -abs(c.alignment.offset_us)), reverse=True)
     return judged, radius
 
@@ -793,9 +866,10 @@ def _vote_offsets(problem: _Problem, params: MatchParameters) -> _Vote:
     centres = origin + (np.arange(votes.size) + (width - 1) / 2.0) * bin_us
     votes[(centres < low) | (centres > high)] = -1
     chosen: list[int] = []
-    for _ in range(params.offset_candidates):
+    top = float(votes.max()) if votes.size else 0.0
+    for _ in range(max(params.offset_candidates, params.max_candidates)):
         peak = int(np.argmax(votes))
-        if votes[peak] <= 0:
+        if votes[peak] <= 0 or (len(chosen) >= params.offset_candidates and votes[peak] < ALIAS_SHARE * top):
             break
         chosen.append(int(np.rint(centres[peak])))
         votes[np.abs(centres - centres[peak]) <= 2.0 * tolerance_us] = -1

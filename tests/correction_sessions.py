@@ -57,9 +57,11 @@ class Session:
 
     @property
     def line_has_codes(self) -> bool | None:
-        """A coded session's line is the app's trigger block, which carries
-        codes by its format; a log without codes faces a plain 0/1 line."""
-        return True if any(c is not None for c in self.codes) else None
+        """A coded session's line is the app's trigger block, which the job
+        takes to carry codes when some pulse is not 1 (``trigger_edges``); a
+        log without codes faces a plain 0/1 line."""
+        coded = any(c is not None for c in self.codes) and any(c != 1 for c in self.trigger_codes)
+        return True if coded else None
 
     def offset_range_ms(self, params: MatchParameters = MatchParameters()) -> tuple[float, float]:
         return session_offset_range_ms(START_US, self.end_us, self.onsets_s, params.max_offset_ms)

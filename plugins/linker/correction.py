@@ -42,6 +42,11 @@ READ_CHUNK = 64
 (in one worker-thread call) at a time: a session is never all in memory,
 whatever its length."""
 
+GAP_MS = 250
+"""A packet starting more than this after the previous one ended follows a
+gap in the data (packets never received): the trigger line's level before
+it is unknown."""
+
 READS_AT_ONCE = 8
 """Requests under way per correction job (packets stored one object each,
 the predecessor's form, are one request each: the object store's connection
@@ -55,8 +60,9 @@ async def trigger_edges(
     distinct), the trigger line's value at each (its code), the objects
     skipped (with why), how many objects had a trigger channel, and whether
     the line carries codes: True when every one of them is in the app's
-    variant (its trigger block holds the stimulus class's code), else None
-    (inferred from the values)."""
+    variant (its trigger block holds the stimulus class's code) and some
+    pulse is not 1 (a device that writes 1 for every pulse makes a plain 0/1
+    line of the block); else None (inferred from the values)."""
     bucket = ctx.settings.object_store.buckets.raw_data
     max_channels = ctx.settings.ingest.max_channels
     edges: list[np.ndarray] = []
@@ -79,7 +85,8 @@ async def trigger_edges(
             for outcome in outcomes:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
                     raise outcome  # a storage error: the job is retried
-            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, previous, max_channels)
+            gaps = [_after_gap(objects, first + k) for k in range(len(rows))]
+            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, gaps, previous, max_channels)
             for row, outcome in zip(rows, decoded, strict=True):
                 if isinstance(outcome, ObjectNotFound):
                     skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
@@ -102,11 +109,21 @@ async def trigger_edges(
     all_edges = np.concatenate(edges) if edges else np.zeros(0, dtype=np.int64)
     all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     times, first = np.unique(all_edges, return_index=True)
-    return times, all_codes[first], skipped, with_trigger, (True if with_trigger and app_blocks == with_trigger else None)
+    codes = all_codes[first]
+    app_line = bool(with_trigger) and app_blocks == with_trigger
+    return times, codes, skipped, with_trigger, (True if app_line and bool(np.any(codes != 1)) else None)
+
+
+def _after_gap(objects: list[Any], index: int) -> bool:
+    """Whether object ``index`` follows a gap in time (``GAP_MS``)."""
+    if index == 0:
+        return True
+    end = objects[index - 1].get("timestamp_end_ms")
+    return end is not None and int(objects[index]["timestamp_start_ms"]) - int(end) > GAP_MS
 
 
 def _decode_chunk(
-    outcomes: list[bytes | BaseException], previous: int | None, max_channels: int
+    outcomes: list[bytes | BaseException], gaps: list[bool], previous: int | None, max_channels: int
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, bool] | BaseException | None], int | None]:
     """In a worker thread: each payload's trigger rising edges (sample
     indices), the trigger value at each and whether it is the app's trigger
@@ -114,11 +131,14 @@ def _decode_chunk(
     to packet.
 
     Where the level before a packet is unknown (``None``: the first packet,
-    or the one after a missing or undecodable packet), a line already high
+    the one after a missing or undecodable packet, or after a gap in time:
+    ``gaps``), a line already high
     at its first sample is not a rising edge: the pulse began where no data
     was seen (or the line is stuck high), so its time is unknown."""
     out: list[tuple[np.ndarray, np.ndarray, bool] | BaseException | None] = []
-    for outcome in outcomes:
+    for outcome, gap in zip(outcomes, gaps, strict=True):
+        if gap:
+            previous = None
         if isinstance(outcome, BaseException):
             out.append(outcome)
             previous = None

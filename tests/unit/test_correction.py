@@ -578,6 +578,44 @@ def test_clock_drift_over_a_long_session_is_followed(ppm: float) -> None:
     assert report.status == "ok" and report.drift_ppm is None
 
 
+def test_drift_does_not_hand_a_periodic_session_to_its_alias() -> None:
+    """700 events 2.504 s apart, no codes, 50 ppm drift (88 ms over the
+    session), 70 noise pulses. At one constant offset the truth's spread
+    (drift + latency + sample grid) exceeds twice the tolerance, so it
+    matched 694; the alias two stimuli early drops the two most drifted
+    events and matched 698: every event put two stimuli early, ``ok``.
+    Candidates are now judged after each one's drift fit."""
+    rng = np.random.default_rng(11)
+    expected = START_US + np.arange(700, dtype=np.int64) * 2_504_000
+    true = expected + 168_000_000 + rng.integers(12_000, 28_000, 700)
+    true = (true + np.rint((true - START_US) * 50e-6).astype(np.int64) + 3999) // 4000 * 4000
+    pulses = np.sort(np.concatenate([true, rng.integers(START_US, int(true[-1]), 70)]))
+    corrected, report = match_events(expected, pulses, offset_range_ms=(-2000.0, 175_000.0))
+    assert report.status == "ok" and corrected == true.tolist()
+    assert report.drift_ppm is not None and abs(report.drift_ppm - 50) < 3
+
+
+def test_every_near_equal_alias_is_a_candidate() -> None:
+    """700 periodic events, no codes, 100 ppm drift, 10 % of the triggers
+    lost, 70 noise pulses, presentation 68 s late: the drift smears every
+    alias's vote alike, and the eight strongest vote peaks were all aliases.
+    The best of them (one stimulus early) beat the next alias by two and was
+    taken: 630 events on their neighbours' triggers, ``ok``. Every peak
+    nearly as strong as the strongest is now judged, the truth among them;
+    it leads its aliases by about one event: not decisive."""
+    rng = np.random.default_rng(2)
+    n = 700
+    expected = START_US + np.arange(n, dtype=np.int64) * 2_504_000
+    true = expected + 68_500_000 + rng.integers(12_000, 28_000, n)
+    true = (true + np.rint((true - START_US) * 100e-6).astype(np.int64) + 3999) // 4000 * 4000
+    lost = set(rng.choice(n, n // 10, replace=False).tolist())
+    kept = np.array([t for i, t in enumerate(true) if i not in lost])
+    pulses = np.sort(np.concatenate([kept, rng.integers(START_US, int(true[-1]), n // 10)]))
+    corrected, report = match_events(expected, pulses, offset_range_ms=(-2000.0, 72_000.0))
+    wrong = [i for i, c in enumerate(corrected) if c is not None and c != true[i]]
+    assert wrong == [] and (report.status != "ok" or report.matched > 600), (report.status, len(wrong))
+
+
 def test_the_decisive_lead_prefers_more_matches() -> None:
     """8 periodic events, presentation 6 s late, no codes: the truth matches
     8, its aliases 7 and 6; all within the searched range."""

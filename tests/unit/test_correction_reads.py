@@ -157,3 +157,37 @@ async def test_a_line_already_high_when_the_data_begins_is_not_an_edge(setup: An
             await inner.put_bytes(bucket, r["object_id"], payload)
     edges, codes, skipped, _, _ = await correction.trigger_edges(ctx, rows)
     assert len(skipped) == 1 and edges.tolist() == [START_MS * 1000 + (5 * 250 + 40) * 4000] and codes.tolist() == [3]
+
+
+async def test_the_app_block_carries_codes_unless_every_pulse_is_one(setup: Any) -> None:
+    """One pulse of code 3 on the app's block is a code; a block whose
+    pulses are all 1 may be a device writing 1 for every pulse: inferred."""
+    ctx, inner, bucket = setup
+    for codes, expected in (([3], True), ([1, 1], None)):
+        samples = [250 * k + 40 for k in range(len(codes))]
+        device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=samples, trigger_codes=codes)
+        packets = [(env, decompress_frame(frame, max_output_size=1 << 24)) for env, frame in device.packets(START_MS, 3)]
+        rows = [{**row(i, env, payload), "object_id": f"raw/u1/d1/c{len(codes)}-{i}.bin"} for i, (env, payload) in enumerate(packets)]
+        for r, (_, payload) in zip(rows, packets, strict=True):
+            await inner.put_bytes(bucket, r["object_id"], payload)
+        edges, found, _, _, coded_line = await correction.trigger_edges(ctx, rows)
+        assert found.tolist() == codes and coded_line is expected
+
+
+async def test_a_pulse_high_at_the_first_sample_after_a_gap_in_the_data_is_not_an_edge(setup: Any) -> None:
+    """Packets never received (a Bluetooth drop) leave a gap in time: a pulse
+    high at the first sample after it may have begun in the gap, so its
+    edge was not seen. Contiguous packets keep the level across."""
+    ctx, inner, bucket = setup
+    device = SimulatedDevice("u1", "d1", variant="app", trigger_samples=[250, 750, 1000], trigger_codes=[1, 2, 3])
+    frames = dict(enumerate(device.packets(START_MS, 5)))
+    rows = []
+    for i in (0, 1, 3, 4):  # packet 2 never arrived: packet 3's first sample follows a 1 s gap
+        envelope, frame = frames[i]
+        payload = decompress_frame(frame, max_output_size=1 << 24)
+        rows.append({**row(i, envelope, payload), "timestamp_end_ms": envelope["timestamp_end_ms"],
+                     "object_id": f"raw/u1/d1/g{i}.bin"})  # fmt: skip
+        await inner.put_bytes(bucket, rows[-1]["object_id"], payload)
+    edges, codes, skipped, _, _ = await correction.trigger_edges(ctx, rows)
+    assert skipped == []
+    assert edges.tolist() == [START_MS * 1000 + s * 4000 for s in (250, 1000)] and codes.tolist() == [1, 3]
