@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from eeghub.core.experiment_analysis import Event, ExperimentData, Participant, Recording
 from eeghub.plugins.erp import synthetic
-from eeghub.plugins.erp.analysis import ErpParameters, analyze_participant, features, holm, ledoit_wolf, roc_auc
+from eeghub.plugins.erp.analysis import ErpParameters, analyze_participant, features, grand_averages, holm, ledoit_wolf, roc_auc
 from eeghub.plugins.erp.pipeline import run_erp
 
 FAST = ErpParameters(permutations=50, product_permutations=500, bootstrap=200)
@@ -292,3 +292,29 @@ def test_null_experiments_with_a_session_shift_recommend_nothing(shift: dict[str
         outcome = run_erp(experiment(design, ["u"], load=load(seed + 1)), dataclasses.replace(FAST, seed=seed))
         recommending += bool(outcome.recommendations)
     assert recommending <= 0.05 * runs, recommending
+
+
+@pytest.mark.parametrize(
+    ("names", "parietal"),
+    [
+        (["EEG Fz-Ref", "EEG Cz-Ref", "EEG Pz-Ref", "EEG P3-Ref", "EEG P4-Ref", "EEG POz-Ref", "EEG O1-Ref", "EEG O2-Ref"],
+         ["EEG Pz-Ref", "EEG P3-Ref", "EEG P4-Ref", "EEG POz-Ref"]),  # EDF-style labels
+        (["fz", "cz", "pz", "p3", "p4", "poz", "o1", "o2"], ["pz", "p3", "p4", "poz"]),
+        (["ch1", "ch2", "ch3", "ch4", "ch5", "ch6", "ch7", "PPG"], None),  # no 10-20 label: all channels, and said so
+    ],
+    ids=["edf-labels", "lower-case", "unnamed"],
+)
+def test_the_classic_measure_names_the_sites_it_averages(names: list[str], parietal: list[str] | None) -> None:
+    design = synthetic.Design(calibration_s=120, main_s=120)
+    participant = synthetic.participant("u", design, 6)
+    for recording in participant.recordings:
+        recording.channel_names = list(names)
+    outcome = analyze_participant(participant, synthetic.product_files(design), FAST, np.random.default_rng(0))
+    sites = outcome.report["erp_sites"]
+    if parietal is None:
+        assert sites["parietal"] is False and sites["channels"] == names
+        assert "no channel is named as a parietal site" in sites["note"]
+    else:
+        assert sites == {"parietal": True, "channels": parietal}
+    grand = grand_averages([outcome], FAST)
+    assert grand is not None and grand["parietal_participants"] == (0 if parietal is None else 1)
