@@ -47,6 +47,7 @@ and the result says so (never every product).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,13 @@ TARGET_TYPES = frozenset({"target"})
 NONTARGET_TYPES = frozenset({"nontarget", "non-target", "non_target", "standard", "distractor"})
 CALIBRATION_TYPES = frozenset({"calibration"})
 MAIN_TYPES = frozenset({"main", "main_integrated", "main_external", "main_task"})
-PARIETAL_PREFIXES = ("P", "CP", "PO")
+PARIETAL_SITE = re.compile(r"(?:EEG[\s_-]*)?((?:P|CP|PO)(?:Z|\d{1,2}))(?:[\s_-]*(?:REF|A\d|M\d|LE|AVG|CAR))?", re.IGNORECASE)
+"""A parietal site of the 10-20/10-10 system (P…, CP…, PO…), bare or as an
+EDF-style label (``EEG Pz-Ref``, ``EEG P3-A1``)."""
+
+
+def is_parietal(name: str) -> bool:
+    return PARIETAL_SITE.fullmatch(name.strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -425,6 +432,8 @@ class ParticipantOutcome:
     waveform_sums: dict[str, np.ndarray] = field(default_factory=dict)
     waveform_counts: dict[str, int] = field(default_factory=dict)
     parietal_names: list[str] = field(default_factory=list)
+    parietal_sites: bool = False
+    """Whether ``parietal_names`` are parietal sites by name (else: every good channel)."""
     product_amplitudes: dict[str, float] = field(default_factory=dict)
     session_probs: np.ndarray | None = None
     """Target probability of every product trial of the main sessions."""
@@ -494,10 +503,16 @@ def analyze_participant(
         report["reason"] = "every EEG channel is bad"
         return out
     kept_names = report["channels_used"]
-    parietal = np.array([n.upper().startswith(PARIETAL_PREFIXES) for n in kept_names])
+    parietal = np.array([is_parietal(n) for n in kept_names])
+    out.parietal_sites = bool(parietal.any())
     if not parietal.any():
         parietal = np.ones(len(kept_names), dtype=bool)
     out.parietal_names = [n for n, is_p in zip(kept_names, parietal, strict=True) if is_p]
+    report["erp_sites"] = {"parietal": out.parietal_sites, "channels": out.parietal_names}
+    if not out.parietal_sites:
+        report["erp_sites"]["note"] = (
+            "no channel is named as a parietal site (P…, CP…, PO…): the classic measure averages every good channel"
+        )
 
     calib_set = [(r, f) for r, f in filtered if r.session_type in CALIBRATION_TYPES]
     main_set = [(r, f) for r, f in filtered if r.session_type in MAIN_TYPES]
@@ -680,16 +695,20 @@ def group_products(
 
 
 def grand_averages(outcomes: Iterable[ParticipantOutcome], p: ErpParameters) -> dict[str, Any] | None:
-    """Grand-average parietal waveforms per class (mean of participants' means)."""
+    """Grand-average parietal waveforms per class (mean of participants'
+    means); ``sites`` says where participants had no parietal channel by name."""
     per_class: dict[str, list[np.ndarray]] = {}
     sfreq = None
+    parietal = contributing = 0
     for o in outcomes:
         if o.sfreq is None:
             continue
         if sfreq is None:
             sfreq = o.sfreq
-        if o.sfreq != sfreq:
+        if o.sfreq != sfreq or not o.waveform_sums:
             continue
+        contributing += 1
+        parietal += o.parietal_sites
         for label, total in o.waveform_sums.items():
             per_class.setdefault(label, []).append(total / o.waveform_counts[label])
     if sfreq is None or not per_class:
@@ -699,6 +718,11 @@ def grand_averages(outcomes: Iterable[ParticipantOutcome], p: ErpParameters) -> 
     return {
         "times_s": [round(float(t), 5) for t in times],
         "window_s": list(p.erp_window),
+        "participants": contributing,
+        "parietal_participants": parietal,
+        "sites": "parietal sites" if parietal == contributing else (
+            "every good channel" if parietal == 0 else f"parietal sites ({parietal} of {contributing} participants; every good channel for the others)"
+        ),
         "classes": {
             label: {"participants": len(waves), "uv": [round(float(v), 4) for v in np.mean([w[:length] for w in waves], axis=0)]}
             for label, waves in per_class.items()
