@@ -318,3 +318,20 @@ def test_the_classic_measure_names_the_sites_it_averages(names: list[str], parie
         assert sites == {"parietal": True, "channels": parietal}
     grand = grand_averages([outcome], FAST)
     assert grand is not None and grand["parietal_participants"] == (0 if parietal is None else 1)
+
+
+def test_bootstrap_interval_of_a_few_trials_is_not_too_narrow() -> None:
+    """A product with 8 trials: skewed, bounded probabilities. The plain
+    percentile bootstrap covered the true mean in 86 % of repeats (not 95 %);
+    the expanded percentile interval (Hesterberg 2015) must cover at least 90 %."""
+    from eeghub.plugins.erp.analysis import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+
+    def draw(n: int) -> np.ndarray:
+        return 1 / (1 + np.exp(-rng.normal(-1.6, 1.2, n)))
+
+    truth = float(draw(1_000_000).mean())
+    repeats = 400
+    covered = sum(lo <= truth <= hi for lo, hi in (bootstrap_ci(draw(8), 1000, rng) for _ in range(repeats)))
+    assert covered >= 0.90 * repeats, covered / repeats
