@@ -375,11 +375,26 @@ def train_detector(x: np.ndarray, y: np.ndarray, p: ErpParameters, rng: np.rando
 
 
 # ---------------------------------------------------------------- statistics
+def expanded_quantiles(trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The quantiles of the *expanded* percentile bootstrap interval
+    (Hesterberg 2015, "What teachers should know about the bootstrap"): the
+    plain percentile interval of a mean is too narrow for a few trials (with
+    8 skewed probabilities it covered the true mean 84-87 % of the time);
+    widening it by sqrt(n/(n-1)) and a t quantile brings it near its level."""
+    from scipy.stats import norm, t
+
+    if trials < 2:
+        return (0.0, 1.0)
+    alpha = 2 * float(norm.cdf(-math.sqrt(trials / (trials - 1)) * float(t.ppf(0.5 + level / 2, trials - 1))))
+    return alpha / 2, 1 - alpha / 2
+
+
 def bootstrap_ci(values: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95 % expanded percentile bootstrap interval of the mean."""
     if len(values) < 2:
         return (float("nan"), float("nan"))
     means = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
+    lo, hi = np.quantile(means, expanded_quantiles(len(values)))
     return float(lo), float(hi)
 
 
@@ -636,7 +651,8 @@ def group_products(
         [o.nontarget_probs[rng.integers(0, len(o.nontarget_probs), (p.bootstrap, len(o.nontarget_probs)))].mean(axis=1)  # type: ignore[index,arg-type]
          for o in usable], axis=0,
     )
-    nt_ci = [_clean(v) for v in np.quantile(boot_nt, [0.025, 0.975])]
+    # Expanded as for one participant, by the smallest stratum (conservative).
+    nt_ci = [_clean(v) for v in np.quantile(boot_nt, expanded_quantiles(min(len(o.nontarget_probs) for o in usable)))]  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
     p_values: list[float] = []
     p_others: list[float] = []
@@ -668,7 +684,7 @@ def group_products(
             [o.product_probs[name][rng.integers(0, len(o.product_probs[name]), (p.bootstrap, len(o.product_probs[name])))].mean(axis=1)
              for o in having], axis=0,
         )
-        lo, hi = np.quantile(boot, [0.025, 0.975])
+        lo, hi = np.quantile(boot, expanded_quantiles(min(len(o.product_probs[name]) for o in having)))
         amplitudes = [o.product_amplitudes[name] for o in having if name in o.product_amplitudes]
         rows.append({
             "file_name": name,
