@@ -335,3 +335,25 @@ def test_bootstrap_interval_of_a_few_trials_is_not_too_narrow() -> None:
     repeats = 400
     covered = sum(lo <= truth <= hi for lo, hi in (bootstrap_ci(draw(8), 1000, rng) for _ in range(repeats)))
     assert covered >= 0.90 * repeats, covered / repeats
+
+
+def test_nontarget_level_is_not_biased_by_choosing_detectors_that_beat_chance() -> None:
+    """Winner's curse: a detector is used when its cross-validated AUC beats
+    chance, and that AUC is higher when the calibration non-targets happened
+    to score low. A non-target level taken from those same scores lies below
+    what an unseen non-target trial scores, so products without any effect
+    look "above the non-target level". No response anywhere here (a lax
+    alpha lets half the detectors through): among the detectors used, the
+    products' mean difference to the non-target level must be zero within
+    its error."""
+    design = synthetic.Design(calibration_s=120, main_s=120, product_strengths=(0.0,) * 3, p300_uv=0.0)
+    params = ErpParameters(permutations=20, product_permutations=100, bootstrap=50, alpha=0.5)
+    differences = []
+    for seed in range(60):
+        participant = synthetic.participant("u", design, 100 + seed)
+        outcome = analyze_participant(participant, synthetic.product_files(design), params, np.random.default_rng(seed))
+        if outcome.usable:
+            differences.append(np.mean([e["difference"] for e in outcome.report["products"] if e.get("score") is not None]))
+    assert len(differences) >= 15
+    mean, se = float(np.mean(differences)), float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+    assert abs(mean) < 2.5 * se, (mean, se, len(differences))
