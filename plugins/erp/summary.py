@@ -20,6 +20,8 @@ JAPANESE_MISSING = [
     (r"calibration has a single class \(only non-targets\)", "キャリブレーションが非標的のみの1クラスです"),
     (r"too few calibration epochs: (\d+) targets and (\d+) non-targets \(at least (\d+) of each are needed\)",
      lambda m: f"キャリブレーションのエポックが不足しています(標的{m[1]}件、非標的{m[2]}件。各{m[3]}件以上が必要)"),
+    (r"too few calibration non-targets to hold out a reference level: (\d+) \(at least (\d+) are needed\)",
+     lambda m: f"非標的レベルの基準に取り分けるキャリブレーションの非標的エポックが不足しています({m[1]}件。{m[2]}件以上が必要)"),
     (r"no product epoch with a trigger-corrected onset in the main sessions", "本番セッションにトリガーで補正された製品のエポックがありません"),
     (r"the sessions differ in sampling rate or channels", "セッション間でサンプリングレートまたはチャンネルが異なります"),
     (r"no EEG channel", "EEGチャンネルがありません"),
