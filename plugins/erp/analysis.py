@@ -736,6 +736,12 @@ def group_products(
         rows.append({
             "file_name": name,
             "participants": len(having),
+            # How many of them show it on their own (both tests, Holm within the participant):
+            # a group finding carried by one participant out of many reads differently.
+            "participants_above": sum(
+                any(e["file_name"] == name and e.get("above_nontarget") and e.get("above_other_products") for e in o.report.get("products", []))
+                for o in having
+            ),
             "trials": int(sum(len(o.product_probs[name]) for o in having)),
             "score": _clean(score),
             "ci": [_clean(lo), _clean(hi)],

@@ -45,6 +45,8 @@ def test_ranking_matches_the_truth_at_the_stated_snr() -> None:
     assert files[-1] in outcome.recommendations
     assert files[0] not in outcome.recommendations
     assert len(outcome.recommendations) < len(files)
+    support = {row["file_name"]: row["participants_above"] for row in outcome.result["group"]["products"]}
+    assert support[files[0]] == 0 and 1 <= support[files[-1]] <= outcome.result["participants_usable"], support
     # The classic measure agrees in sign: the strongest product's P300 exceeds the null product's.
     amplitudes = {row["file_name"]: row["erp_mean_amplitude_uv"] for row in outcome.result["group"]["products"]}
     assert amplitudes[files[-1]] > amplitudes[files[0]] + 1.0
