@@ -359,3 +359,16 @@ def test_nontarget_level_is_not_biased_by_choosing_detectors_that_beat_chance() 
     assert len(differences) >= 15
     mean, se = float(np.mean(differences)), float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
     assert abs(mean) < 2.5 * se, (mean, se, len(differences))
+
+
+def test_products_too_few_trials_to_score_are_named_not_called_below() -> None:
+    """A main session of 20 s: 2-3 trials per product, none can be scored.
+    The result must say so, not that no product scored above the non-target
+    level (which reads as if the products had been measured)."""
+    design = synthetic.Design(calibration_s=150, main_s=20, p300_uv=10.0)
+    outcome = run_erp(experiment(design, ["u"], seed=3), FAST)
+    assert outcome.status == "insufficient_data" and outcome.recommendations == []
+    assert any("too few trials" in m for m in outcome.missing), outcome.missing
+    assert "No product scored" not in outcome.summary and "too few trials" in outcome.summary
+    japanese = run_erp(experiment(design, ["u"], seed=3), FAST, language="ja").summary
+    assert "試行" in japanese, japanese
