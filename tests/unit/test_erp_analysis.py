@@ -372,3 +372,16 @@ def test_products_too_few_trials_to_score_are_named_not_called_below() -> None:
     assert "No product scored" not in outcome.summary and "too few trials" in outcome.summary
     japanese = run_erp(experiment(design, ["u"], seed=3), FAST, language="ja").summary
     assert "試行" in japanese, japanese
+    # Some products scored, some not: the summary counts the ones that were not.
+    longer = dataclasses.replace(design, main_s=120, product_strengths=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+
+    def load(user: str) -> Participant:
+        participant = synthetic.participant(user, longer, 3)
+        main = participant.recordings[1]
+        kept = [e for e in main.events if e.stim_file != "product_01.png"] + [e for e in main.events if e.stim_file == "product_01.png"][:2]
+        main.events = kept
+        return participant
+
+    partial = run_erp(experiment(longer, ["u"], load=load), FAST)
+    assert partial.status in ("ok", "ambiguous"), partial.summary
+    assert partial.summary.endswith(" 1 product(s) had too few trials to be scored."), partial.summary
