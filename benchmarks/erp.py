@@ -21,12 +21,15 @@ size (``ru_maxrss``, interpreter and libraries included).
 at several response amplitudes: the product ranking's Spearman correlation
 with the truth, the detectors' AUC, the share of participants better than
 chance; and null experiments (no product effect), counting runs that
-recommend anything.
+recommend anything: plain, with weak detectors, with a main session
+recorded at another gain or with more noise than calibration, and with 30
+products.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import statistics
 import time
@@ -116,10 +119,11 @@ def size_run(participants: int, calibration_min: float, main_min: float, packets
 def sweep(repeats: int, null_runs: int) -> None:
     params = ErpParameters(permutations=50, product_permutations=1000, bootstrap=300)
     print("response amplitude sweep: 3 participants x (3 min + 6 min), products at strengths 0, .2, .4, .6, .8, 1")
-    print(f"{'P300 µV':>8} {'runs':>5} {'Spearman median':>16} {'Spearman >= 0.9':>16} {'AUC median':>11} {'usable':>7}")
+    print(f"{'P300 µV':>8} {'runs':>5} {'Spearman median':>16} {'Spearman >= 0.9':>16} {'AUC median':>11} {'usable':>7}"
+          f" {'strongest recommended':>22}")
     for amplitude in (2.0, 4.0, 6.0, 8.0):
         design = synthetic.Design(calibration_s=180, main_s=360, p300_uv=amplitude)
-        rhos, aucs, usable, total = [], [], 0, 0
+        rhos, aucs, usable, total, strongest = [], [], 0, 0, 0
         for seed in range(repeats):
             outcome = run_erp(experiment(design, 3, 100 + seed, []), params)
             total += 3
@@ -127,20 +131,31 @@ def sweep(repeats: int, null_runs: int) -> None:
             aucs += [p["detector"]["auc"] for p in outcome.result["participants"] if "detector" in p]
             rows = {r["file_name"]: r["score"] for r in outcome.result.get("group", {}).get("products", []) if r.get("score") is not None}
             files = synthetic.product_files(design)
+            strongest += files[-1] in outcome.recommendations
             if len(rows) == len(files):
                 rhos.append(spearmanr([rows[f] for f in files], design.product_strengths).statistic)
         share = sum(r >= 0.9 for r in rhos) / repeats
         median_rho = statistics.median(rhos) if rhos else float("nan")
-        print(f"{amplitude:8.0f} {repeats:5d} {median_rho:16.3f} {share:16.0%} {statistics.median(aucs):11.3f} {usable / total:7.0%}")
-    design = synthetic.Design(calibration_s=120, main_s=240, product_strengths=(0.0, 0.0, 0.0, 0.0), p300_uv=10.0)
-    recommending = usable = 0
-    for seed in range(null_runs):
-        outcome = run_erp(experiment(design, 1, 5000 + seed, []), ErpParameters(
-            permutations=50, product_permutations=500, bootstrap=200, seed=seed))
-        recommending += bool(outcome.recommendations)
-        usable += outcome.result.get("participants_usable", 0)
-    print(f"null experiments (1 participant, 4 products without effect): {recommending}/{null_runs} runs recommend"
-          f" something ({recommending / null_runs:.1%}); {usable} runs had a detector better than chance")
+        print(f"{amplitude:8.0f} {repeats:5d} {median_rho:16.3f} {share:16.0%} {statistics.median(aucs):11.3f} {usable / total:7.0%} {strongest / repeats:22.0%}")
+    null = synthetic.Design(calibration_s=120, main_s=240, product_strengths=(0.0, 0.0, 0.0, 0.0), p300_uv=10.0)
+    print("null experiments (no product effect): runs that recommend anything; runs whose status is ambiguous")
+    cases = [
+        ("1 participant, 4 products", null, 1, null_runs),
+        ("1 participant, 4 products, weak detectors (4 µV)", dataclasses.replace(null, p300_uv=4.0), 1, null_runs),
+        ("1 participant, 4 products, main session gain x1.5", dataclasses.replace(null, main_gain=1.5), 1, null_runs),
+        ("1 participant, 4 products, main session +8 µV noise", dataclasses.replace(null, main_extra_noise_uv=8.0), 1, null_runs),
+        ("3 participants, 30 products", dataclasses.replace(null, main_s=432, product_strengths=(0.0,) * 30), 3, max(1, null_runs // 4)),
+    ]
+    for name, design, participants, runs in cases:
+        recommending = ambiguous = usable = 0
+        for seed in range(runs):
+            outcome = run_erp(experiment(design, participants, 5000 + seed, []), ErpParameters(
+                permutations=50, product_permutations=500, bootstrap=200, seed=seed))
+            recommending += bool(outcome.recommendations)
+            ambiguous += outcome.status == "ambiguous"
+            usable += outcome.result.get("participants_usable", 0)
+        print(f"  {name}: {recommending}/{runs} recommend ({recommending / runs:.1%}), {ambiguous} ambiguous;"
+              f" {usable}/{runs * participants} detectors better than chance")
 
 
 def main() -> None:

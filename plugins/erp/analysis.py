@@ -23,8 +23,13 @@ Per participant:
    whose detector is not better than chance (permutation p > alpha)
    contributes no product scores, and the result says so.
 4. **Products**: the detector's target probability of every trial of a
-   product, averaged (bootstrap CI), beside the participant's non-target
-   level (the cross-validated probabilities of the calibration non-targets).
+   product (the mean of the cross-validation's fold models), averaged
+   (bootstrap CI), beside the participant's non-target level: the same
+   models' probabilities of calibration non-targets held out of training
+   and of the AUC (``reference_fraction``, 30 %). Out-of-fold scores of the
+   trained-on non-targets would not do: a detector is used because its AUC
+   beat chance, which it does more easily when those scores happened to be
+   low, and every product would then look above them.
    A product is "above" when a one-sided permutation test of its trials
    against the non-target trials is significant after Holm's correction
    over the products. The non-target level comes from another session: a
@@ -47,6 +52,7 @@ and the result says so (never every product).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +66,13 @@ TARGET_TYPES = frozenset({"target"})
 NONTARGET_TYPES = frozenset({"nontarget", "non-target", "non_target", "standard", "distractor"})
 CALIBRATION_TYPES = frozenset({"calibration"})
 MAIN_TYPES = frozenset({"main", "main_integrated", "main_external", "main_task"})
-PARIETAL_PREFIXES = ("P", "CP", "PO")
+PARIETAL_SITE = re.compile(r"(?:EEG[\s_-]*)?((?:P|CP|PO)(?:Z|\d{1,2}))(?:[\s_-]*(?:REF|A\d|M\d|LE|AVG|CAR))?", re.IGNORECASE)
+"""A parietal site of the 10-20/10-10 system (P…, CP…, PO…), bare or as an
+EDF-style label (``EEG Pz-Ref``, ``EEG P3-A1``)."""
+
+
+def is_parietal(name: str) -> bool:
+    return PARIETAL_SITE.fullmatch(name.strip()) is not None
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,10 @@ class ErpParameters:
     alpha: float = 0.05
     min_trials_per_class: int = 10
     min_product_trials: int = 5
+    reference_fraction: float = 0.3
+    """Share of the calibration non-targets held out of training and of the
+    AUC: scored like the products, they give the non-target level."""
+    min_reference_trials: int = 5
     seed: int = 0
 
     @classmethod
@@ -300,8 +316,27 @@ def _folds(y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [np.flatnonzero(fold == f) for f in range(k)]
 
 
-def _oof_scores(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold decision values and target probabilities."""
+class FoldEnsemble:
+    """The cross-validation's fold models; a new trial's target probability
+    is their mean. Each calibration non-target's out-of-fold probability
+    comes from one of these same models on a trial it was not trained on,
+    so a product trial scored this way is compared with the non-target
+    level on equal terms (a model refitted on all calibration epochs is
+    another model, with other scores)."""
+
+    def __init__(self, models: list[ShrinkageLDA]) -> None:
+        self.models = models
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p1 = np.mean([m.predict_proba(x)[:, 1] for m in self.models], axis=0)
+        return np.column_stack([1 - p1, p1])
+
+
+def _oof_scores(
+    x: np.ndarray, y: np.ndarray, folds: list[np.ndarray], models: list[ShrinkageLDA] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold decision values and target probabilities (the fold models
+    appended to ``models`` when given)."""
     decision = np.empty(len(y))
     proba = np.empty(len(y))
     for test in folds:
@@ -309,6 +344,8 @@ def _oof_scores(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> tuple[
         model = _lda().fit(x[train], y[train])
         decision[test] = model.decision_function(x[test])
         proba[test] = model.predict_proba(x[test])[:, 1]
+        if models is not None:
+            models.append(model)
     return decision, proba
 
 
@@ -338,7 +375,6 @@ class Detector:
     p_value: float
     usable: bool
     folds: int
-    nontarget_oof: np.ndarray
     target_oof: np.ndarray
     model: Any
 
@@ -346,14 +382,15 @@ class Detector:
 def train_detector(x: np.ndarray, y: np.ndarray, p: ErpParameters, rng: np.random.Generator) -> Detector:
     k = int(min(p.cv_folds, y.sum(), (1 - y).sum()))
     folds = _folds(y, k, rng)
-    decision, proba = _oof_scores(x, y, folds)
+    fold_models: list[ShrinkageLDA] = []
+    decision, proba = _oof_scores(x, y, folds, fold_models)
     auc = roc_auc(decision, y)
     null = np.empty(p.permutations)
     for i in range(p.permutations):
         shuffled = rng.permutation(y)
         null[i] = roc_auc(_oof_scores(x, shuffled, _folds(shuffled, k, rng))[0], shuffled)
     p_value = float((1 + np.sum(null >= auc)) / (1 + p.permutations))
-    model = _lda().fit(x, y)
+    model = FoldEnsemble(fold_models)
     return Detector(
         auc=auc,
         chance_auc=float(null.mean()),
@@ -361,18 +398,32 @@ def train_detector(x: np.ndarray, y: np.ndarray, p: ErpParameters, rng: np.rando
         p_value=p_value,
         usable=p_value <= p.alpha and auc > float(null.mean()),
         folds=k,
-        nontarget_oof=proba[y == 0],
         target_oof=proba[y == 1],
         model=model,
     )
 
 
 # ---------------------------------------------------------------- statistics
+def expanded_quantiles(trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The quantiles of the *expanded* percentile bootstrap interval
+    (Hesterberg 2015, "What teachers should know about the bootstrap"): the
+    plain percentile interval of a mean is too narrow for a few trials (with
+    8 skewed probabilities it covered the true mean 84-87 % of the time);
+    widening it by sqrt(n/(n-1)) and a t quantile brings it near its level."""
+    from scipy.stats import norm, t
+
+    if trials < 2:
+        return (0.0, 1.0)
+    alpha = 2 * float(norm.cdf(-math.sqrt(trials / (trials - 1)) * float(t.ppf(0.5 + level / 2, trials - 1))))
+    return alpha / 2, 1 - alpha / 2
+
+
 def bootstrap_ci(values: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95 % expanded percentile bootstrap interval of the mean."""
     if len(values) < 2:
         return (float("nan"), float("nan"))
     means = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
+    lo, hi = np.quantile(means, expanded_quantiles(len(values)))
     return float(lo), float(hi)
 
 
@@ -425,6 +476,8 @@ class ParticipantOutcome:
     waveform_sums: dict[str, np.ndarray] = field(default_factory=dict)
     waveform_counts: dict[str, int] = field(default_factory=dict)
     parietal_names: list[str] = field(default_factory=list)
+    parietal_sites: bool = False
+    """Whether ``parietal_names`` are parietal sites by name (else: every good channel)."""
     product_amplitudes: dict[str, float] = field(default_factory=dict)
     session_probs: np.ndarray | None = None
     """Target probability of every product trial of the main sessions."""
@@ -494,10 +547,16 @@ def analyze_participant(
         report["reason"] = "every EEG channel is bad"
         return out
     kept_names = report["channels_used"]
-    parietal = np.array([n.upper().startswith(PARIETAL_PREFIXES) for n in kept_names])
+    parietal = np.array([is_parietal(n) for n in kept_names])
+    out.parietal_sites = bool(parietal.any())
     if not parietal.any():
         parietal = np.ones(len(kept_names), dtype=bool)
     out.parietal_names = [n for n, is_p in zip(kept_names, parietal, strict=True) if is_p]
+    report["erp_sites"] = {"parietal": out.parietal_sites, "channels": out.parietal_names}
+    if not out.parietal_sites:
+        report["erp_sites"]["note"] = (
+            "no channel is named as a parietal site (P…, CP…, PO…): the classic measure averages every good channel"
+        )
 
     calib_set = [(r, f) for r, f in filtered if r.session_type in CALIBRATION_TYPES]
     main_set = [(r, f) for r, f in filtered if r.session_type in MAIN_TYPES]
@@ -536,6 +595,14 @@ def analyze_participant(
             f"too few calibration epochs: {int(y.sum())} targets and {int(len(y) - y.sum())} non-targets"
             f" (at least {p.min_trials_per_class} of each are needed)"
         )
+    else:
+        n_nontargets = int(len(y) - y.sum())
+        n_reference = min(max(p.min_reference_trials, round(p.reference_fraction * n_nontargets)), n_nontargets - p.min_trials_per_class)
+        if n_reference < p.min_reference_trials:
+            missing.append(
+                f"too few calibration non-targets to hold out a reference level: {n_nontargets}"
+                f" (at least {p.min_trials_per_class + p.min_reference_trials} are needed)"
+            )
     if prod.counts["kept"] == 0:
         missing.append("no product epoch with a trigger-corrected onset in the main sessions")
     if missing:
@@ -544,10 +611,19 @@ def analyze_participant(
         return out
 
     x = features(cal.data, sfreq, p)
+    # The non-target reference: held out of training and of the AUC (see
+    # ErpParameters.reference_fraction), so choosing detectors that beat
+    # chance cannot bias it, and scored by the same models as the products.
+    reference = np.zeros(len(y), dtype=bool)
+    reference[rng.choice(np.flatnonzero(y == 0), n_reference, replace=False)] = True
+    x, x_reference, y = x[~reference], x[reference], y[~reference]
+    report["calibration_nontargets_reference"] = n_reference
     detector = train_detector(x, y, p, rng)
     report["detector"] = {
         "method": "shrinkage LDA (Ledoit-Wolf) on binned mean amplitudes",
         "features": int(x.shape[1]),
+        "training_targets": int(y.sum()),
+        "training_nontargets": int(len(y) - y.sum()),
         "cv_folds": detector.folds,
         "auc": _clean(detector.auc),
         "auc_ci": [_clean(v) for v in auc_interval(detector.auc, int(y.sum()), int(len(y) - y.sum()))],
@@ -566,9 +642,10 @@ def analyze_participant(
         return out
     out.usable = True
     probs = detector.model.predict_proba(features(prod.data, sfreq, p))[:, 1]
-    out.nontarget_probs = detector.nontarget_oof
+    reference_probs = detector.model.predict_proba(x_reference)[:, 1]
+    out.nontarget_probs = reference_probs
     out.session_probs, out.session_files = probs, stim_files
-    nt_level = float(detector.nontarget_oof.mean())
+    nt_level = float(reference_probs.mean())
     products: list[dict[str, Any]] = []
     p_values: list[float] = []
     p_others: list[float] = []
@@ -579,7 +656,7 @@ def analyze_participant(
             continue
         out.product_probs[name] = trials
         diff = float(trials.mean() - nt_level)
-        pv = _p_above(diff, permuted_differences(trials, detector.nontarget_oof, p.product_permutations, rng), p)
+        pv = _p_above(diff, permuted_differences(trials, reference_probs, p.product_permutations, rng), p)
         others = probs[stim_files != name]
         diff_others = float(trials.mean() - others.mean()) if len(others) else float("nan")
         pv_others = _p_above(diff_others, permuted_differences(trials, others, p.product_permutations, rng), p) if len(others) else 1.0
@@ -598,7 +675,7 @@ def analyze_participant(
             entry["above_other_products"] = _above(entry["p_holm_other_products"], entry["difference_to_other_products"], p)
             entry["erp_mean_amplitude_uv"] = _clean(out.product_amplitudes.get(entry["file_name"], float("nan")))
     report["nontarget_level"] = _clean(nt_level)
-    report["nontarget_level_ci"] = [_clean(v) for v in bootstrap_ci(detector.nontarget_oof, p.bootstrap, rng)]
+    report["nontarget_level_ci"] = [_clean(v) for v in bootstrap_ci(reference_probs, p.bootstrap, rng)]
     report["target_level"] = _clean(float(detector.target_oof.mean()))
     report["products"] = products
     report["status"] = "ok"
@@ -621,7 +698,8 @@ def group_products(
         [o.nontarget_probs[rng.integers(0, len(o.nontarget_probs), (p.bootstrap, len(o.nontarget_probs)))].mean(axis=1)  # type: ignore[index,arg-type]
          for o in usable], axis=0,
     )
-    nt_ci = [_clean(v) for v in np.quantile(boot_nt, [0.025, 0.975])]
+    # Expanded as for one participant, by the smallest stratum (conservative).
+    nt_ci = [_clean(v) for v in np.quantile(boot_nt, expanded_quantiles(min(len(o.nontarget_probs) for o in usable)))]  # type: ignore[arg-type]
     rows: list[dict[str, Any]] = []
     p_values: list[float] = []
     p_others: list[float] = []
@@ -653,11 +731,17 @@ def group_products(
             [o.product_probs[name][rng.integers(0, len(o.product_probs[name]), (p.bootstrap, len(o.product_probs[name])))].mean(axis=1)
              for o in having], axis=0,
         )
-        lo, hi = np.quantile(boot, [0.025, 0.975])
+        lo, hi = np.quantile(boot, expanded_quantiles(min(len(o.product_probs[name]) for o in having)))
         amplitudes = [o.product_amplitudes[name] for o in having if name in o.product_amplitudes]
         rows.append({
             "file_name": name,
             "participants": len(having),
+            # How many of them show it on their own (both tests, Holm within the participant):
+            # a group finding carried by one participant out of many reads differently.
+            "participants_above": sum(
+                any(e["file_name"] == name and e.get("above_nontarget") and e.get("above_other_products") for e in o.report.get("products", []))
+                for o in having
+            ),
             "trials": int(sum(len(o.product_probs[name]) for o in having)),
             "score": _clean(score),
             "ci": [_clean(lo), _clean(hi)],
@@ -680,16 +764,20 @@ def group_products(
 
 
 def grand_averages(outcomes: Iterable[ParticipantOutcome], p: ErpParameters) -> dict[str, Any] | None:
-    """Grand-average parietal waveforms per class (mean of participants' means)."""
+    """Grand-average parietal waveforms per class (mean of participants'
+    means); ``sites`` says where participants had no parietal channel by name."""
     per_class: dict[str, list[np.ndarray]] = {}
     sfreq = None
+    parietal = contributing = 0
     for o in outcomes:
         if o.sfreq is None:
             continue
         if sfreq is None:
             sfreq = o.sfreq
-        if o.sfreq != sfreq:
+        if o.sfreq != sfreq or not o.waveform_sums:
             continue
+        contributing += 1
+        parietal += o.parietal_sites
         for label, total in o.waveform_sums.items():
             per_class.setdefault(label, []).append(total / o.waveform_counts[label])
     if sfreq is None or not per_class:
@@ -699,6 +787,11 @@ def grand_averages(outcomes: Iterable[ParticipantOutcome], p: ErpParameters) -> 
     return {
         "times_s": [round(float(t), 5) for t in times],
         "window_s": list(p.erp_window),
+        "participants": contributing,
+        "parietal_participants": parietal,
+        "sites": "parietal sites" if parietal == contributing else (
+            "every good channel" if parietal == 0 else f"parietal sites ({parietal} of {contributing} participants; every good channel for the others)"
+        ),
         "classes": {
             label: {"participants": len(waves), "uv": [round(float(v), 4) for v in np.mean([w[:length] for w in waves], axis=0)]}
             for label, waves in per_class.items()

@@ -98,6 +98,12 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
             return _finish(result, stimuli, language, reasons)
         result["status"] = "no_usable_participants"
         result["recommended_files"] = []
+    elif not ranked:
+        # Usable detectors, but no product with enough trials to be scored.
+        missing = [f"too few trials: no product has {params.min_product_trials} scored trials in a participant"
+                   " whose detector is better than chance"]
+        result.update(status="insufficient_data", missing=missing)
+        return _finish(result, stimuli, language, missing)
     elif above and len(above) == len(ranked):
         # Every product (even a single one) above calibration's non-target
         # level: a difference between sessions cannot be told apart.

@@ -47,7 +47,7 @@ def erp_png(details: dict[str, Any]) -> bytes:
         axes.axhline(0, color="0.5", linewidth=0.5)
         axes.axvline(0, color="0.5", linewidth=0.5)
         axes.set_xlabel("Time from stimulus onset (s)")
-        axes.set_ylabel("Amplitude at parietal sites (µV)")
+        axes.set_ylabel(f"Amplitude at {grand.get('sites', 'parietal sites')} (µV)", fontsize=8 if len(grand.get("sites", "")) > 20 else None)
         axes.set_title("Grand-average ERP")
         axes.legend(fontsize=7, loc="upper right")
         return _png(figure)

@@ -20,6 +20,10 @@ JAPANESE_MISSING = [
     (r"calibration has a single class \(only non-targets\)", "キャリブレーションが非標的のみの1クラスです"),
     (r"too few calibration epochs: (\d+) targets and (\d+) non-targets \(at least (\d+) of each are needed\)",
      lambda m: f"キャリブレーションのエポックが不足しています(標的{m[1]}件、非標的{m[2]}件。各{m[3]}件以上が必要)"),
+    (r"too few calibration non-targets to hold out a reference level: (\d+) \(at least (\d+) are needed\)",
+     lambda m: f"非標的レベルの基準に取り分けるキャリブレーションの非標的エポックが不足しています({m[1]}件。{m[2]}件以上が必要)"),
+    (r"too few trials: no product has (\d+) scored trials in a participant whose detector is better than chance",
+     lambda m: f"試行が不足しています: 標的検出がチャンスを上回った参加者で{m[1]}試行以上ある製品がありません"),
     (r"no product epoch with a trigger-corrected onset in the main sessions", "本番セッションにトリガーで補正された製品のエポックがありません"),
     (r"the sessions differ in sampling rate or channels", "セッション間でサンプリングレートまたはチャンネルが異なります"),
     (r"no EEG channel", "EEGチャンネルがありません"),
@@ -51,6 +55,19 @@ def _names(rows: list[dict[str, Any]], stimuli: dict[str, dict[str, Any]]) -> li
 
 
 def summarize(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], language: str) -> str:
+    text = _summary(result, stimuli, language)
+    if result["status"] in ("ok", "ambiguous"):
+        scored = sum(r.get("score") is not None for r in result.get("group", {}).get("products", []))
+        unscored = result.get("products_total", scored) - scored
+        if unscored > 0:
+            if language.lower().startswith("ja"):
+                text += f"{unscored}件の製品は試行が少なく評価できませんでした。"
+            else:
+                text += f" {unscored} product(s) had too few trials to be scored."
+    return text
+
+
+def _summary(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], language: str) -> str:
     ja = language.lower().startswith("ja")
     status = result["status"]
     usable = result.get("participants_usable", 0)
@@ -78,13 +95,13 @@ def summarize(result: dict[str, Any], stimuli: dict[str, dict[str, Any]], langua
     if status == "ambiguous":
         if ja:
             return (
-                (f"唯一の製品が非標的レベル({nt:.2f})を上回りましたが、比較できる他の製品がないため"
-                 if len(rows) == 1 else f"すべての製品({len(rows)}件)が非標的レベル({nt:.2f})を上回りました。これは製品間の差ではなく")
+                (f"評価できた唯一の製品が非標的レベル({nt:.2f})を上回りましたが、比較できる他の製品がないため"
+                 if len(rows) == 1 else f"評価できたすべての製品({len(rows)}件)が非標的レベル({nt:.2f})を上回りました。これは製品間の差ではなく")
                 + "セッション間の違いと区別できないため、推薦はありません。"
             )
         return (
-            (f"The only product scored above the non-target level ({nt:.2f}); with no other product to compare it with, "
-             if len(rows) == 1 else f"Every product ({len(rows)}) scored above the non-target level ({nt:.2f}); ")
+            (f"The only scored product scored above the non-target level ({nt:.2f}); with no other product to compare it with, "
+             if len(rows) == 1 else f"Every scored product ({len(rows)}) scored above the non-target level ({nt:.2f}); ")
             + "this cannot be told apart from a difference between sessions, so nothing is recommended."
         )
     if not recommended:

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from eeghub.core.experiment_analysis import Event, ExperimentData, Participant, Recording
 from eeghub.plugins.erp import synthetic
-from eeghub.plugins.erp.analysis import ErpParameters, analyze_participant, features, holm, ledoit_wolf, roc_auc
+from eeghub.plugins.erp.analysis import ErpParameters, analyze_participant, features, grand_averages, holm, ledoit_wolf, roc_auc
 from eeghub.plugins.erp.pipeline import run_erp
 
 FAST = ErpParameters(permutations=50, product_permutations=500, bootstrap=200)
@@ -45,6 +45,8 @@ def test_ranking_matches_the_truth_at_the_stated_snr() -> None:
     assert files[-1] in outcome.recommendations
     assert files[0] not in outcome.recommendations
     assert len(outcome.recommendations) < len(files)
+    support = {row["file_name"]: row["participants_above"] for row in outcome.result["group"]["products"]}
+    assert support[files[0]] == 0 and 1 <= support[files[-1]] <= outcome.result["participants_usable"], support
     # The classic measure agrees in sign: the strongest product's P300 exceeds the null product's.
     amplitudes = {row["file_name"]: row["erp_mean_amplitude_uv"] for row in outcome.result["group"]["products"]}
     assert amplitudes[files[-1]] > amplitudes[files[0]] + 1.0
@@ -292,3 +294,94 @@ def test_null_experiments_with_a_session_shift_recommend_nothing(shift: dict[str
         outcome = run_erp(experiment(design, ["u"], load=load(seed + 1)), dataclasses.replace(FAST, seed=seed))
         recommending += bool(outcome.recommendations)
     assert recommending <= 0.05 * runs, recommending
+
+
+@pytest.mark.parametrize(
+    ("names", "parietal"),
+    [
+        (["EEG Fz-Ref", "EEG Cz-Ref", "EEG Pz-Ref", "EEG P3-Ref", "EEG P4-Ref", "EEG POz-Ref", "EEG O1-Ref", "EEG O2-Ref"],
+         ["EEG Pz-Ref", "EEG P3-Ref", "EEG P4-Ref", "EEG POz-Ref"]),  # EDF-style labels
+        (["fz", "cz", "pz", "p3", "p4", "poz", "o1", "o2"], ["pz", "p3", "p4", "poz"]),
+        (["ch1", "ch2", "ch3", "ch4", "ch5", "ch6", "ch7", "PPG"], None),  # no 10-20 label: all channels, and said so
+    ],
+    ids=["edf-labels", "lower-case", "unnamed"],
+)
+def test_the_classic_measure_names_the_sites_it_averages(names: list[str], parietal: list[str] | None) -> None:
+    design = synthetic.Design(calibration_s=120, main_s=120)
+    participant = synthetic.participant("u", design, 6)
+    for recording in participant.recordings:
+        recording.channel_names = list(names)
+    outcome = analyze_participant(participant, synthetic.product_files(design), FAST, np.random.default_rng(0))
+    sites = outcome.report["erp_sites"]
+    if parietal is None:
+        assert sites["parietal"] is False and sites["channels"] == names
+        assert "no channel is named as a parietal site" in sites["note"]
+    else:
+        assert sites == {"parietal": True, "channels": parietal}
+    grand = grand_averages([outcome], FAST)
+    assert grand is not None and grand["parietal_participants"] == (0 if parietal is None else 1)
+
+
+def test_bootstrap_interval_of_a_few_trials_is_not_too_narrow() -> None:
+    """A product with 8 trials: skewed, bounded probabilities. The plain
+    percentile bootstrap covered the true mean in 86 % of repeats (not 95 %);
+    the expanded percentile interval (Hesterberg 2015) must cover at least 90 %."""
+    from eeghub.plugins.erp.analysis import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+
+    def draw(n: int) -> np.ndarray:
+        return 1 / (1 + np.exp(-rng.normal(-1.6, 1.2, n)))
+
+    truth = float(draw(1_000_000).mean())
+    repeats = 400
+    covered = sum(lo <= truth <= hi for lo, hi in (bootstrap_ci(draw(8), 1000, rng) for _ in range(repeats)))
+    assert covered >= 0.90 * repeats, covered / repeats
+
+
+def test_nontarget_level_is_not_biased_by_choosing_detectors_that_beat_chance() -> None:
+    """Winner's curse: a detector is used when its cross-validated AUC beats
+    chance, and that AUC is higher when the calibration non-targets happened
+    to score low. A non-target level taken from those same scores lies below
+    what an unseen non-target trial scores, so products without any effect
+    look "above the non-target level". No response anywhere here (a lax
+    alpha lets half the detectors through): among the detectors used, the
+    products' mean difference to the non-target level must be zero within
+    its error."""
+    design = synthetic.Design(calibration_s=120, main_s=120, product_strengths=(0.0,) * 3, p300_uv=0.0)
+    params = ErpParameters(permutations=20, product_permutations=100, bootstrap=50, alpha=0.5)
+    differences = []
+    for seed in range(60):
+        participant = synthetic.participant("u", design, 100 + seed)
+        outcome = analyze_participant(participant, synthetic.product_files(design), params, np.random.default_rng(seed))
+        if outcome.usable:
+            differences.append(np.mean([e["difference"] for e in outcome.report["products"] if e.get("score") is not None]))
+    assert len(differences) >= 15
+    mean, se = float(np.mean(differences)), float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+    assert abs(mean) < 2.5 * se, (mean, se, len(differences))
+
+
+def test_products_too_few_trials_to_score_are_named_not_called_below() -> None:
+    """A main session of 20 s: 2-3 trials per product, none can be scored.
+    The result must say so, not that no product scored above the non-target
+    level (which reads as if the products had been measured)."""
+    design = synthetic.Design(calibration_s=150, main_s=20, p300_uv=10.0)
+    outcome = run_erp(experiment(design, ["u"], seed=3), FAST)
+    assert outcome.status == "insufficient_data" and outcome.recommendations == []
+    assert any("too few trials" in m for m in outcome.missing), outcome.missing
+    assert "No product scored" not in outcome.summary and "too few trials" in outcome.summary
+    japanese = run_erp(experiment(design, ["u"], seed=3), FAST, language="ja").summary
+    assert "試行" in japanese, japanese
+    # Some products scored, some not: the summary counts the ones that were not.
+    longer = dataclasses.replace(design, main_s=120, product_strengths=(0.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+
+    def load(user: str) -> Participant:
+        participant = synthetic.participant(user, longer, 3)
+        main = participant.recordings[1]
+        kept = [e for e in main.events if e.stim_file != "product_01.png"] + [e for e in main.events if e.stim_file == "product_01.png"][:2]
+        main.events = kept
+        return participant
+
+    partial = run_erp(experiment(longer, ["u"], load=load), FAST)
+    assert partial.status in ("ok", "ambiguous"), partial.summary
+    assert partial.summary.endswith(" 1 product(s) had too few trials to be scored."), partial.summary
