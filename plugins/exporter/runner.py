@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from eeghub.core.cluster import ClaimBusy, job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
@@ -826,7 +827,13 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PermanentFailure(f"malformed export job: {exc}") from None
-        await run_export(ctx, job)
+        try:
+            async with job_claim(ctx.database, "export", str(job.task_id), wait=False):
+                await run_export(ctx, job)
+        except ClaimBusy:
+            # A redelivered job another process is building: it finishes it,
+            # or its own delivery comes back if that process stops.
+            log.info("export %s is being built by another process", job.task_id)
 
     return handle
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.correction import MatchParameters, match_events
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
@@ -196,15 +197,18 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     async def handle(delivery: Delivery) -> None:
         job = decode_job(delivery.message.body)
-        try:
-            details = await correct_session(ctx, job.session_id)
-        except PermanentFailure:
-            raise
-        except Exception:
-            await ctx.database.execute(
-                "UPDATE sessions SET event_correction_status = 'failed' WHERE session_id = $1", job.session_id
-            )
-            raise
+        # One process at a time corrects a session (a job arriving meanwhile
+        # waits, then corrects again with what was linked since).
+        async with job_claim(ctx.database, "correct", job.session_id):
+            try:
+                details = await correct_session(ctx, job.session_id)
+            except PermanentFailure:
+                raise
+            except Exception:
+                await ctx.database.execute(
+                    "UPDATE sessions SET event_correction_status = 'failed' WHERE session_id = $1", job.session_id
+                )
+                raise
         log.info(
             "session %s corrected: %s, %s of %s events matched",
             job.session_id,
