@@ -189,5 +189,7 @@ async def test_adopts_an_existing_predecessor_database(dsn: str) -> None:
 
 
 def test_migration_files_are_numbered(tmp_path: Path) -> None:
+    # Parallel branches take numbers from assigned ranges (0070, ...):
+    # gaps are fine, duplicates and disorder are not.
     versions = [m.version for m in available_migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    assert versions[0] == 1 and versions == sorted(set(versions))
