@@ -245,6 +245,8 @@ def _check(settings: Settings) -> None:
         ("ingest.publishes_in_flight", settings.ingest.publishes_in_flight),
         ("ingest.segment_max_bytes", settings.ingest.segment_max_bytes),
         ("ingest.segment_writes_in_flight", settings.ingest.segment_writes_in_flight),
+        ("analyzer.partitions", settings.analyzer.partitions),
+        ("analyzer.lease_seconds", settings.analyzer.lease_seconds),
     ):
         if value < 1:
             raise ConfigError(f"invalid value for configuration key {key!r}: must be at least 1")

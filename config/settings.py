@@ -229,6 +229,12 @@ class AnalyzerSettings(_Section):
     (it is a live view). The queue counts messages: it holds at most
     ``queue_max_length / ingest.publish_batch_packets`` of them."""
     channel_quality: ChannelQualitySettings = msgspec.field(default_factory=ChannelQualitySettings)
+    partitions: int = 64
+    """With RabbitMQ, streams are shared among the processes in this many
+    partitions (one owner each). Must be the same in every process."""
+    lease_seconds: float = 10.0
+    """A process that stops renewing its analysis partitions loses them
+    after this long (then another process takes its streams over)."""
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
