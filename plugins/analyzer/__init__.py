@@ -19,7 +19,7 @@ from .builtin import builtin_analyses
 from .contract import check_plugin
 from .host import AnalysisHost
 from .partitions import PartitionLeases
-from .sharing import RESULTS_EXCHANGE, ResultSharing
+from .sharing import ResultSharing, results_exchange
 
 log = logging.getLogger("eeghub.analyzer")
 
@@ -88,7 +88,7 @@ async def eeghub_startup(ctx: AppContext) -> None:
         )
         ctx.services["analyzer.leases"] = leases
         await leases.refresh()  # a lone process owns everything from the start
-        sharing = ResultSharing(ctx.broker, host)
+        sharing = ResultSharing(ctx.broker, host, results_exchange(ctx.settings.broker.queues.raw_data_exchange))
         ctx.services["analyzer.sharing"] = sharing
         host.on_result = sharing.offer
     log.info("analyzer: %d analysis plugin(s): %s", len(plugins), ", ".join(p.id for p in plugins))
@@ -183,7 +183,7 @@ def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
                 Consumer(
                     queue=f"eeghub.analysis-results.{socket.gethostname()}.{os.getpid()}",
                     handler=ctx.services["analyzer.sharing"].receive,
-                    bind_to=RESULTS_EXCHANGE,
+                    bind_to=ctx.services["analyzer.sharing"].exchange,
                     durable=False,
                     exclusive=True,
                     max_length=10_000,

@@ -82,6 +82,11 @@ class PartitionLeases:
 
     def _set_owned(self, owned: frozenset[int]) -> None:
         lost = set(self.owned - owned)
+        if owned != self.owned:
+            log.info(
+                "analysis partitions: %s owns %d of %d (%d live process(es))",
+                self.instance, len(owned), self.partitions, len(self.members),
+            )
         self.owned = owned
         if lost and self.on_lost is not None:
             self.on_lost(lost)

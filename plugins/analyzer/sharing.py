@@ -1,7 +1,7 @@
 """Results shared between the eeghub processes of a deployment.
 
 The process that analyses a stream (see ``partitions.py``) publishes each
-result to the fanout exchange ``RESULTS_EXCHANGE``; every process follows
+result to the fanout exchange ``results_exchange(raw exchange)``; every process follows
 it with an exclusive, bounded queue and keeps the latest result per stream
 and plugin, so ``GET /users/{id}/analysis`` and the event stream answer the
 same on any process behind a load balancer. Values travel as JSON and are
@@ -25,7 +25,10 @@ from .host import AnalysisHost, Result
 
 log = logging.getLogger("eeghub.analyzer")
 
-RESULTS_EXCHANGE = "eeghub.analysis.results"
+def results_exchange(raw_data_exchange: str) -> str:
+    """Named after the raw exchange: deployments (and tests) that share a
+    broker but not a raw exchange do not see each other's results."""
+    return f"{raw_data_exchange}.analysis_results"
 
 
 class SharedResult(msgspec.Struct, kw_only=True):
@@ -46,8 +49,9 @@ _encoder = msgspec.json.Encoder()
 
 
 class ResultSharing:
-    def __init__(self, broker: Broker, host: AnalysisHost, *, backlog: int = 1000) -> None:
+    def __init__(self, broker: Broker, host: AnalysisHost, exchange: str, *, backlog: int = 1000) -> None:
         self.broker = broker
+        self.exchange = exchange
         self.host = host
         self._queue: asyncio.Queue[Result] = asyncio.Queue(maxsize=backlog)
         self._types: dict[str, Any] = {}
@@ -64,7 +68,7 @@ class ResultSharing:
         self._queue.put_nowait(result)
 
     async def run(self) -> None:
-        await self.broker.declare_exchange(RESULTS_EXCHANGE)
+        await self.broker.declare_exchange(self.exchange)
         while True:
             result = await self._queue.get()
             body = _encoder.encode(
@@ -82,7 +86,7 @@ class ResultSharing:
                 )
             )
             try:
-                await self.broker.publish(Message(body=body, content_type="application/json"), exchange=RESULTS_EXCHANGE)
+                await self.broker.publish(Message(body=body, content_type="application/json"), exchange=self.exchange)
                 self.published += 1
             except BrokerError as exc:
                 self.dropped += 1
