@@ -237,3 +237,21 @@ async def test_two_instances_one_killed_mid_stream(
                 proc.wait(30)
         await exchange.delete(if_unused=False)
         await amqp.close()
+
+
+async def test_a_second_process_on_a_single_process_data_directory_is_refused(
+    app_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    # PostgreSQL is shared, but the object store (filesystem) and the broker
+    # (in-process) keep their state in the data directory.
+    env = {"EEGHUB_SERVER__DATA_DIR": str(tmp_path), "EEGHUB_DATABASE__URL": database_url}
+    async with app_client(env) as (client, _):
+        assert (await client.get("/health")).status_code == 200
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - the lifespan wraps the error
+            async with app_client(env):
+                pass
+        text = repr(refused.value) + "".join(repr(e) for e in getattr(refused.value, "exceptions", ()))
+        assert "filesystem object store" in text and "in-process broker" in text, text
+        assert (await client.get("/health")).status_code == 200  # the first one is unharmed
+    async with app_client(env) as (client, _):  # free again once the first stopped
+        assert (await client.get("/health")).status_code == 200
