@@ -185,6 +185,10 @@ class IngestSettings(_Section):
     segment_linger_ms: float = 100.0
     """How long a packet may wait for others to share its object. It delays
     storing, never the 202. 0: write whatever is waiting at once."""
+    store_compressed: bool = True
+    """Store each packet's zstd frame as received (a third of the bytes).
+    false: the decompressed v4 payload, as the predecessor stored it (for
+    tools outside eeghub that read the raw bucket). eeghub reads both."""
 
 
 class ExportSettings(_Section):

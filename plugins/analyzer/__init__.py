@@ -95,7 +95,8 @@ async def eeghub_startup(ctx: AppContext) -> None:
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
-    from eeghub.core.packet import PacketError, decode_payload, decompress_frame
+    from eeghub.core.packet import PacketError, decode_payload
+    from eeghub.core.payload_cache import PAYLOADS
     from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
 
     limits = ctx.settings.ingest
@@ -125,7 +126,7 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             if packet.content_encoding == "identity":
                 payload = packet.frame
             else:
-                payload = decompress_frame(packet.frame, max_output_size=limits.max_decompressed_bytes)
+                payload = PAYLOADS.decompress(packet.frame, max_output_size=limits.max_decompressed_bytes)
             decoded = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
         except PacketError as exc:
             raise PermanentFailure(f"bad packet: {exc}") from None

@@ -712,7 +712,9 @@ async def _write_one(
         device_id=session["device_id"],
     )
     # Neighbouring packets stored in one segment are read together.
-    reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets])
+    reader = RawReader(
+        ctx.objects, bucket, [locations[p.object_id] for p in packets], max_payload_bytes=ctx.settings.ingest.max_decompressed_bytes
+    )
     try:
         result, signals = await write_session_prefetched(
             root,

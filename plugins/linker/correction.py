@@ -54,7 +54,9 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
     skipped: list[dict[str, str]] = []
     with_trigger = 0
     previous = 0
-    reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
+    reader = RawReader(
+        ctx.objects, bucket, [RawLocation.of(row) for row in objects], max_payload_bytes=ctx.settings.ingest.max_decompressed_bytes
+    )
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
     async def read(object_id: str) -> bytes:
