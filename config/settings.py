@@ -175,8 +175,8 @@ class IngestSettings(_Section):
     every slot free goes out alone, at once. (With ``publish_batch_packets =
     1`` there is no limit: every packet is published as it comes.)"""
     segment_max_bytes: int = 1024 * 1024
-    """Most bytes (decompressed payloads) of one object the storage consumer
-    writes. The packets of the messages it handles at once are written
+    """Most bytes (as stored: frames, or payloads with ``store_compressed =
+    false``) of one object the storage consumer writes. The packets of the messages it handles at once are written
     together, as one segment object, up to this size; a message larger than
     this is written alone. 1 MiB: larger objects cost SeaweedFS no less per
     byte, and S3 clients sign and send them in one request."""
