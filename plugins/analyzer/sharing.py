@@ -86,7 +86,8 @@ class ResultSharing:
                 )
             )
             try:
-                await self.broker.publish(Message(body=body, content_type="application/json"), exchange=self.exchange)
+                message = Message(body=body, content_type="application/json", headers={"instance": result.instance or ""})
+                await self.broker.publish(message, exchange=self.exchange)
                 self.published += 1
             except BrokerError as exc:
                 self.dropped += 1
@@ -114,6 +115,9 @@ class ResultSharing:
             return value
 
     async def receive(self, delivery: Delivery) -> None:
+        sender = delivery.message.headers.get("instance")
+        if sender and sender == self.host.instance:
+            return  # computed here (not decoded at all)
         try:
             shared = _decoder.decode(delivery.message.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
