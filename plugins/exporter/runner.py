@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from eeghub.core.cluster import ClaimBusy, job_claim
+from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.errors import EeghubError, ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_payload
@@ -829,13 +829,12 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PermanentFailure(f"malformed export job: {exc}") from None
-        try:
-            async with job_claim(ctx.database, "export", str(job.task_id), wait=False):
-                await run_export(ctx, job)
-        except ClaimBusy:
-            # A redelivered job another process is building: it finishes it,
-            # or its own delivery comes back if that process stops.
-            log.info("export %s is being built by another process", job.task_id)
+        # One process at a time builds a task. A redelivered job waits for
+        # the process building it: then the task is completed and this
+        # delivery ends at once, or that process stopped and its claim
+        # expired, and this one builds the task again.
+        async with job_claim(ctx.database, "export", str(job.task_id)):
+            await run_export(ctx, job)
 
     return handle
 
