@@ -844,6 +844,34 @@ class Bench:
         self.processes.insert(0, self.py_spy)
         self.meter.roles[self.py_spy.pid] = "loadgen"  # counted with the measuring tools
 
+    PROFILE_PARTS = (
+        ("live analysis (decode, buffers, scheduling, results)", ("plugins/analyzer", "core/quality")),
+        ("storage consumer (with its S3 and PostgreSQL calls)", ("plugins/ingest/store.py",)),
+        ("publishing to RabbitMQ", ("plugins/ingest/publisher.py",)),
+        ("HTTP, the route and validation", ("plugins/ingest/routes.py", "litestar/", "httptools_impl", "core/auth.py")),
+        ("message delivery (aio-pika, the broker adapter)", ("adapters/rabbitmq_broker.py", "aio_pika", "aiormq", "pamqp")),
+        ("database driver, elsewhere", ("asyncpg",)),
+    )
+
+    def profile_split(self, cpu_ms: float) -> None:
+        """Share of the samples of a raw py-spy profile by part of eeghub
+        (each sample goes to the first part whose code is on its stack),
+        scaled to the measured CPU per stored packet."""
+        counts = dict.fromkeys([name for name, _ in self.PROFILE_PARTS] + ["event loop and the rest"], 0)
+        total = 0
+        for line in Path(self.args.py_spy).read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            total += int(n)
+            part = next((name for name, keys in self.PROFILE_PARTS if any(k in stack for k in keys)), "event loop and the rest")
+            counts[part] += int(n)
+        if not total:
+            return
+        print(f"eeghub CPU per stored packet by part ({total} py-spy samples, scaled to {cpu_ms:.2f} ms):")
+        for name, n in sorted(counts.items(), key=lambda item: -item[1]):
+            print(f"  {name:<55} {100 * n / total:5.1f} %  {cpu_ms * n / total:.3f} ms")
+
     async def stop_py_spy(self) -> None:
         proc = getattr(self, "py_spy", None)
         if proc is None or proc.poll() is not None:
@@ -1097,6 +1125,9 @@ class Bench:
         await self.stop_py_spy()
         verdict = await self.verify()
         self.report(results, verdict)
+        if args.py_spy and not args.py_spy.endswith(".svg") and Path(args.py_spy).exists():
+            eeghub_rounds = [r for r in results if r.server == "eeghub"]
+            self.profile_split(statistics.median([r.cpu["eeghub"] / max(1, r.n) for r in eeghub_rounds]) * 1000)
 
     def report(self, results: list[RoundResult], verdict: dict[str, Any]) -> None:
         e = [r for r in results if r.server == "eeghub"]
