@@ -219,8 +219,13 @@ class AnalysisHost:
         them now); runs under way for them are discarded when they finish."""
         gone = [key for key in self.streams if predicate(key)]
         for key in gone:
-            del self.streams[key]
-            self.results.pop(key, None)
+            stream = self.streams.pop(key)
+            results = self.results.pop(key, None)
+            if results and key not in self.remote:
+                # Still shown until the new owner's first results arrive.
+                self.remote[key] = RemoteStream(
+                    stream.user_id, stream.device_id, stream.session_id, self.clock(), dict(results)
+                )
         return len(gone)
 
     def add_remote(self, result: Result) -> None:

@@ -67,15 +67,23 @@ async def test_a_result_reaches_the_other_process_typed_and_named() -> None:
     assert sharings["b"].received == 1
 
 
-def test_streams_of_lost_partitions_are_dropped() -> None:
+async def test_streams_of_lost_partitions_are_dropped_and_their_last_results_still_shown() -> None:
     host = AnalysisHost([PowerAnalysis()])
     try:
         for user in ("u1", "u2", "u3", "u4"):
             feed(host, user, "d")
+        await host.run_due()
+        for _ in range(100):
+            if len(host.results) == 4:
+                break
+            await asyncio.sleep(0.01)
+        before = host.results[("u1", "d")]["power"]
         lost = {partition_of("u1", "d", 4)}
         host.drop_streams(lambda key: partition_of(*key, 4) in lost)
         assert all(partition_of(*key, 4) not in lost for key in host.streams)
         assert ("u1", "d") not in host.streams
+        [(stream, results)] = host.results_for_user("u1")
+        assert stream.device_id == "d" and results["power"] is before
     finally:
         host.close()
 
