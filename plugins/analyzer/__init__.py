@@ -18,7 +18,7 @@ from . import routes
 from .builtin import builtin_analyses
 from .contract import check_plugin
 from .host import AnalysisHost
-from .partitions import PartitionLeases
+from .partitions import PartitionLeases, partition_of
 from .sharing import ResultSharing, results_exchange
 
 log = logging.getLogger("eeghub.analyzer")
@@ -76,8 +76,6 @@ async def eeghub_startup(ctx: AppContext) -> None:
     if partitioned(ctx):
         from eeghub.core.cluster import INSTANCE_ID
 
-        from .partitions import partition_of
-
         host.instance = INSTANCE_ID
         leases = PartitionLeases(
             ctx.database,
@@ -96,8 +94,8 @@ async def eeghub_startup(ctx: AppContext) -> None:
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     from eeghub.core.packet import PacketError, decode_payload
-    from eeghub.core.payload_cache import PAYLOADS
     from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
+    from eeghub.core.payload_cache import PAYLOADS
 
     limits = ctx.settings.ingest
     quality_threshold = ctx.settings.analyzer.channel_quality.bad_impedance_threshold
