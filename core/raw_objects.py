@@ -140,9 +140,13 @@ class RawReader:
         cache_bytes: int = 8 * 1024 * 1024,
         window: int = 64,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        decompress: bool = True,
     ) -> None:
         self._objects, self._bucket = objects, bucket
         self._max_payload = max_payload_bytes
+        self._decompress = decompress
+        """False: ``read`` returns the stored bytes, for a caller that turns
+        them into payloads (``payload_of``) in a worker thread."""
         self._cache_bytes = cache_bytes
         self._where: dict[str, RawLocation] = {}
         self._span_of: dict[str, _Span] = {}
@@ -196,7 +200,8 @@ class RawReader:
         ):
             # Alone, or read before and its span is gone: a read of its own.
             self.reads += 1
-            return await read_raw_payload(self._objects, self._bucket, where, self._max_payload)
+            stored = await read_stored(self._objects, self._bucket, where)
+            return payload_of(stored, self._max_payload) if self._decompress else stored
         data = self._cached.get(span)
         if data is not None:
             self._cached.move_to_end(span)
@@ -213,7 +218,7 @@ class RawReader:
         payload = data[first : first + where.length]  # type: ignore[operator]
         if len(payload) != where.length:  # the segment ends before this packet
             raise ObjectNotFound(self._bucket, span.key)
-        return payload_of(payload, self._max_payload)
+        return payload_of(payload, self._max_payload) if self._decompress else payload
 
     async def _fetch(self, span: _Span) -> bytes:
         self.reads += 1

@@ -36,7 +36,7 @@ from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_pa
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
-from eeghub.core.raw_objects import RawLocation, RawReader
+from eeghub.core.raw_objects import RawLocation, RawReader, payload_of
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, validation
@@ -379,7 +379,7 @@ class SessionSignals:
 
     def __call__(self, object_id: str) -> np.ndarray:
         try:
-            payload = self._prefetcher.get(object_id)
+            payload = payload_of(self._prefetcher.get(object_id))
         except ObjectNotFound:
             self.missing.append(object_id)
             return self._zeros(object_id)
@@ -397,6 +397,8 @@ class SessionSignals:
         ids = [segment.object_id for segment in segments]
         get_many = getattr(self._prefetcher, "get_many", None)
         outcomes = get_many(ids) if get_many is not None else [self._get_one(object_id) for object_id in ids]
+        # Frames as stored are decompressed here, in the writer's thread.
+        outcomes = [payload_of(o) if type(o) is bytes else o for o in outcomes]
         layouts: list[PacketLayout] | None = None
         if all(type(outcome) is bytes for outcome in outcomes):  # the usual case: every payload is there
             layout_of = self._decoder.layout
@@ -712,9 +714,8 @@ async def _write_one(
         device_id=session["device_id"],
     )
     # Neighbouring packets stored in one segment are read together.
-    reader = RawReader(
-        ctx.objects, bucket, [locations[p.object_id] for p in packets], max_payload_bytes=ctx.settings.ingest.max_decompressed_bytes
-    )
+    # Stored bytes: SessionSignals decompresses frames in the writer's thread.
+    reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets], decompress=False)
     try:
         result, signals = await write_session_prefetched(
             root,

@@ -27,7 +27,7 @@ from eeghub.core.correction import MatchParameters, match_events
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
-from eeghub.core.raw_objects import RawLocation, RawReader
+from eeghub.core.raw_objects import MAX_PAYLOAD_BYTES, RawLocation, RawReader, payload_of
 
 from .linking import decode_job
 
@@ -54,9 +54,9 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
     skipped: list[dict[str, str]] = []
     with_trigger = 0
     previous = 0
-    reader = RawReader(
-        ctx.objects, bucket, [RawLocation.of(row) for row in objects], max_payload_bytes=ctx.settings.ingest.max_decompressed_bytes
-    )
+    # Stored bytes: frames are decompressed with the decoding, in the worker thread.
+    reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects], decompress=False)
+    max_payload = ctx.settings.ingest.max_decompressed_bytes
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
     async def read(object_id: str) -> bytes:
@@ -70,7 +70,7 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
             for outcome in outcomes:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
                     raise outcome  # a storage error: the job is retried
-            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, previous, max_channels)
+            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, previous, max_channels, max_payload)
             for row, outcome in zip(rows, decoded, strict=True):
                 if isinstance(outcome, ObjectNotFound):
                     skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
@@ -92,7 +92,7 @@ async def trigger_edges(ctx: AppContext, objects: list[Any]) -> tuple[np.ndarray
 
 
 def _decode_chunk(
-    outcomes: list[bytes | BaseException], previous: int, max_channels: int
+    outcomes: list[bytes | BaseException], previous: int, max_channels: int, max_payload: int = MAX_PAYLOAD_BYTES
 ) -> tuple[list[np.ndarray | BaseException | None], int]:
     """In a worker thread: each payload's trigger rising edges (sample
     indices; ``None`` without a trigger channel), or what went wrong, with
@@ -103,7 +103,7 @@ def _decode_chunk(
             out.append(outcome)
             continue
         try:
-            packet = decode_payload(outcome, previous_trigger=previous, max_channels=max_channels)
+            packet = decode_payload(payload_of(outcome, max_payload), previous_trigger=previous, max_channels=max_channels)
         except PacketError as exc:
             out.append(exc)
             continue

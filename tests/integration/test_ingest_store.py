@@ -22,7 +22,7 @@ from eeghub.core.errors import PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload, decompress_frame
 from eeghub.core.packet_messages import BATCH_CONTENT_TYPE, RawPacket, batch_message, packets_of
 from eeghub.core.ports import Delivery, Message
-from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, RawReader, read_raw_payload
+from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, RawReader, payload_of, read_raw_payload
 from eeghub.core.simulator import SimulatedDevice
 from eeghub.plugins.ingest import store
 from eeghub.plugins.ingest.envelope import from_json
@@ -407,3 +407,11 @@ async def test_both_stored_forms_read_the_same(ctx: Any) -> None:
     assert got[:2] == [await read_raw_payload(ctx.objects, bucket, w) for w in where[:2]]
     with pytest.raises(PacketError):  # a damaged frame is undecodable, not someone else's samples
         decode_payload(got[2])
+    # decompress=False: the bytes as stored, for payload_of in a worker thread.
+    raw = RawReader(ctx.objects, bucket, where, decompress=False)
+    try:
+        stored = [await raw.read(w.object_id) for w in where]
+    finally:
+        await raw.aclose()
+    assert stored == [plain(first.frame), second.frame, damaged]
+    assert [payload_of(b) for b in stored[:2]] == got[:2]
