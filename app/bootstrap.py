@@ -11,9 +11,11 @@ background tasks → serve. stop: the reverse.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,10 +191,53 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, str]]:
         await broker.close()
 
 
+SERVER_LOCK_FILE = "eeghub-server.lock"
+
+
+def single_process_adapters(settings: Settings) -> list[str]:
+    """The adapters in use that keep their state in the data directory and
+    serve one process only."""
+    out = []
+    if not settings.database.url:
+        out.append("the embedded database")
+    if object_store_backend(settings) == "filesystem":
+        out.append("the filesystem object store")
+    if broker_backend(settings) == "inprocess":
+        out.append("the in-process broker")
+    return out
+
+
+@contextmanager
+def data_dir_lock(settings: Settings) -> Iterator[None]:
+    """Refuse a second ``eeghub serve`` on a data directory that an adapter
+    for one process keeps its state in (an ``flock``: a killed process's
+    lock goes with it). Several processes need PostgreSQL, RabbitMQ and S3."""
+    users = single_process_adapters(settings)
+    if not users:
+        yield
+        return
+    root = data_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / SERVER_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"another eeghub process serves from {root} with {', '.join(users)}, which serve one process "
+                "only; choose another --data-dir, or run several processes on PostgreSQL, RabbitMQ and S3 "
+                "(database.url, broker.url, object_store.endpoint)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 @asynccontextmanager
 async def open_ports(settings: Settings) -> AsyncIterator[Ports]:
     """Connect every port, apply migrations and declare the broker topology."""
     async with AsyncExitStack() as stack:
+        stack.enter_context(data_dir_lock(settings))
         database, dsn, db_backend = await stack.enter_async_context(open_database(settings))
         objects, store_backend = await stack.enter_async_context(open_object_store(settings))
         broker, broker_name = await stack.enter_async_context(open_broker(settings))

@@ -47,6 +47,11 @@ What it does:
   rounds (``uv pip install -p .venv/bin/python py-spy``), every thread;
   with ``EEGHUB_BENCH_PYSPY_GIL=1`` only samples holding the GIL (what the
   interpreter really spends, not where it waits to be scheduled);
+* with ``--instances N`` (N > 1) also runs rounds of N eeghub processes
+  on the same database, queues and buckets (the N-1 extra ones are started
+  before each such round and stopped after it), the load generator's
+  connections spread over them as a load balancer would: stored packets
+  per second for one and for N processes side by side;
 * with ``--set KEY=VALUE`` (repeatable) runs eeghub with another setting,
   e.g. ``--set ingest.publish_batch_packets=1`` for the predecessor's
   one message and one object per packet;
@@ -363,12 +368,15 @@ def run_floor_server(port: int, amqp_url: str, exchange_name: str, queue_name: s
 
 
 # =================================================================== load generator (child process)
-def run_load(port: int, bodies_path: str, first: int, count: int, concurrency: int, send: int) -> None:
+def run_load(ports: list[int], bodies_path: str, first: int, count: int, concurrency: int, send: int) -> None:
     """Send lines ``first .. first+count`` of the bodies file as
     ``POST /api/v1/data`` (``send`` requests in all, cycling over those
-    lines) over ``concurrency`` keep-alive connections; print one JSON line
-    with the timing, status counts and which indices got 202."""
+    lines) over ``concurrency`` keep-alive connections (spread evenly over
+    ``ports``); print one JSON line with the timing, status counts and
+    which indices got 202."""
     import uvloop
+
+    port = ports[0]
 
     requests = []
     with open(bodies_path, "rb") as f:
@@ -389,10 +397,10 @@ def run_load(port: int, bodies_path: str, first: int, count: int, concurrency: i
     errors: list[str] = []
     next_index = iter(range(n))
 
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(port: int = port) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", port)
 
-    async def worker(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    async def worker(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], port: int) -> None:
         reader, writer = conn
         perf = time.perf_counter
         for i in next_index:
@@ -408,24 +416,25 @@ def run_load(port: int, bodies_path: str, first: int, count: int, concurrency: i
                     await reader.readexactly(int(lower[at + 17 : end]))
                 if b"\r\nconnection: close" in lower:
                     writer.close()
-                    reader, writer = await connect()
+                    reader, writer = await connect(port)
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 status = -1
                 writer.close()
-                reader, writer = await connect()
+                reader, writer = await connect(port)
             statuses[i] = status
             latencies[i] = perf() - began
         writer.close()
 
     async def main() -> dict[str, Any]:
-        conns = [await connect() for _ in range(concurrency)]
+        targets = [ports[k % len(ports)] for k in range(concurrency)]
+        conns = [await connect(target) for target in targets]
         # Ready: the orchestrator takes its CPU snapshot, then says go.
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         sys.stdin.readline()
         t_start, cpu_start = time.monotonic(), time.process_time()
-        await asyncio.gather(*(worker(c) for c in conns))
+        await asyncio.gather(*(worker(c, target) for c, target in zip(conns, targets, strict=True)))
         t_end, cpu_end = time.monotonic(), time.process_time()
         counts: dict[str, int] = {}
         for s in statuses:
@@ -456,9 +465,14 @@ class Packet:
     start_ms: int
 
 
-def generate_bodies(path: Path, total: int, devices: int) -> list[Packet]:
+PACKET_SECONDS = 1.0
+"""Each generated packet: 250 samples at 250 Hz."""
+
+
+def generate_bodies(path: Path, total: int, devices: int, sizes: dict[str, int] | None = None) -> list[Packet]:
     """``total`` distinct packets spread round-robin over ``devices``
-    (user, device) pairs; one line per request: ``user\\tJSON body``."""
+    (user, device) pairs; one line per request: ``user\\tJSON body``.
+    ``sizes`` gets the total bytes of the zstd frames and of the payloads."""
     import msgspec
 
     from eeghub.core.packet import compress_frame
@@ -485,7 +499,12 @@ def generate_bodies(path: Path, total: int, devices: int) -> list[Packet]:
             sim = sims[i % devices]
             index = i // devices
             envelope = sim.envelope(index, START_MS)
-            body = encoder.encode(json_body(envelope, compress_frame(sim.payload(index))))
+            payload = sim.payload(index)
+            frame = compress_frame(payload)
+            if sizes is not None:
+                sizes["frame"] = sizes.get("frame", 0) + len(frame)
+                sizes["payload"] = sizes.get("payload", 0) + len(payload)
+            body = encoder.encode(json_body(envelope, frame))
             f.write(sim.user_id.encode() + b"\t" + body + b"\n")
             packets.append(Packet(sim.user_id, sim.device_id, int(envelope["timestamp_start_ms"])))  # type: ignore[call-overload]
     return packets
@@ -527,6 +546,8 @@ class Bench:
         self.noop: subprocess.Popen[bytes] | None = None
         self.floor: subprocess.Popen[bytes] | None = None
         self.eeghub_port = 0
+        self.extra: list[tuple[subprocess.Popen[bytes], int]] = []
+        """The other eeghub processes of an ``--instances`` round, while it runs."""
         self.noop_port = 0
         self.floor_port = 0
         self.floor_queue = f"{self.tag}.floor"
@@ -580,11 +601,11 @@ class Bench:
         finally:
             await conn.close()
 
-    def server_env(self) -> dict[str, str]:
+    def server_env(self, instance: int = 1) -> dict[str, str]:
         env = clean_env()
         env.update(
             {
-                "EEGHUB_SERVER__DATA_DIR": str(self.workdir / "data"),
+                "EEGHUB_SERVER__DATA_DIR": str(self.workdir / ("data" if instance == 1 else f"data-{instance}")),
                 "EEGHUB_SERVER__LOG_LEVEL": "warning",
                 "EEGHUB_DATABASE__URL": self.db_url,
                 "EEGHUB_BROKER__URL": RABBITMQ_URL,
@@ -650,17 +671,43 @@ class Bench:
             waits.append(self.wait_ready(self.floor, self.floor_port, "/health", "floor.log"))
         await asyncio.gather(*waits)
 
+    async def start_extra_instances(self) -> None:
+        """Instances 2..N on the same database, queues and buckets."""
+        for instance in range(2, self.args.instances + 1):
+            port = free_port()
+            proc = self.spawn(
+                [sys.executable, "-m", "eeghub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                self.server_env(instance),
+                f"eeghub-{instance}.log",
+            )
+            self.meter.roles[proc.pid] = "eeghub"
+            self.extra.append((proc, port))
+        await asyncio.gather(*(self.wait_ready(p, port, "/health", f"eeghub-{i + 2}.log") for i, (p, port) in enumerate(self.extra)))
+
+    async def stop_extra_instances(self) -> None:
+        for proc, _ in self.extra:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.extra:
+            while proc.poll() is None:
+                await asyncio.sleep(0.05)
+            self.processes.remove(proc)
+            self.meter.roles.pop(proc.pid, None)
+        self.extra.clear()
+
     # ------------------------------------------------------------ measuring
     async def stored_count(self) -> int:
         return int(await self.db.fetchval("SELECT count(*) FROM raw_data_objects"))
 
     async def load(self, server: str, first: int, count: int, label: str, send: int | None = None) -> RoundResult:
-        port = {"eeghub": self.eeghub_port, "no-op": self.noop_port, "floor": self.floor_port}[server]
+        ports = {"eeghub": [self.eeghub_port], "no-op": [self.noop_port], "floor": [self.floor_port]}.get(server)
+        if ports is None:  # eeghub xN
+            ports = [self.eeghub_port] + [port for _, port in self.extra]
+        stores = server.startswith("eeghub")
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
             "--_load",
-            str(port),
+            ",".join(map(str, ports)),
             str(self.bodies),
             str(first),
             str(count),
@@ -687,7 +734,7 @@ class Bench:
             await proc.wait()
             err = await proc.stderr.read() if proc.stderr else b""
             raise BenchError(f"load generator did not start:\n{err.decode(errors='replace')[-3000:]}")
-        baseline = await self.stored_count() if server == "eeghub" else 0
+        baseline = await self.stored_count() if stores else 0
         samples: list[tuple[float, int]] = []
         before = self.meter.snapshot()
         proc.stdin.write(b"go\n")
@@ -698,7 +745,7 @@ class Bench:
                 samples.append((time.monotonic(), await self.stored_count()))
                 await asyncio.sleep(0.05)
 
-        poller = asyncio.create_task(poll()) if server == "eeghub" else None
+        poller = asyncio.create_task(poll()) if stores else None
         try:
             out, err = await asyncio.wait_for(proc.communicate(), ROUND_TIMEOUT)
         except BaseException:
@@ -716,7 +763,7 @@ class Bench:
             raise BenchError(f"load generator failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
         data = json.loads(out.decode().strip().splitlines()[-1])
         seconds = data["t_end"] - data["t_start"]
-        accepted_ids = [first + i for i in data["accepted"]] if server == "eeghub" else data["accepted"]
+        accepted_ids = [first + i for i in data["accepted"]] if stores else data["accepted"]
         result = RoundResult(
             server=server,
             round=label,
@@ -729,7 +776,7 @@ class Bench:
             accepted=accepted_ids,
             errors=data["errors"],
         )
-        if server == "eeghub":
+        if stores:
             accepted_set = set(accepted_ids)
             for i in range(first, first + count):
                 (self.accepted_packets if i in accepted_set else self.non_accepted_packets).append(self.packets[i])
@@ -796,6 +843,34 @@ class Bench:
         )
         self.processes.insert(0, self.py_spy)
         self.meter.roles[self.py_spy.pid] = "loadgen"  # counted with the measuring tools
+
+    PROFILE_PARTS = (
+        ("live analysis (decode, buffers, scheduling, results)", ("plugins/analyzer", "core/quality")),
+        ("storage consumer (with its S3 and PostgreSQL calls)", ("plugins/ingest/store.py",)),
+        ("publishing to RabbitMQ", ("plugins/ingest/publisher.py",)),
+        ("HTTP, the route and validation", ("plugins/ingest/routes.py", "litestar/", "httptools_impl", "core/auth.py")),
+        ("message delivery (aio-pika, the broker adapter)", ("adapters/rabbitmq_broker.py", "aio_pika", "aiormq", "pamqp")),
+        ("database driver, elsewhere", ("asyncpg",)),
+    )
+
+    def profile_split(self, cpu_ms: float) -> None:
+        """Share of the samples of a raw py-spy profile by part of eeghub
+        (each sample goes to the first part whose code is on its stack),
+        scaled to the measured CPU per stored packet."""
+        counts = dict.fromkeys([name for name, _ in self.PROFILE_PARTS] + ["event loop and the rest"], 0)
+        total = 0
+        for line in Path(self.args.py_spy).read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            total += int(n)
+            part = next((name for name, keys in self.PROFILE_PARTS if any(k in stack for k in keys)), "event loop and the rest")
+            counts[part] += int(n)
+        if not total:
+            return
+        print(f"eeghub CPU per stored packet by part ({total} py-spy samples, scaled to {cpu_ms:.2f} ms):")
+        for name, n in sorted(counts.items(), key=lambda item: -item[1]):
+            print(f"  {name:<55} {100 * n / total:5.1f} %  {cpu_ms * n / total:.3f} ms")
 
     async def stop_py_spy(self) -> None:
         proc = getattr(self, "py_spy", None)
@@ -989,9 +1064,10 @@ class Bench:
         print(f"nproc: {os.cpu_count()} (nproc says {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()})")
         print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         per_round = args.requests
-        total = args.warmup + args.rounds * per_round
+        total = args.warmup + args.rounds * per_round * (2 if args.instances > 1 else 1)
         t = time.monotonic()
-        self.packets = await asyncio.to_thread(generate_bodies, self.bodies, total, args.devices)
+        self.sizes: dict[str, int] = {}
+        self.packets = await asyncio.to_thread(generate_bodies, self.bodies, total, args.devices, self.sizes)
         print(f"generated {total} distinct packets ({args.devices} devices) in {time.monotonic() - t:.1f} s; "
               f"body {self.bodies.stat().st_size // total} bytes on average")
         await asyncio.to_thread(self.start_s3)
@@ -1019,37 +1095,49 @@ class Bench:
         if args.py_spy:
             self.start_py_spy(Path(args.py_spy))
         results: list[RoundResult] = []
+        many = f"eeghub x{args.instances}"
         for r in range(args.rounds):
-            first = args.warmup + r * per_round
-            servers = ["eeghub", "no-op"] + (["floor"] if args.floor else [])
+            servers = ["eeghub", "no-op"] + (["floor"] if args.floor else []) + ([many] if args.instances > 1 else [])
             order = servers[r % len(servers):] + servers[: r % len(servers)]  # each server leads in turn
             for server in order:
+                # Each eeghub configuration stores its own packets.
+                first = args.warmup + (r * (2 if args.instances > 1 else 1) + (server == many)) * per_round
+                if server == many:
+                    await self.start_extra_instances()
                 await self.settle(f"round {r + 1} {server}")
-                send = per_round if server == "eeghub" else max(per_round, args.noop_requests)
-                res = await self.load(server, first, per_round, str(r + 1), send)
+                send = per_round if server.startswith("eeghub") else max(per_round, args.noop_requests)
+                try:
+                    res = await self.load(server, first, per_round, str(r + 1), send)
+                finally:
+                    if server == many:
+                        await self.stop_extra_instances()
                 if server == "floor":
                     await self.purge_floor_queue()
                 results.append(res)
                 extra = ""
-                if server == "eeghub":
+                if server.startswith("eeghub"):
                     extra = (f"; stored {res.stored_rate:.0f}/s (all stored {res.stored_seconds:.2f} s after the first request; "
                              f"{res.stored_during_send_rate or 0:.0f}/s while sending, backlog at the last response {res.backlog_at_end})")
-                print(f"round {r + 1} {server:6s}: {res.rate:7.0f} req/s accepted in {res.seconds:.2f} s {res.statuses}{extra}")
+                print(f"round {r + 1} {server:9s}: {res.rate:7.0f} req/s accepted in {res.seconds:.2f} s {res.statuses}{extra}")
                 if res.errors:
                     print(f"  errors: {res.errors}")
 
         await self.stop_py_spy()
         verdict = await self.verify()
         self.report(results, verdict)
+        if args.py_spy and not args.py_spy.endswith(".svg") and Path(args.py_spy).exists():
+            eeghub_rounds = [r for r in results if r.server == "eeghub"]
+            self.profile_split(statistics.median([r.cpu["eeghub"] / max(1, r.n) for r in eeghub_rounds]) * 1000)
 
     def report(self, results: list[RoundResult], verdict: dict[str, Any]) -> None:
         e = [r for r in results if r.server == "eeghub"]
+        many = [r for r in results if r.server.startswith("eeghub x")]
         n = [r for r in results if r.server == "no-op"]
         med = statistics.median
 
         print()
         print(f"machine: nproc {os.cpu_count()}, load average now " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
-        print(f"{'round':>5} {'server':<7} {'requests':>8} {'202':>6} {'secs':>6} {'202/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        print(f"{'round':>5} {'server':<9} {'requests':>8} {'202':>6} {'secs':>6} {'202/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'stored/s':>8} {'backlog':>7}   CPU ms per request: eeghub no-op floor loadgen pg rabbit s3 other | busy cores")
         for r in results:
             c = r.cpu
@@ -1059,7 +1147,7 @@ class Bench:
             stored = f"{r.stored_rate:8.0f}" if r.stored_rate is not None else f"{'':>8}"
             backlog = f"{r.backlog_at_end:7d}" if r.backlog_at_end is not None else f"{'':>7}"
             print(
-                f"{r.round:>5} {r.server:<7} {r.n:8d} {len(r.accepted):6d} {r.seconds:6.2f} {r.rate:7.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} "
+                f"{r.round:>5} {r.server:<9} {r.n:8d} {len(r.accepted):6d} {r.seconds:6.2f} {r.rate:7.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} "
                 f"{stored} {backlog}   "
                 + " ".join(f"{c[k] * per_k:5.2f}" for k in ("eeghub", "no-op", "floor", "loadgen", "postgres", "rabbitmq", "seaweedfs", "other"))
                 + f" | {cores:.2f}"
@@ -1086,6 +1174,21 @@ class Bench:
             print(f"{'ratio floor / no-op':<42} {f_rate / n_rate:10.2f}   (the most any server answering after a confirm reaches here)")
             print(f"{'ratio eeghub accepted / floor':<42} {e_rate / f_rate:10.2f}")
             print(f"server CPU per request (median): no-op {n_cpu:.3f} ms, floor {f_cpu:.3f} ms")
+            e_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in e]) * 1000
+            print(
+                f"target: eeghub stored/s >= half the floor's accepted/s: {s_rate:.0f} vs {f_rate / 2:.0f} "
+                f"({'met' if s_rate >= f_rate / 2 else 'NOT met'}); eeghub CPU per stored packet <= 2x the floor's: "
+                f"{e_cpu:.3f} ms = {e_cpu / f_cpu:.2f}x ({'met' if e_cpu <= 2 * f_cpu else 'NOT met'})"
+            )
+        if many:
+            m_rate = med([r.rate for r in many])
+            m_stored = med([r.stored_rate or 0.0 for r in many])
+            m_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in many]) * 1000
+            one_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in e]) * 1000
+            print()
+            print(f"{'':<30} {'accepted/s':>10} {'stored/s':>9} {'eeghub CPU ms/packet':>21}")
+            print(f"{'1 eeghub process':<30} {e_rate:10.0f} {s_rate:9.0f} {one_cpu:21.3f}")
+            print(f"{many[0].server.replace('eeghub x', '') + ' eeghub processes':<30} {m_rate:10.0f} {m_stored:9.0f} {m_cpu:21.3f}")
         # What the servers eeghub depends on cost per packet, and the rate the
         # machine could reach if eeghub itself cost nothing: the ceiling that
         # any implementation storing each packet in S3 + PostgreSQL through
@@ -1114,6 +1217,15 @@ class Bench:
             print(
                 f"objects written: {verdict['objects']} ({verdict['rows'] / verdict['objects']:.1f} packets and "
                 f"{verdict['stored_bytes'] / verdict['objects'] / 1024:.0f} KiB per object on average)"
+            )
+        if verdict["rows"]:
+            per_hour = 3600 / PACKET_SECONDS / 1e6
+            total = len(self.packets) or 1
+            print(
+                f"stored bytes per recorded hour of one device (8 channels, 250 Hz): "
+                f"{verdict['stored_bytes'] / verdict['rows'] * per_hour:.1f} MB as stored in this run; "
+                f"{self.sizes.get('frame', 0) / total * per_hour:.1f} MB as zstd frames, "
+                f"{self.sizes.get('payload', 0) / total * per_hour:.1f} MB as decompressed payloads"
             )
         print(f"queue depths at the end: {verdict['queue_depths']}")
         print("no packet lost, each stored exactly once" if ok else f"PACKET CHECK FAILED (e.g. lost {verdict['examples_lost']})")
@@ -1151,8 +1263,8 @@ def main() -> None:
         run_floor_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
         return
     if len(sys.argv) >= 2 and sys.argv[1] == "--_load":
-        port, path, first, count, concurrency, send = sys.argv[2:8]
-        run_load(int(port), path, int(first), int(count), int(concurrency), int(send))
+        ports, path, first, count, concurrency, send = sys.argv[2:8]
+        run_load([int(x) for x in ports.split(",")], path, int(first), int(count), int(concurrency), int(send))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -1180,6 +1292,10 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="an eeghub setting for this run, e.g. --set ingest.publishes_in_flight=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--instances", type=int, default=1,
+        help="also run rounds of this many eeghub processes on the same services, the load spread over them",
     )
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds before the run is abandoned")
     args = parser.parse_args()

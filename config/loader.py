@@ -246,6 +246,8 @@ def _check(settings: Settings) -> None:
         ("ingest.segment_max_bytes", settings.ingest.segment_max_bytes),
         ("ingest.segment_writes_in_flight", settings.ingest.segment_writes_in_flight),
         ("auth.link_ttl_seconds", settings.auth.link_ttl_seconds),
+        ("analyzer.partitions", settings.analyzer.partitions),
+        ("analyzer.lease_seconds", settings.analyzer.lease_seconds),
     ):
         if value < 1:
             raise ConfigError(f"invalid value for configuration key {key!r}: must be at least 1")

@@ -241,8 +241,8 @@ class IngestSettings(_Section):
     every slot free goes out alone, at once. (With ``publish_batch_packets =
     1`` there is no limit: every packet is published as it comes.)"""
     segment_max_bytes: int = 1024 * 1024
-    """Most bytes (decompressed payloads) of one object the storage consumer
-    writes. The packets of the messages it handles at once are written
+    """Most bytes (as stored: frames, or payloads with ``store_compressed =
+    false``) of one object the storage consumer writes. The packets of the messages it handles at once are written
     together, as one segment object, up to this size; a message larger than
     this is written alone. 1 MiB: larger objects cost SeaweedFS no less per
     byte, and S3 clients sign and send them in one request."""
@@ -251,6 +251,10 @@ class IngestSettings(_Section):
     segment_linger_ms: float = 100.0
     """How long a packet may wait for others to share its object. It delays
     storing, never the 202. 0: write whatever is waiting at once."""
+    store_compressed: bool = True
+    """Store each packet's zstd frame as received (a third of the bytes).
+    false: the decompressed v4 payload, as the predecessor stored it (for
+    tools outside eeghub that read the raw bucket). eeghub reads both."""
 
 
 class BidsTaskSettings(_Section):
@@ -377,6 +381,12 @@ class AnalyzerSettings(_Section):
     (it is a live view). The queue counts messages: it holds at most
     ``queue_max_length / ingest.publish_batch_packets`` of them."""
     channel_quality: ChannelQualitySettings = msgspec.field(default_factory=ChannelQualitySettings)
+    partitions: int = 64
+    """With RabbitMQ, streams are shared among the processes in this many
+    partitions (one owner each). Must be the same in every process."""
+    lease_seconds: float = 10.0
+    """A process that stops renewing its analysis partitions loses them
+    after this long (then another process takes its streams over)."""
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

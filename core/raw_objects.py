@@ -5,6 +5,12 @@ that object itself (every packet the predecessor stored, and every packet
 eeghub stored alone), or ``stored_bytes`` bytes at ``segment_offset`` of the
 object ``segment_key``, when it arrived in a batch with others (see
 ``plugins/ingest/store.py``).
+
+The stored bytes are the zstd frame as received or the decompressed v4
+payload (the predecessor's form, and ``ingest.store_compressed = false``).
+The readers here tell them apart by the zstd magic number, which no valid
+v4 payload starts with (its second byte, the channel count, would be 181),
+and return the payload.
 """
 
 from __future__ import annotations
@@ -15,7 +21,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import ObjectNotFound
+from .packet import PacketError, decompress_frame
 from .ports import ObjectStore
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+"""Decompression bound of a stored frame (``ingest.max_decompressed_bytes``'s default)."""
+
+
+def payload_of(stored: bytes, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The v4 payload of stored bytes in either form. A frame that does not
+    decompress is returned as it is: no decoder accepts it as a payload, so
+    it is reported as undecodable wherever it is read."""
+    if stored[:4] == ZSTD_MAGIC:
+        try:
+            return decompress_frame(stored, max_output_size=max_payload_bytes)
+        except PacketError:
+            return stored
+    return stored
 
 RAW_LOCATION_COLUMNS = "segment_key, segment_offset, stored_bytes"
 """What a query must select, beside ``object_id``, for ``read_raw_payload``."""
@@ -38,10 +62,18 @@ class RawLocation:
         return cls(row["object_id"], row.get("segment_key"), row.get("segment_offset"), row.get("stored_bytes"))
 
 
-async def read_raw_payload(objects: ObjectStore, bucket: str, where: RawLocation) -> bytes:
-    """The stored payload. ``ObjectNotFound`` when the object is missing or
-    a segment is too short to hold the packet (a damaged segment reads as a
-    missing packet, not as someone else's bytes)."""
+async def read_raw_payload(
+    objects: ObjectStore, bucket: str, where: RawLocation, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+) -> bytes:
+    """The packet's payload (decompressed when stored as a frame).
+    ``ObjectNotFound`` when the object is missing or a segment is too short
+    to hold the packet (a damaged segment reads as a missing packet, not as
+    someone else's bytes)."""
+    return payload_of(await read_stored(objects, bucket, where), max_payload_bytes)
+
+
+async def read_stored(objects: ObjectStore, bucket: str, where: RawLocation) -> bytes:
+    """The packet's stored bytes, as they are (see ``read_raw_payload``)."""
     if where.segment_key is None:
         return await objects.get_bytes(bucket, where.object_id)
     start, length = where.segment_offset, where.length
@@ -107,8 +139,14 @@ class RawReader:
         slack: int = 64 * 1024,
         cache_bytes: int = 8 * 1024 * 1024,
         window: int = 64,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        decompress: bool = True,
     ) -> None:
         self._objects, self._bucket = objects, bucket
+        self._max_payload = max_payload_bytes
+        self._decompress = decompress
+        """False: ``read`` returns the stored bytes, for a caller that turns
+        them into payloads (``payload_of``) in a worker thread."""
         self._cache_bytes = cache_bytes
         self._where: dict[str, RawLocation] = {}
         self._span_of: dict[str, _Span] = {}
@@ -151,7 +189,8 @@ class RawReader:
 
     async def read(self, object_id: str) -> bytes:
         """The payload of ``object_id``, one of ``locations`` (``KeyError``
-        for another; ``RuntimeError`` once closed)."""
+        for another; ``RuntimeError`` once closed), decompressed when it was
+        stored as a frame."""
         if self._closed:
             raise RuntimeError("the raw packet reader is closed")
         where = self._where[object_id]
@@ -161,7 +200,8 @@ class RawReader:
         ):
             # Alone, or read before and its span is gone: a read of its own.
             self.reads += 1
-            return await read_raw_payload(self._objects, self._bucket, where)
+            stored = await read_stored(self._objects, self._bucket, where)
+            return payload_of(stored, self._max_payload) if self._decompress else stored
         data = self._cached.get(span)
         if data is not None:
             self._cached.move_to_end(span)
@@ -178,7 +218,7 @@ class RawReader:
         payload = data[first : first + where.length]  # type: ignore[operator]
         if len(payload) != where.length:  # the segment ends before this packet
             raise ObjectNotFound(self._bucket, span.key)
-        return payload
+        return payload_of(payload, self._max_payload) if self._decompress else payload
 
     async def _fetch(self, span: _Span) -> bytes:
         self.reads += 1

@@ -19,8 +19,16 @@ from . import routes
 from .builtin import builtin_analyses
 from .contract import check_plugin
 from .host import AnalysisHost
+from .partitions import PartitionLeases, partition_of
+from .sharing import ResultSharing, results_exchange
 
 log = logging.getLogger("eeghub.analyzer")
+
+
+def partitioned(ctx: AppContext) -> bool:
+    """Several processes may share the raw fanout only through a network
+    broker; with the in-process broker this process analyses everything."""
+    return ctx.backends.get("broker") == "rabbitmq"
 
 
 @hookimpl
@@ -48,7 +56,7 @@ def _quality_factory(ctx: AppContext) -> Any:
 
 
 @hookimpl
-def eeghub_startup(ctx: AppContext) -> None:
+async def eeghub_startup(ctx: AppContext) -> None:
     cfg = ctx.settings.analyzer
     plugins = []
     for owner, plugin in ctx.host.analyses(ctx):
@@ -66,20 +74,47 @@ def eeghub_startup(ctx: AppContext) -> None:
         plugin_timeout=cfg.plugin_timeout_seconds,
         on_run=metrics_of(ctx).observe_analysis,
     )
+    host: AnalysisHost = ctx.services["analyzer"]
+    if partitioned(ctx):
+        from eeghub.core.cluster import INSTANCE_ID
+
+        host.instance = INSTANCE_ID
+        leases = PartitionLeases(
+            ctx.database,
+            INSTANCE_ID,
+            partitions=cfg.partitions,
+            lease_seconds=cfg.lease_seconds,
+            on_lost=lambda lost: host.drop_streams(lambda key: partition_of(*key, cfg.partitions) in lost),
+        )
+        ctx.services["analyzer.leases"] = leases
+        await leases.refresh()  # a lone process owns everything from the start
+        sharing = ResultSharing(ctx.broker, host, results_exchange(ctx.settings.broker.queues.raw_data_exchange))
+        ctx.services["analyzer.sharing"] = sharing
+        host.on_result = sharing.offer
     log.info("analyzer: %d analysis plugin(s): %s", len(plugins), ", ".join(p.id for p in plugins))
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
-    from eeghub.core.packet import PacketError, decode_payload, decompress_frame
+    from eeghub.core.packet import PacketError, decode_payload
     from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
+    from eeghub.core.payload_cache import PAYLOADS
 
     limits = ctx.settings.ingest
     quality_threshold = ctx.settings.analyzer.channel_quality.bad_impedance_threshold
+
+    leases: PartitionLeases | None = ctx.services.get("analyzer.leases")
 
     def add(packet: RawPacket) -> None:
         headers = packet.headers
         try:
             user_id, device_id = str(headers["user_id"]), str(headers["device_id"])
+        except KeyError as exc:
+            raise PermanentFailure(f"bad envelope: {exc}") from None
+        host: AnalysisHost = ctx.services["analyzer"]
+        if leases is not None and not leases.owns_stream(user_id, device_id):
+            host.skipped += 1  # another process analyses this stream
+            return
+        try:
             rate = float(headers["sampling_rate"])  # type: ignore[arg-type]
             lsb = float(headers.get("lsb_to_volts") or headers.get("lsb_to_volts_str") or 0)  # type: ignore[arg-type]
             start_ms = int(headers["timestamp_start_ms"])  # type: ignore[arg-type]
@@ -91,12 +126,12 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             if packet.content_encoding == "identity":
                 payload = packet.frame
             else:
-                payload = decompress_frame(packet.frame, max_output_size=limits.max_decompressed_bytes)
+                payload = PAYLOADS.decompress(packet.frame, max_output_size=limits.max_decompressed_bytes)
             decoded = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
         except PacketError as exc:
             raise PermanentFailure(f"bad packet: {exc}") from None
         session = headers.get("session_id")
-        ctx.services["analyzer"].add_packet(
+        host.add_packet(
             user_id=user_id,
             device_id=device_id,
             session_id=str(session) if session else None,
@@ -143,7 +178,23 @@ def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
             max_length=max(1, ctx.settings.analyzer.queue_max_length // max(1, ctx.settings.ingest.publish_batch_packets)),
             prefetch=64,
             max_attempts=1,
-        )
+        ),
+        *(
+            [
+                Consumer(
+                    queue=f"eeghub.analysis-results.{socket.gethostname()}.{os.getpid()}",
+                    handler=ctx.services["analyzer.sharing"].receive,
+                    bind_to=ctx.services["analyzer.sharing"].exchange,
+                    durable=False,
+                    exclusive=True,
+                    max_length=10_000,
+                    prefetch=256,
+                    max_attempts=1,
+                )
+            ]
+            if "analyzer.sharing" in ctx.services
+            else []
+        ),
     ]
 
 
@@ -159,7 +210,27 @@ def eeghub_background_tasks(ctx: AppContext) -> list[BackgroundTask]:
                 host.evict_idle()
             await asyncio.sleep(0.25)
 
-    return [BackgroundTask(name="analysis-scheduler", run=schedule)]
+    tasks = [BackgroundTask(name="analysis-scheduler", run=schedule)]
+    leases: PartitionLeases | None = ctx.services.get("analyzer.leases")
+    if leases is not None:
+
+        async def keep_leases() -> None:
+            try:
+                while True:
+                    try:
+                        await leases.refresh()
+                    except Exception as exc:  # noqa: BLE001 - leases lapse; retried
+                        log.warning("analysis partitions: refresh failed: %s", exc)
+                    await asyncio.sleep(leases.lease_seconds / 3)
+            finally:
+                try:
+                    await asyncio.shield(leases.leave())
+                except Exception as exc:  # noqa: BLE001 - the leases expire instead
+                    log.warning("analysis partitions: leaving failed: %s", exc)
+
+        tasks.append(BackgroundTask(name="analysis-partitions", run=keep_leases))
+        tasks.append(BackgroundTask(name="analysis-results-publisher", run=ctx.services["analyzer.sharing"].run))
+    return tasks
 
 
 @hookimpl
@@ -168,6 +239,9 @@ def eeghub_health(ctx: AppContext) -> PluginHealth:
     if host is None:
         return PluginHealth(status="unhealthy", detail={"error": "not started"})
     status, detail = host.health()
+    leases: PartitionLeases | None = ctx.services.get("analyzer.leases")
+    if leases is not None:
+        detail["partitions"] = leases.status()
     return PluginHealth(status=status, detail=detail)  # type: ignore[arg-type]
 
 

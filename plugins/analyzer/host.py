@@ -75,6 +75,21 @@ class Result:
     like the images: it is not called again for the same result)."""
     rendering: Any = None
     """The ``render`` call in flight, shared by concurrent requests."""
+    instance: str | None = None
+    """The process that computed it (results of other processes arrive on
+    the results exchange; see ``partitions.py``)."""
+
+
+@dataclass
+class RemoteStream:
+    """A stream analysed by another process: only what the results API
+    shows of it."""
+
+    user_id: str
+    device_id: str
+    session_id: str | None
+    last_seen: float
+    results: dict[str, Result] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +140,13 @@ class AnalysisHost:
         self.results: dict[tuple[str, str], dict[str, Result]] = {}
         self.plugins: dict[str, PluginState] = {}
         self.listeners: dict[str, set[asyncio.Queue[Result]]] = {}
+        self.remote: dict[tuple[str, str], RemoteStream] = {}
+        self.instance: str | None = None
+        self.on_result: Callable[[Result], None] | None = None
+        """Told of each result computed here (to share it with the other processes)."""
         self.packets = 0
+        self.skipped = 0
+        """Packets of streams another process analyses."""
         self.evicted = 0
         self._sequence = 0
         self._closed = False
@@ -192,7 +213,37 @@ class AnalysisHost:
             del self.streams[key]
             self.results.pop(key, None)
         self.evicted += len(stale)
+        for key in [k for k, r in self.remote.items() if r.last_seen < cutoff]:
+            del self.remote[key]
         return len(stale)
+
+    def drop_streams(self, predicate: Callable[[tuple[str, str]], bool]) -> int:
+        """Forget the streams ``predicate`` picks (another process analyses
+        them now); runs under way for them are discarded when they finish."""
+        gone = [key for key in self.streams if predicate(key)]
+        for key in gone:
+            stream = self.streams.pop(key)
+            results = self.results.pop(key, None)
+            if results and key not in self.remote:
+                # Still shown until the new owner's first results arrive.
+                self.remote[key] = RemoteStream(
+                    stream.user_id, stream.device_id, stream.session_id, self.clock(), dict(results)
+                )
+        return len(gone)
+
+    def add_remote(self, result: Result) -> None:
+        """A result another process computed: kept for the results API and
+        passed to this process's listeners."""
+        key = (result.user_id, result.device_id)
+        remote = self.remote.get(key)
+        if remote is None or remote.session_id != result.session_id:
+            remote = self.remote[key] = RemoteStream(result.user_id, result.device_id, result.session_id, self.clock())
+        previous = remote.results.get(result.plugin_id)
+        if previous is not None and previous.instance == result.instance and previous.sequence >= result.sequence:
+            return  # out of order
+        remote.last_seen = self.clock()
+        remote.results[result.plugin_id] = result
+        self._tell(result)
 
     # ------------------------------------------------------------ analysis side
     def window_for(self, stream: Stream, plugin: Any) -> AnalysisWindow | None:
@@ -311,9 +362,15 @@ class AnalysisHost:
             window_end_us=window.end_us,
             value=value,
             sequence=self._sequence,
+            instance=self.instance,
         )
         self.results.setdefault(stream.key, {})[pid] = result
-        for queue in list(self.listeners.get(stream.user_id, ())):
+        if self.on_result is not None:
+            self.on_result(result)
+        self._tell(result)
+
+    def _tell(self, result: Result) -> None:
+        for queue in list(self.listeners.get(result.user_id, ())):
             if queue.full():
                 try:
                     queue.get_nowait()  # a slow listener loses the oldest event
@@ -327,11 +384,18 @@ class AnalysisHost:
         self._fill(state)  # a slot is free: start the next queued stream
 
     # ------------------------------------------------------------ reading
-    def results_for_user(self, user_id: str) -> list[tuple[Stream, dict[str, Result]]]:
-        out = []
+    def results_for_user(self, user_id: str) -> list[tuple[Stream | RemoteStream, dict[str, Result]]]:
+        """Each of the user's streams with its latest results (computed here
+        or, for a stream another process analyses, received from it), the
+        most recently computed first."""
+        out: list[tuple[Stream | RemoteStream, dict[str, Result]]] = []
         for key, results in self.results.items():
             if key[0] == user_id and key in self.streams and results:
                 out.append((self.streams[key], results))
+        local = {stream.key for stream, _ in out}
+        for key, remote in self.remote.items():
+            if key[0] == user_id and key not in local and remote.results:
+                out.append((remote, remote.results))
         out.sort(key=lambda item: max(r.computed_at for r in item[1].values()), reverse=True)
         return out
 
@@ -414,6 +478,8 @@ class AnalysisHost:
             if s.hung or (s.last_timeout_at is not None and now - s.last_timeout_at < self.HEALTH_WINDOW_SECONDS)
         }
         detail: dict[str, Any] = {"streams": len(self.streams), "packets": self.packets}
+        if self.skipped:
+            detail["packets_of_other_processes"] = self.skipped
         if troubled:
             detail["plugins"] = troubled
         return ("degraded" if troubled else "ok"), detail
@@ -421,7 +487,9 @@ class AnalysisHost:
     def stats(self) -> dict[str, Any]:
         return {
             "streams": len(self.streams),
+            "remote_streams": len(self.remote),
             "packets": self.packets,
+            "packets_of_other_processes": self.skipped,
             "evicted": self.evicted,
             "buffer_bytes": sum(s.buffer.nbytes for s in self.streams.values()),
             "plugins": {

@@ -20,7 +20,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden
 from eeghub.core.http import IdParam, error_responses
 
-from .host import AnalysisHost, Result, Stream
+from .host import AnalysisHost, RemoteStream, Result, Stream
 from .render import coherence_png, psd_png
 
 
@@ -55,6 +55,7 @@ def _result_json(result: Result) -> dict[str, Any]:
         "window_start": _iso(result.window_start_us / 1e6),
         "window_end": _iso(result.window_end_us / 1e6),
         "result": msgspec.to_builtins(result.value),
+        "instance": result.instance,
     }
 
 
@@ -109,7 +110,7 @@ def _summaries(host: AnalysisHost) -> list[dict[str, Any]]:
     ]
 
 
-async def _compat_entry(stream: Stream, results: dict[str, Result], with_images: bool) -> dict[str, Any]:
+async def _compat_entry(stream: Stream | RemoteStream, results: dict[str, Result], with_images: bool) -> dict[str, Any]:
     quality = results.get("channel_quality")
     psd = results.get("psd")
     newest = max(r.computed_at for r in results.values())

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.errors import EeghubError, HttpError, ObjectNotFound, PermanentFailure
 from eeghub.core.files import unwrap_zstd
@@ -37,7 +38,7 @@ from eeghub.core.packet import PacketError, PacketLayout, PacketStats, decode_pa
 from eeghub.core.packet_batch import MultiplexedDecoder
 from eeghub.core.ports import Delivery
 from eeghub.core.quality import QualityWindow
-from eeghub.core.raw_objects import RawLocation, RawReader
+from eeghub.core.raw_objects import RawLocation, RawReader, payload_of
 from eeghub.core.timeline import Packet, packet_duration_ms, plan_stream
 
 from . import dataset, metadata, validation
@@ -385,7 +386,7 @@ class SessionSignals:
 
     def __call__(self, object_id: str) -> np.ndarray:
         try:
-            payload = self._prefetcher.get(object_id)
+            payload = payload_of(self._prefetcher.get(object_id))
         except ObjectNotFound:
             self.missing.append(object_id)
             return self._zeros(object_id)
@@ -403,6 +404,8 @@ class SessionSignals:
         ids = [segment.object_id for segment in segments]
         get_many = getattr(self._prefetcher, "get_many", None)
         outcomes = get_many(ids) if get_many is not None else [self._get_one(object_id) for object_id in ids]
+        # Frames as stored are decompressed here, in the writer's thread.
+        outcomes = [payload_of(o) if type(o) is bytes else o for o in outcomes]
         layouts: list[PacketLayout] | None = None
         if all(type(outcome) is bytes for outcome in outcomes):  # the usual case: every payload is there
             layout_of = self._decoder.layout
@@ -778,7 +781,8 @@ async def _write_one(
         stimulus_presentation=ctx.settings.export.bids.stimulus_presentation or None,
     )
     # Neighbouring packets stored in one segment are read together.
-    reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets])
+    # Stored bytes: SessionSignals decompresses frames in the writer's thread.
+    reader = RawReader(ctx.objects, bucket, [locations[p.object_id] for p in packets], decompress=False)
     try:
         result, signals = await write_session_prefetched(
             root,
@@ -937,8 +941,13 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             job = msgspec.json.decode(delivery.message.body, type=Job)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise PermanentFailure(f"malformed export job: {exc}") from None
+        # One process at a time builds a task. A redelivered job waits for
+        # the process building it: then the task is completed and this
+        # delivery ends at once, or that process stopped and its claim
+        # expired, and this one builds the task again.
         started = time.monotonic()
-        await run_export(ctx, job)
+        async with job_claim(ctx.database, "export", str(job.task_id)):
+            await run_export(ctx, job)
         status = await ctx.database.fetchval("SELECT status FROM export_tasks WHERE task_id = $1", job.task_id)
         metrics_of(ctx).export_duration.labels(status or "unknown").observe(time.monotonic() - started)
 

@@ -17,8 +17,9 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
 from eeghub.core.metrics import metrics_of
-from eeghub.core.packet import PacketError, decompress_frame, parse_layout
+from eeghub.core.packet import PacketError, parse_layout
 from eeghub.core.packet_messages import RawPacket
+from eeghub.core.payload_cache import PAYLOADS
 
 from .envelope import HEADER_NAMES, DataEnvelope, Envelope, from_json, from_query_or_headers
 from .limits import StreamBudget, check_sample_count
@@ -35,7 +36,8 @@ def validate_frame(ctx: AppContext, frame: bytes) -> Any:
     if len(frame) > limits.max_packet_bytes:
         raise PayloadTooLarge(f"packet is larger than {limits.max_packet_bytes} bytes")
     try:
-        payload = decompress_frame(frame, max_output_size=limits.max_decompressed_bytes)
+        # Kept for this process's storage consumer and analyzer (core/payload_cache.py).
+        payload = PAYLOADS.decompress(frame, max_output_size=limits.max_decompressed_bytes)
         return parse_layout(payload, max_channels=limits.max_channels)
     except PacketError as exc:
         status = 413 if exc.reason == "too_large" else 400

@@ -24,11 +24,15 @@ rows: the redelivery writes the packets again, into a new segment, and the
 first one is bytes no row refers to, which ``eeghub raw sweep`` (``sweep.py``)
 removes.
 
-What is stored is the decompressed v4 payload, as the predecessor stored it,
-so objects of an adopted predecessor deployment and new ones are read the
-same way (the exporter and the corrector never need zstd), and a packet is
-readable without the envelope. It costs about 3× the space of the zstd
-frame; object storage for 8 channels at 250 Hz is ~20 MB per hour.
+What is stored is the zstd frame as the device sent it (``ingest.
+store_compressed``, the default): a third of the decompressed v4 payload the
+predecessor stored (object storage for 8 channels at 250 Hz: about 12 MB per
+hour instead of 35 MB, see docs/measurements.md), and the object store is
+bound by bytes. ``core.raw_objects`` reads both forms (a stored packet that
+starts with the zstd magic number is a frame; a v4 payload never does), so
+objects of an adopted predecessor deployment still read. The object id, and
+``content_sha256``, stay those of the decompressed payload whichever form is
+stored: a packet stored once in each form is still one packet.
 
 Rows are written in batches (``RowWriter``: group commit); a packet that
 arrives after its session was linked (late data) marks that session for
@@ -51,6 +55,7 @@ from eeghub.core.keys import key_segment
 from eeghub.core.metrics import metrics_of
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
+from eeghub.core.payload_cache import PAYLOADS
 from eeghub.core.ports import Delivery
 
 from .envelope import Envelope, from_amqp_headers
@@ -246,11 +251,12 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 
 
 class _Prepared:
-    __slots__ = ("envelope", "payload", "layout", "sha256", "key")
+    __slots__ = ("envelope", "stored", "layout", "sha256", "key")
 
-    def __init__(self, envelope: Envelope, payload: bytes, layout: Any, sha256: str) -> None:
+    def __init__(self, envelope: Envelope, stored: bytes, layout: Any, sha256: str) -> None:
         self.envelope = envelope
-        self.payload = payload
+        self.stored = stored
+        """What is written: the zstd frame as received, or the payload."""
         self.layout = layout
         self.sha256 = sha256
         self.key = object_key(envelope, sha256)
@@ -271,7 +277,7 @@ class _Prepared:
             "channel_names": list(layout.channel_names),
             "channel_types": list(layout.channel_types),
             "payload_format": "v4-trigger" if layout.has_trigger_block else "v4",
-            "stored_bytes": len(self.payload),
+            "stored_bytes": len(self.stored),
             "envelope_session_id": envelope.session_id,
             "segment_key": segment_key,
             "segment_offset": segment_offset,
@@ -346,7 +352,7 @@ class SegmentWriter:
         error that stopped them otherwise."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        size = sum(len(p.payload) for p in packets)
+        size = sum(len(p.stored) for p in packets)
         self._pending.append((packets, size, future, loop.time()))
         self._pending_bytes += size
         self._schedule()
@@ -457,7 +463,7 @@ class SegmentWriter:
             await self._ctx.objects.put_bytes(
                 self._bucket,
                 only.key,
-                only.payload,
+                only.stored,
                 content_type="application/octet-stream",
                 metadata={
                     "x-user-id": key_segment(only.envelope.user_id),
@@ -474,11 +480,11 @@ class SegmentWriter:
         position = 0
         for prepared in ordered:
             placed[prepared.key] = (key, position)
-            position += len(prepared.payload)
+            position += len(prepared.stored)
         await self._ctx.objects.put_bytes(
             self._bucket,
             key,
-            b"".join(p.payload for p in ordered),
+            b"".join(p.stored for p in ordered),
             content_type="application/octet-stream",
             metadata={"x-packets": str(len(ordered))},
         )
@@ -515,20 +521,24 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
             max_waiting=limits.storage_concurrency,
         )
 
+    compressed = limits.store_compressed
+
     async def prepare(packet: RawPacket) -> _Prepared:
         envelope = from_amqp_headers(packet.headers)
         if packet.content_encoding == "identity":
             payload = packet.frame
         elif len(packet.frame) <= INLINE_DECOMPRESS_BYTES:
             # A usual packet (a few KiB) decompresses in microseconds: a
-            # thread hop would cost more than the work.
-            payload = decompress_frame(packet.frame, max_output_size=limits.max_decompressed_bytes)
+            # thread hop would cost more than the work. The ingest route
+            # of this process decompressed it already, most of the time.
+            payload = PAYLOADS.decompress(packet.frame, max_output_size=limits.max_decompressed_bytes)
         else:
             payload = await asyncio.to_thread(
                 decompress_frame, packet.frame, max_output_size=limits.max_decompressed_bytes
             )
         layout = parse_layout(payload, max_channels=limits.max_channels)
-        return _Prepared(envelope, payload, layout, hashlib.sha256(payload).hexdigest())
+        stored = packet.frame if compressed and packet.content_encoding != "identity" else payload
+        return _Prepared(envelope, bytes(stored), layout, hashlib.sha256(payload).hexdigest())
 
     async def handle(delivery: Delivery) -> None:
         try:

@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.correction import MatchParameters, event_code, match_events, session_offset_range_ms
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
-from eeghub.core.raw_objects import RawLocation, RawReader
+from eeghub.core.raw_objects import MAX_PAYLOAD_BYTES, RawLocation, RawReader, payload_of
 
 from .linking import decode_job
 
@@ -71,7 +72,9 @@ async def trigger_edges(
     with_trigger = 0
     app_blocks = 0
     previous: int | None = None  # the line's level before the next packet; None: unknown
-    reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects])
+    # Stored bytes: frames are decompressed with the decoding, in the worker thread.
+    reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects], decompress=False)
+    max_payload = ctx.settings.ingest.max_decompressed_bytes
     limit = asyncio.Semaphore(READS_AT_ONCE)
 
     async def read(object_id: str) -> bytes:
@@ -86,7 +89,7 @@ async def trigger_edges(
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
                     raise outcome  # a storage error: the job is retried
             gaps = [_after_gap(objects, first + k) for k in range(len(rows))]
-            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, gaps, previous, max_channels)
+            decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, gaps, previous, max_channels, max_payload)
             for row, outcome in zip(rows, decoded, strict=True):
                 if isinstance(outcome, ObjectNotFound):
                     skipped.append({"object_id": row["object_id"], "reason": "object missing from storage"})
@@ -123,7 +126,11 @@ def _after_gap(objects: list[Any], index: int) -> bool:
 
 
 def _decode_chunk(
-    outcomes: list[bytes | BaseException], gaps: list[bool], previous: int | None, max_channels: int
+    outcomes: list[bytes | BaseException],
+    gaps: list[bool],
+    previous: int | None,
+    max_channels: int,
+    max_payload: int = MAX_PAYLOAD_BYTES,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, bool] | BaseException | None], int | None]:
     """In a worker thread: each payload's trigger rising edges (sample
     indices), the trigger value at each and whether it is the app's trigger
@@ -144,7 +151,7 @@ def _decode_chunk(
             previous = None
             continue
         try:
-            packet = decode_payload(outcome, previous_trigger=previous or 0, max_channels=max_channels)
+            packet = decode_payload(payload_of(outcome, max_payload), previous_trigger=previous or 0, max_channels=max_channels)
         except PacketError as exc:
             out.append(exc)
             previous = None
@@ -270,15 +277,18 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     async def handle(delivery: Delivery) -> None:
         job = decode_job(delivery.message.body)
-        try:
-            details = await correct_session(ctx, job.session_id)
-        except PermanentFailure:
-            raise
-        except Exception:
-            await ctx.database.execute(
-                "UPDATE sessions SET event_correction_status = 'failed' WHERE session_id = $1", job.session_id
-            )
-            raise
+        # One process at a time corrects a session (a job arriving meanwhile
+        # waits, then corrects again with what was linked since).
+        async with job_claim(ctx.database, "correct", job.session_id):
+            try:
+                details = await correct_session(ctx, job.session_id)
+            except PermanentFailure:
+                raise
+            except Exception:
+                await ctx.database.execute(
+                    "UPDATE sessions SET event_correction_status = 'failed' WHERE session_id = $1", job.session_id
+                )
+                raise
         log.info(
             "session %s corrected: %s, %s of %s events matched",
             job.session_id,

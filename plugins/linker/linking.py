@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure
 from eeghub.core.outbox import enqueue_json
@@ -190,28 +191,34 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
         if row["end_time"] is None:
             log.warning("session %s has not ended; nothing to link yet", job.session_id)
             return
-        await ctx.database.execute(
-            "UPDATE sessions SET link_status = 'processing' WHERE session_id = $1", job.session_id
-        )
-        try:
-            previous = -1
-            for _ in range(MAX_ROUNDS):
-                counts = await link_once(ctx, job.session_id)
-                log.info("session %s linked: %s", job.session_id, counts)
-                waiting = await pending_objects(ctx, job.session_id)
-                # Stop when nothing new arrived (objects left unclaimed belong
-                # to a neighbouring session).
-                if waiting == 0 or waiting == previous:
-                    break
-                previous = waiting
-        except PermanentFailure:
-            raise
-        except Exception as exc:
-            await ctx.database.execute(
-                "UPDATE sessions SET link_status = 'failed', link_error = $2 WHERE session_id = $1",
-                job.session_id,
-                f"{type(exc).__name__}: {exc}"[:1000],
-            )
-            raise
+        # One process at a time links a session; a job arriving meanwhile
+        # waits and then runs again (it may announce objects the running
+        # one missed).
+        async with job_claim(ctx.database, "link", job.session_id):
+            await link_claimed(ctx, job.session_id)
 
     return handle
+
+
+async def link_claimed(ctx: AppContext, session_id: str) -> None:
+    await ctx.database.execute("UPDATE sessions SET link_status = 'processing' WHERE session_id = $1", session_id)
+    try:
+        previous = -1
+        for _ in range(MAX_ROUNDS):
+            counts = await link_once(ctx, session_id)
+            log.info("session %s linked: %s", session_id, counts)
+            waiting = await pending_objects(ctx, session_id)
+            # Stop when nothing new arrived (objects left unclaimed belong
+            # to a neighbouring session).
+            if waiting == 0 or waiting == previous:
+                break
+            previous = waiting
+    except PermanentFailure:
+        raise
+    except Exception as exc:
+        await ctx.database.execute(
+            "UPDATE sessions SET link_status = 'failed', link_error = $2 WHERE session_id = $1",
+            session_id,
+            f"{type(exc).__name__}: {exc}"[:1000],
+        )
+        raise

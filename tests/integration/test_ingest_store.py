@@ -19,10 +19,10 @@ from eeghub.adapters.postgres.database import PostgresDatabase
 from eeghub.adapters.postgres.migrate import migrate
 from eeghub.config.settings import Settings
 from eeghub.core.errors import PermanentFailure
-from eeghub.core.packet import decompress_frame
-from eeghub.core.packet_messages import BATCH_CONTENT_TYPE, RawPacket, batch_message
+from eeghub.core.packet import PacketError, decode_payload, decompress_frame
+from eeghub.core.packet_messages import BATCH_CONTENT_TYPE, RawPacket, batch_message, packets_of
 from eeghub.core.ports import Delivery, Message
-from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, read_raw_payload
+from eeghub.core.raw_objects import RAW_LOCATION_COLUMNS, RawLocation, RawReader, payload_of, read_raw_payload
 from eeghub.core.simulator import SimulatedDevice
 from eeghub.plugins.ingest import store
 from eeghub.plugins.ingest.envelope import from_json
@@ -388,9 +388,11 @@ async def test_a_message_that_comes_again_writes_only_the_packets_not_stored_yet
 
 
 async def test_the_predecessors_form_writes_every_packet_as_its_own_object(ctx: Any) -> None:
-    """``ingest.publish_batch_packets = 1``: no segments at all, even for
-    messages handled at once (a roll-back to the predecessor reads them)."""
+    """``ingest.publish_batch_packets = 1`` and ``store_compressed = false``:
+    no segments at all, even for messages handled at once, and each object
+    the decompressed payload (a roll-back to the predecessor reads them)."""
     ctx.settings.ingest.publish_batch_packets = 1
+    ctx.settings.ingest.store_compressed = False
     handle = store.make_handler(ctx)
     sent = deliveries(ctx, SimulatedDevice("u-alone", "d1"), 12)
     before = set(await object_keys(ctx))
@@ -399,3 +401,53 @@ async def test_the_predecessors_form_writes_every_packet_as_its_own_object(ctx: 
     assert len(new) == 12 and all(key.startswith("raw/") for key in new)
     records = await ctx.database.fetch("SELECT object_id, segment_key FROM raw_data_objects WHERE user_id = 'u-alone'")
     assert {r["object_id"] for r in records} == new and all(r["segment_key"] is None for r in records)
+    bucket = ctx.settings.object_store.buckets.raw_data
+    frames = {plain(packets_of(d.message)[0].frame) for d in sent}
+    assert {await ctx.objects.get_bytes(bucket, key) for key in new} == frames
+
+
+async def test_frames_are_stored_as_received_and_read_back_as_payloads(ctx: Any) -> None:
+    handle = store.make_handler(ctx)
+    sent = packets(ctx, SimulatedDevice("u-zst", "d1"), 6)
+    await handle(Delivery(message=batch_message(sent), queue="processing_queue"))
+    records = await ctx.database.fetch(
+        "SELECT object_id, segment_key, segment_offset, stored_bytes FROM raw_data_objects WHERE user_id = 'u-zst'"
+        " ORDER BY segment_offset"
+    )
+    [segment] = {r["segment_key"] for r in records}
+    bucket = ctx.settings.object_store.buckets.raw_data
+    # The segment is the frames one after the other, a third of the payloads' bytes.
+    assert await ctx.objects.get_bytes(bucket, segment) == b"".join(p.frame for p in sent)
+    assert [r["stored_bytes"] for r in records] == [len(p.frame) for p in sent]
+    assert sum(len(p.frame) for p in sent) < 0.5 * sum(len(plain(p.frame)) for p in sent)
+    payloads = await stored_payloads(ctx, "u-zst")
+    assert sorted(payloads.values()) == sorted(plain(p.frame) for p in sent)
+
+
+async def test_both_stored_forms_read_the_same(ctx: Any) -> None:
+    """A predecessor's object (the payload) beside eeghub's (the frame), and
+    a damaged frame, through both readers."""
+    bucket = ctx.settings.object_store.buckets.raw_data
+    [first, second] = packets(ctx, SimulatedDevice("u-mix", "d1"), 2)
+    await ctx.objects.put_bytes(bucket, "raw/old.bin", plain(first.frame))
+    await ctx.objects.put_bytes(bucket, "raw/new.bin", second.frame)
+    damaged = second.frame[:-8] + bytes(8)
+    await ctx.objects.put_bytes(bucket, "raw/damaged.bin", damaged)
+    where = [RawLocation("raw/old.bin"), RawLocation("raw/new.bin"), RawLocation("raw/damaged.bin")]
+    reader = RawReader(ctx.objects, bucket, where)
+    try:
+        got = [await reader.read(w.object_id) for w in where]
+    finally:
+        await reader.aclose()
+    assert got[:2] == [plain(first.frame), plain(second.frame)]
+    assert got[:2] == [await read_raw_payload(ctx.objects, bucket, w) for w in where[:2]]
+    with pytest.raises(PacketError):  # a damaged frame is undecodable, not someone else's samples
+        decode_payload(got[2])
+    # decompress=False: the bytes as stored, for payload_of in a worker thread.
+    raw = RawReader(ctx.objects, bucket, where, decompress=False)
+    try:
+        stored = [await raw.read(w.object_id) for w in where]
+    finally:
+        await raw.aclose()
+    assert stored == [plain(first.frame), second.frame, damaged]
+    assert [payload_of(b) for b in stored[:2]] == got[:2]

@@ -100,7 +100,7 @@ async def test_messages_waiting_together_become_one_segment() -> None:
     assert len(rows.written) == 15 and {r["segment_key"] for r in rows.written} == {key}
     packets = {p.key: p for m in messages for p in m}
     for row in rows.written:
-        assert read_back(objects, row) == packets[row["object_id"]].payload
+        assert read_back(objects, row) == packets[row["object_id"]].stored
 
 
 async def test_a_message_arriving_later_within_the_linger_joins_the_group() -> None:
@@ -116,15 +116,15 @@ async def test_a_lone_packet_is_its_own_object_under_its_own_key() -> None:
     segments, objects, rows = writer(linger=0)
     [only] = prepared("alone", 1)
     await within(segments.store([only]))
-    assert objects.puts == [(only.key, only.payload)]
+    assert objects.puts == [(only.key, only.stored)]
     assert rows.written[0]["segment_key"] is None and rows.written[0]["segment_offset"] is None
 
 
 async def test_enough_bytes_leave_at_once_without_waiting_for_the_linger() -> None:
     one = prepared("big", 1)[0]
-    segments, objects, _ = writer(linger=3600, max_bytes=2 * len(one.payload))
+    segments, objects, _ = writer(linger=3600, max_bytes=2 * len(one.stored))
     await within(asyncio.gather(*(segments.store(prepared(f"b{i}", 1)) for i in range(4))))
-    assert [len(data) for _, data in objects.puts] == [2 * len(one.payload)] * 2
+    assert [len(data) for _, data in objects.puts] == [2 * len(one.stored)] * 2
 
 
 async def test_a_full_prefetch_leaves_at_once() -> None:
@@ -136,7 +136,7 @@ async def test_a_full_prefetch_leaves_at_once() -> None:
 
 async def test_a_message_larger_than_max_bytes_is_written_alone() -> None:
     big = prepared("huge", 4)
-    segments, objects, rows = writer(linger=0, max_bytes=len(big[0].payload))
+    segments, objects, rows = writer(linger=0, max_bytes=len(big[0].stored))
     await within(asyncio.gather(segments.store(big), segments.store(prepared("small", 1))))
     assert len(objects.puts) == 2 and len(rows.written) == 5
 
@@ -189,9 +189,9 @@ async def test_a_packet_twice_in_a_group_is_written_once_and_both_rows_point_at_
     same = prepared("twice", 2)
     await within(asyncio.gather(segments.store(same), segments.store(prepared("twice", 1))))
     data = objects.puts[0][1]
-    assert len(data) == sum(len(p.payload) for p in same)
+    assert len(data) == sum(len(p.stored) for p in same)
     assert len(rows.written) == 3
-    assert {read_back(objects, r) for r in rows.written} == {p.payload for p in same}
+    assert {read_back(objects, r) for r in rows.written} == {p.stored for p in same}
 
 
 async def test_packets_with_rows_already_are_not_written_again() -> None:
@@ -203,7 +203,7 @@ async def test_packets_with_rows_already_are_not_written_again() -> None:
     # The whole message again: only the packet without a row is written,
     # alone, as its own object; nothing else is written or inserted.
     await within(segments.store(sent))
-    assert len(objects.puts) == 2 and objects.puts[1] == (sent[3].key, sent[3].payload)
+    assert len(objects.puts) == 2 and objects.puts[1] == (sent[3].key, sent[3].stored)
     assert sorted(r["object_id"] for r in rows.written) == sorted(p.key for p in sent)
     # Everything stored: no write at all, and the handler succeeds.
     await within(segments.store(sent))
@@ -230,7 +230,7 @@ async def test_the_predecessors_form_writes_a_lone_packet_without_a_lookup() -> 
     [only] = prepared("pred", 1)
     await within(segments.store([only]))
     await within(segments.store([only]))  # a redelivery: the same bytes under the same key
-    assert objects.puts == [(only.key, only.payload)] * 2 and rows.lookups == []
+    assert objects.puts == [(only.key, only.stored)] * 2 and rows.lookups == []
 
 
 async def test_an_unreachable_database_fails_the_group_before_any_write() -> None:
