@@ -395,3 +395,16 @@ def test_too_few_permutations_to_reach_alpha_are_refused() -> None:
     with pytest.raises(ValueError, match="product_permutations = 15"):
         ErpParameters.from_settings({"product_permutations": 15})
     ErpParameters(permutations=19)  # 1/20 = 0.05: reachable
+
+
+def test_calibration_stimuli_are_not_products_whatever_the_spelling() -> None:
+    """A stimulus CSV that lists the calibration images as 'non-target' or
+    'standard' (spellings the calibration accepts) must not make them
+    products (they would be reported as products with too few trials)."""
+    from eeghub.core.experiment_analysis import Stimulus
+
+    design = synthetic.Design(calibration_s=60, main_s=60)
+    extra = [Stimulus("house01.png", trial_type="non-target"), Stimulus("face01.png", trial_type="Target"),
+             Stimulus("tree01.png", trial_type="standard")]
+    outcome = run_erp(experiment(design, ["u"], stimuli=synthetic.stimuli(design) + extra), FAST)
+    assert outcome.result["products_total"] == len(synthetic.product_files(design))
