@@ -11,7 +11,7 @@ import numpy as np
 
 from eeghub.core.experiment_analysis import ExperimentAnalysisResult, ExperimentData, SessionInfo, Stimulus
 
-from .analysis import CALIBRATION_TYPES, MAIN_TYPES, ErpParameters, analyze_participant, grand_averages, group_products
+from .analysis import CALIBRATION_TYPES, MAIN_TYPES, ErpParameters, _class_of, analyze_participant, grand_averages, group_products
 from .summary import summarize
 
 
@@ -47,7 +47,8 @@ def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInf
 
 def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -> ExperimentAnalysisResult:
     stimuli = {s.file_name: {"item_name": s.item_name, "brand_name": s.brand_name} for s in data.stimuli}
-    products = [s.file_name for s in data.stimuli if (s.trial_type or "").strip().lower() not in ("target", "nontarget")]
+    # Products: every stimulus that is not a calibration class (in any spelling the calibration accepts).
+    products = [s.file_name for s in data.stimuli if _class_of(s.trial_type) is None]
     products = products or [s.file_name for s in data.stimuli]
     result: dict[str, Any] = {
         "method": {
