@@ -60,6 +60,8 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
             "detector": "shrinkage LDA (Ledoit-Wolf) on mean amplitudes in "
             f"{params.feature_bin * 1000:.0f} ms bins, {params.feature_window[0]}-{params.feature_window[1]} s",
             "chance": f"{params.permutations} label permutations of the cross-validation",
+            "nontarget_reference": f"{params.reference_fraction:.0%} of the calibration non-targets (at least {params.min_reference_trials}),"
+            " held out of training and of the AUC, scored like the products by the fold models",
             "product_test": f"one-sided permutation tests ({params.product_permutations}) against the non-target level of calibration"
             " and against the other products of the same main sessions, each Holm over products; recommended: above both",
             "alpha": params.alpha,
