@@ -107,6 +107,17 @@ class ErpParameters:
     min_reference_trials: int = 5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # A permutation p-value is at least 1/(n+1): fewer permutations than
+        # that cannot ever call anything significant, for no reason in the data.
+        for name in ("permutations", "product_permutations"):
+            n = getattr(self, name)
+            if 1 / (n + 1) > self.alpha:
+                raise ValueError(
+                    f"{name} = {n} cannot reach alpha = {self.alpha} (its smallest p-value is 1/{n + 1});"
+                    f" use at least {math.ceil(1 / self.alpha) - 1}"
+                )
+
     @classmethod
     def from_settings(cls, table: dict[str, Any]) -> ErpParameters:
         """From a ``[plugin.erp]`` table; ValueError naming an unknown key or a

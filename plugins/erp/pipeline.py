@@ -11,7 +11,7 @@ import numpy as np
 
 from eeghub.core.experiment_analysis import ExperimentAnalysisResult, ExperimentData, SessionInfo, Stimulus
 
-from .analysis import CALIBRATION_TYPES, MAIN_TYPES, ErpParameters, analyze_participant, grand_averages, group_products
+from .analysis import CALIBRATION_TYPES, MAIN_TYPES, ErpParameters, _class_of, analyze_participant, grand_averages, group_products
 from .summary import summarize
 
 
@@ -47,7 +47,8 @@ def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInf
 
 def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -> ExperimentAnalysisResult:
     stimuli = {s.file_name: {"item_name": s.item_name, "brand_name": s.brand_name} for s in data.stimuli}
-    products = [s.file_name for s in data.stimuli if (s.trial_type or "").strip().lower() not in ("target", "nontarget")]
+    # Products: every stimulus that is not a calibration class (in any spelling the calibration accepts).
+    products = [s.file_name for s in data.stimuli if _class_of(s.trial_type) is None]
     products = products or [s.file_name for s in data.stimuli]
     result: dict[str, Any] = {
         "method": {
@@ -59,6 +60,8 @@ def run_erp(data: ExperimentData, params: ErpParameters, language: str = "en") -
             "detector": "shrinkage LDA (Ledoit-Wolf) on mean amplitudes in "
             f"{params.feature_bin * 1000:.0f} ms bins, {params.feature_window[0]}-{params.feature_window[1]} s",
             "chance": f"{params.permutations} label permutations of the cross-validation",
+            "nontarget_reference": f"{params.reference_fraction:.0%} of the calibration non-targets (at least {params.min_reference_trials}),"
+            " held out of training and of the AUC, scored like the products by the fold models",
             "product_test": f"one-sided permutation tests ({params.product_permutations}) against the non-target level of calibration"
             " and against the other products of the same main sessions, each Holm over products; recommended: above both",
             "alpha": params.alpha,

@@ -385,3 +385,26 @@ def test_products_too_few_trials_to_score_are_named_not_called_below() -> None:
     partial = run_erp(experiment(longer, ["u"], load=load), FAST)
     assert partial.status in ("ok", "ambiguous"), partial.summary
     assert partial.summary.endswith(" 1 product(s) had too few trials to be scored."), partial.summary
+
+
+def test_too_few_permutations_to_reach_alpha_are_refused() -> None:
+    """10 permutations cannot give p <= 0.05: every detector would be called
+    'not above chance' for a reason that is not the data."""
+    with pytest.raises(ValueError, match="permutations = 10 cannot reach alpha = 0.05"):
+        ErpParameters(permutations=10)
+    with pytest.raises(ValueError, match="product_permutations = 15"):
+        ErpParameters.from_settings({"product_permutations": 15})
+    ErpParameters(permutations=19)  # 1/20 = 0.05: reachable
+
+
+def test_calibration_stimuli_are_not_products_whatever_the_spelling() -> None:
+    """A stimulus CSV that lists the calibration images as 'non-target' or
+    'standard' (spellings the calibration accepts) must not make them
+    products (they would be reported as products with too few trials)."""
+    from eeghub.core.experiment_analysis import Stimulus
+
+    design = synthetic.Design(calibration_s=60, main_s=60)
+    extra = [Stimulus("house01.png", trial_type="non-target"), Stimulus("face01.png", trial_type="Target"),
+             Stimulus("tree01.png", trial_type="standard")]
+    outcome = run_erp(experiment(design, ["u"], stimuli=synthetic.stimuli(design) + extra), FAST)
+    assert outcome.result["products_total"] == len(synthetic.product_files(design))
