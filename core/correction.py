@@ -960,7 +960,17 @@ def _evidence(abs_residuals_us: Int64Array, chance_pairs: float, tolerance_us: f
 
 def _refined_alignment(problem: _Problem, offset_us: int, iterations: int) -> _Alignment:
     """Align at ``offset_us``, move the offset to the median matched
-    difference and align again, until the offset stops moving."""
+    difference and align again, until the offset stops moving; then also at
+    the centre of the ``2·tolerance`` window holding the most differences to
+    the nearest compatible triggers, kept when it matches more.
+
+    The median is not where most differences fit when their spread is near
+    the window's width (latencies of 12-100 ms): an exactly periodic
+    schedule's alias, whose differences are a subset of the truth's, then
+    matched more than the truth at its median (8 events: 7 to 6). Only
+    where nine in ten events are more than four tolerances apart: closer
+    stimuli put their neighbours' triggers in the window, and the most
+    differences would pull a candidate off its precise centre."""
     events, triggers = problem.events, problem.triggers
     alignment = _align(problem, offset_us)
     for _ in range(iterations):
@@ -974,6 +984,18 @@ def _refined_alignment(problem: _Problem, offset_us: int, iterations: int) -> _A
         if candidate.key() < alignment.key():
             break  # the median moved off a better optimum: keep the better one
         alignment = candidate
+    spacing = float(np.quantile(np.diff(events), 0.1)) if events.size > 1 else math.inf
+    if spacing <= 4.0 * problem.tolerance_us:
+        return alignment  # neighbours' triggers within the window: most differences is no evidence
+    differences = np.sort(_nearest_residuals(problem, alignment.offset_us, 2.0 * problem.tolerance_us))
+    if differences.size:
+        ends = np.searchsorted(differences, differences + 2.0 * problem.tolerance_us, side="right")
+        first = int(np.argmax(ends - np.arange(differences.size)))
+        centre = (int(differences[first]) + int(differences[ends[first] - 1])) // 2
+        if centre:
+            candidate = _align(problem, alignment.offset_us + centre)
+            if candidate.key() > alignment.key():
+                alignment = candidate
     return alignment
 
 
