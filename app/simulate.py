@@ -353,9 +353,11 @@ async def run_study(settings: Settings, args: argparse.Namespace) -> int:
             tasks = []
             for p, user in enumerate(participants):
                 await client.expect((200, 201), "POST", f"/api/v1/auth/experiments/{eid}/join", user, json={})
-                device = args.device or f"sim-device-{p + 1}"
-                if args.device and len(participants) > 1:
-                    device = f"{args.device}-{p + 1}"
+                # A device of its own per run: a second run within a minute
+                # must not put sessions of one device at overlapping times
+                # (linking goes by user, device and time).
+                device = f"{args.device}-{p + 1}" if args.device and len(participants) > 1 else args.device
+                device = device or f"sim-device-{p + 1}-{stamp}"
                 for k, (kind, items) in enumerate((("calibration", calibration), (args.main_type, [(n, t) for n, t, _ in STIMULI]))):
                     rec = Recording(f"{args.session_id or 'sim'}-{stamp}-{p + 1}-{kind}", user, device, kind, 0)
                     recordings.append(rec)

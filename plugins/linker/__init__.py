@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from eeghub.core.context import AppContext
-from eeghub.core.extension import Consumer
+from eeghub.core.extension import BackgroundTask, Consumer
 from eeghub.core.hookspecs import hookimpl
 
 from . import correction, linking, routes
@@ -23,3 +23,8 @@ def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
         Consumer(queue=queues.data_linker_queue, handler=linking.make_handler(ctx), prefetch=4),
         Consumer(queue=queues.event_correction_queue, handler=correction.make_handler(ctx), prefetch=2),
     ]
+
+
+@hookimpl
+def eeghub_background_tasks(ctx: AppContext) -> list[BackgroundTask]:
+    return [BackgroundTask(name="linker-late-packets", run=lambda: linking.recheck_forever(ctx))]

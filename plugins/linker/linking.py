@@ -19,6 +19,7 @@ Improvements on the predecessor (spec §5.1, §8 items 11-13):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -180,6 +181,55 @@ async def pending_objects(ctx: AppContext, session_id: str) -> int:
             session_id,
         )
     )
+
+
+RECHECK_SECONDS = 5.0
+RECHECK_WINDOW_SECONDS = 600
+"""Sessions that ended within this window are checked for late packets."""
+
+RECHECK = """
+WITH due AS (
+    SELECT s.session_id FROM sessions s
+    WHERE s.end_time IS NOT NULL AND s.end_time > NOW() - make_interval(secs => $1)
+      AND s.link_status = 'completed'
+      AND EXISTS (
+          SELECT 1 FROM raw_data_objects r
+          WHERE r.session_id IS NULL AND r.user_id = s.user_id
+            AND (s.device_id IS NULL OR r.device_id = s.device_id)
+            AND r.timestamp_end_ms >= (extract(epoch FROM s.start_time) * 1000)::bigint
+            AND r.timestamp_start_ms <= (extract(epoch FROM s.end_time) * 1000)::bigint)
+    FOR UPDATE OF s SKIP LOCKED
+), moved AS (
+    UPDATE sessions s SET link_status = 'pending', event_correction_status = 'pending'
+    FROM due WHERE s.session_id = due.session_id
+    RETURNING s.session_id
+)
+INSERT INTO eeghub_outbox (target_kind, target, body, content_type)
+SELECT 'queue', $2, convert_to(json_build_object('session_id', session_id)::text, 'UTF8'), 'application/json'
+FROM moved
+RETURNING convert_from(body, 'UTF8')
+"""
+
+
+async def recheck_late_packets(ctx: AppContext, window_seconds: float = RECHECK_WINDOW_SECONDS) -> int:
+    """Queue linking again for recently ended, linked sessions that have
+    unclaimed packets in their time window; returns how many.
+
+    The storage consumer already does this for packets that arrive after a
+    session was linked, but a packet whose row was being written while the
+    linker read (the linker cannot see a row before it is committed, and the
+    row's statement saw the session not yet linked) is caught only here."""
+    rows = await ctx.database.fetch(RECHECK, float(window_seconds), ctx.settings.broker.queues.data_linker_queue)
+    if rows:
+        log.info("late packets: %d recently ended session(s) queued for linking again", len(rows))
+        ctx.outbox.wake()
+    return len(rows)
+
+
+async def recheck_forever(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        await recheck_late_packets(ctx)
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]

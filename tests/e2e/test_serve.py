@@ -106,13 +106,15 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
         # A whole (short) study, exported and validated.
         study = subprocess.run(
             [sys.executable, "-m", "eeghub", "simulate", "--study", "--url", base, "--participants", "1",
-             "--seconds", "6", "--trigger-every", "1.5", "--data-dir", str(data_dir),
+             "--seconds", "10", "--trigger-every", "1", "--data-dir", str(data_dir),
              "--export", str(open_tmp_dir / "study.zip")],
             env=env, capture_output=True, text=True, timeout=300,
         )
         assert study.returncode == 0, study.stdout + study.stderr
-        assert "packets sent 12, accepted 12, refused 0" in study.stdout, study.stdout
-        assert "events 3, corrected to a trigger 3" in study.stdout and "0 error(s)" in study.stdout, study.stdout
+        # 8 trials per session: with very few events the matcher may rightly
+        # find the evidence for an offset too weak (3 events: "no_match").
+        assert "packets sent 20, accepted 20, refused 0" in study.stdout, study.stdout
+        assert study.stdout.count("events 8, corrected to a trigger 8") == 2 and "0 error(s)" in study.stdout, study.stdout
         names = zipfile.ZipFile(open_tmp_dir / "study.zip").namelist()
         assert sum(n.endswith("_eeg.vhdr") for n in names) == 2
         pg_pid = postmaster_pid(data_dir)
