@@ -200,6 +200,27 @@ class EpochSet:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+LEFT_OUT = (
+    ("logged_onset_excluded", "without a trigger-corrected onset"),
+    ("other_trial_type", "of another trial type"),
+    ("outside_data", "outside the data"),
+    ("touching_gap", "touching a gap"),
+    ("rejected_amplitude", "above {reject:g} µV peak-to-peak"),
+)
+"""Why ``epochs_of`` left events out, as ``none_kept`` names them."""
+
+
+def none_kept(counts: dict[str, int], what: str, where: str, p: ErpParameters) -> str:
+    """Why no ``what`` epoch was kept, from the counts of ``epochs_of``: the
+    old sentence when no event had a trigger-corrected onset, else each cause
+    with its count (events on triggers rejected for amplitude are not events
+    without triggers)."""
+    if counts["events"] == counts["logged_onset_excluded"]:
+        return f"no {what} with a trigger-corrected onset{where}"
+    causes = ", ".join(f"{counts[key]} {text.format(reject=p.reject_ptp_uv)}" for key, text in LEFT_OUT if counts[key])
+    return f"no {what} kept{where} (of {counts['events']} events: {causes})"
+
+
 def epochs_of(
     recordings: Sequence[tuple[Recording, np.ndarray]],
     keep: np.ndarray,
@@ -598,7 +619,7 @@ def analyze_participant(
 
     missing = []
     if cal.counts["kept"] == 0:
-        missing.append("no calibration epoch with a trigger-corrected onset")
+        missing.append(none_kept(cal.counts, "calibration epoch", "", p))
     elif y.sum() == 0 or y.sum() == len(y):
         missing.append("calibration has a single class (" + ("only targets" if y.sum() else "only non-targets") + ")")
     elif min(y.sum(), len(y) - y.sum()) < p.min_trials_per_class:
@@ -615,7 +636,7 @@ def analyze_participant(
                 f" (at least {p.min_trials_per_class + p.min_reference_trials} are needed)"
             )
     if prod.counts["kept"] == 0:
-        missing.append("no product epoch with a trigger-corrected onset in the main sessions")
+        missing.append(none_kept(prod.counts, "product epoch", " in the main sessions", p))
     if missing:
         report["status"] = "insufficient_data"
         report["reason"] = "; ".join(missing)

@@ -22,6 +22,24 @@ def missing_inputs(data: ExperimentData) -> list[str]:
 def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInfo]) -> list[str]:
     """What the experiment lacks for this analysis, from the database alone
     (one sentence each; empty: nothing)."""
+    missing = missing_structure_of(stimuli, sessions)
+    calibration = [s for s in sessions if s.session_type in CALIBRATION_TYPES]
+    main = [s for s in sessions if s.session_type in MAIN_TYPES]
+    if calibration and main:
+        corrected = [s for s in calibration + main if s.event_correction_status == "completed"]
+        if not corrected:
+            missing.append("no session has completed event correction")
+        elif not any(s.events_on_trigger for s in corrected if s.session_type in CALIBRATION_TYPES):
+            missing.append("no calibration event has a trigger-corrected onset")
+        elif not any(s.events_on_trigger for s in corrected if s.session_type in MAIN_TYPES):
+            missing.append("no main-session event has a trigger-corrected onset")
+    return missing
+
+
+def missing_structure_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInfo]) -> list[str]:
+    """What the predecessor answered 404 for: no sessions, no calibration or
+    main session, no stimuli. What the recordings lack (no completed or no
+    matching event correction) is a result instead (``insufficient_data``)."""
     missing: list[str] = []
     calibration = [s for s in sessions if s.session_type in CALIBRATION_TYPES]
     main = [s for s in sessions if s.session_type in MAIN_TYPES]
@@ -34,14 +52,6 @@ def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInf
             missing.append("no main session")
     if not stimuli:
         missing.append("no stimuli (upload the stimulus CSV and files)")
-    if calibration and main:
-        corrected = [s for s in calibration + main if s.event_correction_status == "completed"]
-        if not corrected:
-            missing.append("no session has completed event correction")
-        elif not any(s.events_on_trigger for s in corrected if s.session_type in CALIBRATION_TYPES):
-            missing.append("no calibration event has a trigger-corrected onset")
-        elif not any(s.events_on_trigger for s in corrected if s.session_type in MAIN_TYPES):
-            missing.append("no main-session event has a trigger-corrected onset")
     return missing
 
 

@@ -122,9 +122,10 @@ async def _start(ctx: AppContext, eid: uuid.UUID, kind: str, user_id: str) -> in
     if kind not in runner.analyses(ctx):
         raise NotFound(f"no experiment analysis named {kind!r}")
     if kind == "erp":
-        # What the predecessor answered 404 for, named (and more: no corrected events).
+        # What the predecessor answered 404 for, named. Recordings without
+        # trigger-corrected events are analysed: 200, insufficient_data.
         stimuli, sessions = await loader.experiment_inputs(ctx, eid)
-        missing = pipeline.missing_inputs_of(stimuli, sessions)
+        missing = pipeline.missing_structure_of(stimuli, sessions)
         if missing:
             raise NotFound("Cannot analyze this experiment: " + "; ".join(missing) + ".")
     async with ctx.database.transaction() as conn:

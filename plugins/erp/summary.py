@@ -25,12 +25,37 @@ JAPANESE_MISSING = [
     (r"too few trials: no product has (\d+) scored trials in a participant whose detector is better than chance",
      lambda m: f"試行が不足しています: 標的検出がチャンスを上回った参加者で{m[1]}試行以上ある製品がありません"),
     (r"no product epoch with a trigger-corrected onset in the main sessions", "本番セッションにトリガーで補正された製品のエポックがありません"),
+    (r"no (calibration|product) epoch kept(?: in the main sessions)? \(of (\d+) events: (.*)\)",
+     lambda m: ("キャリブレーション" if m[1] == "calibration" else "本番セッションの製品")
+     + f"のエポックが残りませんでした(イベント{m[2]}件のうち" + _japanese_causes(m[3]) + ")"),
     (r"the sessions differ in sampling rate or channels", "セッション間でサンプリングレートまたはチャンネルが異なります"),
     (r"no EEG channel", "EEGチャンネルがありません"),
     (r"less than one second of usable data", "使用できるデータが1秒未満です"),
     (r"every EEG channel is bad", "すべてのEEGチャンネルが不良です"),
 ]
 """The fixed sentences naming what is missing, in Japanese (anything else stays in English)."""
+
+
+JAPANESE_LEFT_OUT = [
+    (r"(\d+) without a trigger-corrected onset", "{}件はトリガーで補正されていない"),
+    (r"(\d+) of another trial type", "{}件は別の試行タイプ"),
+    (r"(\d+) outside the data", "{}件はデータの範囲外"),
+    (r"(\d+) touching a gap", "{}件は欠損区間にかかる"),
+    (r"(\d+) above ([\d.]+) µV peak-to-peak", "{}件は振幅が{} µV(ピーク間)を超過"),
+]
+
+
+def _japanese_causes(causes: str) -> str:
+    out = []
+    for part in causes.split(", "):
+        for pattern, text in JAPANESE_LEFT_OUT:
+            match = re.fullmatch(pattern, part)
+            if match:
+                out.append(text.format(*match.groups()))
+                break
+        else:
+            out.append(part)
+    return "、".join(out)
 
 
 def _japanese(missing: str) -> str:

@@ -70,16 +70,20 @@ def iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, recording: Any) -> int:
+async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start: int, recording: Any,
+                 pulses: list[tuple[int, int]] | None = None, log: str | None = None) -> int:
     """Stream ``recording`` as the app does and end the session with its
     event log (onsets logged 80 ms before the trigger), the trigger line
-    carrying the app's codes. Returns the packets sent."""
-    triggers = [e.sample for e in recording.events]
+    carrying the app's codes; or with the given trigger ``pulses`` (sample,
+    code) and event ``log`` rows. Returns the packets sent."""
+    triggers = [e.sample for e in recording.events] if pulses is None else [p[0] for p in pulses]
     device = RecordedDevice(user_id=subject, device_id=f"{subject}-dev", variant="app", sampling_rate=DESIGN.sampling_rate,
                             samples_per_packet=250, trigger_samples=triggers, channels=len(synthetic.CHANNELS))
     device.signals_volts = recording.data
     # The app's codes: target 1, non-target 2; products 3 (an event without a code matches any).
     device.codes = tuple({"target": 1, "nontarget": 2}.get(e.trial_type or "", 3) for e in recording.events)
+    if pulses is not None:
+        device.codes = tuple(p[1] for p in pulses)
     r = await client.post("/api/v1/sessions/start", headers=user(subject), json={
         "session_id": sid, "user_id": subject, "experiment_id": eid, "start_time": iso(start), "session_type": kind})
     assert r.status_code == 201, r.text
@@ -87,7 +91,7 @@ async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start
     for i in range(packets):
         body = {**device.envelope(i, start), "payload_base64": base64.b64encode(compress_frame(device.payload(i))).decode()}
         assert (await client.post("/api/v1/data", json=body, headers=user(subject))).status_code == 202
-    rows = "".join(
+    rows = log if log is not None else "".join(
         f"{e.sample / DESIGN.sampling_rate - 0.08:.4f},0.5,{e.trial_type},{e.stim_file}\n" for e in recording.events
         if e.sample < packets * 250 - 250
     )
@@ -290,6 +294,38 @@ async def test_predecessor_integration_scenario_and_bad_input(app_client: Any, s
         assert job["progress"] == 100 and job["stage"] == "done"
         unchanged = (await client.get(f"/api/v1/experiment-analyses/{body['analysis_id']}", headers=user(OWNER))).json()
         assert dt.datetime.fromisoformat(unchanged["completed_at"]) == finished_at
+
+        # The predecessor suite's own data: each 1 s chunk i carries pulses
+        # at samples 50 + 10 i (code 1) and 150 + 15 i (code 2); the logs put
+        # events at 1.5, 3.0, 4.5 s and 2.0, 4.0 s, where no common offset
+        # matches them. The correction finds no match; the POST still
+        # answers 200, a summary naming why, nothing recommended.
+        def suite_pulses(chunks: range) -> list[tuple[int, int]]:
+            out = []
+            for j, i in enumerate(chunks):
+                out += [(250 * j + 50 + 10 * i, 1)] + ([(250 * j + 150 + 15 * i, 2)] if 150 + 15 * i < 250 else [])
+            return out
+
+        suite = await new_experiment(client, "Suite triggers")
+        cal3 = dataclasses.replace(calibration, data=calibration.data[:, :750])
+        main12 = dataclasses.replace(main, data=np.tile(main.data, (1, 2))[:, :3000])
+        suite_sessions = {
+            "su-cal": await record(client, suite, SUBJECT, "su-cal", "calibration", T0 + 240_000, cal3, pulses=suite_pulses(range(0, 3)),
+                                   log="1.5,1.0,target,face01.jpg\n3.0,1.0,nontarget,house01.jpg\n4.5,1.0,target,face02.jpg\n"),
+            "su-main": await record(client, suite, SUBJECT, "su-main", "main_external", T0 + 243_000, main12,
+                                    pulses=suite_pulses(range(3, 15)),
+                                    log="2.0,1.0,product,product_01.png\n4.0,1.0,product,product_02.png\n"),
+        }
+        await wait_for(lambda: corrected(client, suite_sessions, SUBJECT), timeout=60, interval=0.5)
+        correction = (await client.get("/api/v1/sessions/su-cal/correction", headers=user(SUBJECT))).json()
+        assert correction["status"] == "no_match", correction
+        r = await client.post(f"/api/v1/neuro-marketing/experiments/{suite}/analyze", **dart.post_empty(user(OWNER)))
+        assert r.status_code == 200, r.text
+        parsed = parse_like_the_app(r.json())
+        assert parsed["summary"] and parsed["recommendations"] == []
+        assert parsed["raw"]["outcome"] == "insufficient_data"
+        assert parsed["raw"]["missing"] == ["no calibration event has a trigger-corrected onset"]
+        assert "トリガーで補正されたキャリブレーションのイベントがありません" in parsed["summary"]  # summary_language ja
 
         # No stimuli, no calibration: 404 naming each.
         bare = await new_experiment(client, "No stimuli", with_stimuli=False)

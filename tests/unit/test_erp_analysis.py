@@ -169,6 +169,33 @@ def test_unusable_calibration_names_what_is_missing(change: str, expected: str) 
     assert expected in outcome.summary
 
 
+def test_epochs_on_triggers_all_rejected_are_named_as_such() -> None:
+    """Events on triggers whose epochs are all too large are not "without a
+    trigger-corrected onset": the reason counts each cause, in both languages."""
+    design = synthetic.Design(calibration_s=120, main_s=120)
+
+    def load(user: str) -> Participant:
+        participant = synthetic.participant(user, design, 6)
+        for recording in participant.recordings:
+            recording.data *= 200.0  # every epoch far above 150 µV peak-to-peak
+        return participant
+
+    outcome = run_erp(experiment(design, ["u"], load=load), FAST)
+    counts = outcome.result["participants"][0]["calibration_epochs"]
+    assert outcome.status == "insufficient_data" and outcome.recommendations == []
+    assert counts["kept"] == 0 and counts["rejected_amplitude"] > 0
+    reasons = outcome.missing[0].split("; ")
+    assert reasons[0] == (
+        f"no calibration epoch kept (of {counts['events']} events: {counts['logged_onset_excluded']} without a trigger-corrected onset, "
+        f"{counts['rejected_amplitude']} above {FAST.reject_ptp_uv:g} µV peak-to-peak)"
+    ), outcome.missing
+    assert reasons[1].startswith("no product epoch kept in the main sessions (of ")
+    assert "trigger-corrected onset" not in outcome.summary.split("(")[0]
+    ja = run_erp(experiment(design, ["u"], load=load), FAST, language="ja").summary
+    assert f"キャリブレーションのエポックが残りませんでした(イベント{counts['events']}件のうち" in ja
+    assert f"{counts['rejected_amplitude']}件は振幅が{FAST.reject_ptp_uv:g} µV(ピーク間)を超過" in ja, ja
+
+
 @pytest.mark.parametrize(
     ("sessions", "stimuli", "expected"),
     [
