@@ -39,6 +39,7 @@ import httpx
 import numpy as np
 
 from eeghub.config import Settings
+from eeghub.core.correction import event_code
 from eeghub.core.packet import compress_frame
 from eeghub.core.simulator import SimulatedDevice
 
@@ -279,8 +280,12 @@ async def record_session(client: Client, eid: str, rec: Recording, items: list[t
     total = round(args.seconds * rate)
     trigger_samples = list(range(first, total - round(rate), step))
     rec.trials = len(trigger_samples)
+    # Each pulse carries the code its event's trial type has in the app (target
+    # 1, non-target 2; 1 for other types), and the log's ``value`` says the same.
+    codes = [event_code(None, items[k % len(items)][1]) or 1 for k in range(len(trigger_samples))]
     device = SimulatedDevice(user_id=rec.user, device_id=rec.device, channels=args.channels, sampling_rate=rate,
-                             samples_per_packet=per_packet, variant="app", seed=seed, trigger_samples=trigger_samples)
+                             samples_per_packet=per_packet, variant="app", seed=seed, trigger_samples=trigger_samples,
+                             trigger_codes=codes)
     await client.expect(201, "POST", "/api/v1/sessions/start", rec.user, json={
         "session_id": rec.session_id, "user_id": rec.user, "experiment_id": eid, "device_id": rec.device,
         "start_time": iso(start_ms), "session_type": rec.kind,
@@ -292,7 +297,7 @@ async def record_session(client: Client, eid: str, rec: Recording, items: list[t
     for k, sample in enumerate(trigger_samples):
         name, trial_type = items[k % len(items)]
         onset = sample / rate + args.log_lag + rng.normal(0, 0.002)
-        lines.append(f"{onset:.4f},{args.stimulus_seconds},{trial_type},{name},{k + 1}")
+        lines.append(f"{onset:.4f},{args.stimulus_seconds},{trial_type},{name},{codes[k]}")
     metadata = {"session_id": rec.session_id, "user_id": rec.user, "device_id": rec.device, "experiment_id": eid,
                 "end_time": iso(start_ms + packets * round(per_packet * 1000 / rate))}
     files = {"metadata": (None, json.dumps(metadata)), "events_log_csv": ("events.csv", ("\n".join(lines) + "\n").encode(), "text/csv")}

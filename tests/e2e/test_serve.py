@@ -15,9 +15,11 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from eeghub.core.host import BUILTIN_PLUGINS
+from tests.e2e.test_predecessor_app import JPEG, M4A, app_study, exported_media
 
 pytestmark = pytest.mark.postgres
 
@@ -49,28 +51,60 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_") and k not in ("DATABASE_URL", "RABBITMQ_URL")}
-    data_dir = open_tmp_dir / "data"
+def start_serve(port: int, data_dir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``eeghub serve`` on ``port`` with ``data_dir``, once /health answers 200."""
     command = [sys.executable, "-m", "eeghub.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    status = None
+    while time.monotonic() - started < 90:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read() if proc.stdout else "server exited")
+        try:
+            status, _ = get(f"http://127.0.0.1:{port}/health")
+        except OSError:
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.1)
+    if status != 200:
+        proc.kill()
+        raise AssertionError("server never became healthy")
+    print(f"time to first 200 on /health: {time.monotonic() - started:.2f} s")
+    return proc
+
+
+def defaults_env() -> dict[str, str]:
+    """The environment without any eeghub or predecessor setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("EEGHUB_") and k not in ("DATABASE_URL", "RABBITMQ_URL")}
+
+
+async def test_the_predecessor_app_against_eeghub_serve(open_tmp_dir: Path) -> None:
+    """Every call of the predecessor's app, the two neuro-marketing ones
+    included, over HTTP against ``eeghub serve`` on its embedded defaults
+    (``test_predecessor_app.app_study``), through a downloaded export; the
+    calibration item registered by the local administrator."""
+    port, data_dir = free_port(), open_tmp_dir / "data"
+    proc = start_serve(port, data_dir, defaults_env())
+    try:
+        admin = {"X-Eeghub-Admin-Token": (data_dir / "admin-token").read_text().strip()}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            download = await app_study(client, admin)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    media, index = exported_media(download)
+    assert media == sorted([JPEG, M4A], key=len) and "image/jpeg" in index and "audio/m4a" in index
+    assert "Traceback" not in output, output[-3000:]
+
+
+def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
+    port = free_port()
+    env = defaults_env()
+    data_dir = open_tmp_dir / "data"
+    proc = start_serve(port, data_dir, env)
     try:
         base = f"http://127.0.0.1:{port}"
-        status = None
-        while time.monotonic() - started < 90:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
-            try:
-                status, _ = get(base + "/health")
-            except OSError:
-                status = None
-            if status == 200:
-                break
-            time.sleep(0.1)
-        assert status == 200, "server never became healthy"
-        print(f"time to first 200 on /health: {time.monotonic() - started:.2f} s")
-
         _, body = get(base + "/api/v1/plugins")
         assert [p["name"] for p in json.loads(body)["plugins"]] == list(BUILTIN_PLUGINS)
         status, body = get(base + "/schema/openapi.json")
