@@ -511,7 +511,29 @@ def _search(problem: _Problem, params: MatchParameters) -> _Outcome:
             f"offsets {best.alignment.offset_us / 1000:.1f} ms and {runner.alignment.offset_us / 1000:.1f} ms "
             f"explain {best.precise} and {runner.precise} events: not decisive"
         )
+    elif (more := _matches_more(problem, best, candidates)) is not None:
+        outcome.status, outcome.kind, outcome.runner_up = "ambiguous", None, more
+        outcome.reason = (
+            f"offset {more.alignment.offset_us / 1000:.1f} ms matches {len(more.alignment.pairs)} events within the "
+            f"tolerance, {best.alignment.offset_us / 1000:.1f} ms {len(best.alignment.pairs)} more precisely"
+        )
     return outcome
+
+
+def _matches_more(problem: _Problem, best: _Candidate, candidates: list[_Candidate]) -> _Candidate | None:
+    """Where stimuli are far apart (nine in ten more than four tolerances),
+    a candidate clearly apart from the winner that matches more events
+    within the tolerance: the winner's edge in precision is then no proof.
+    An exactly periodic schedule's alias has a subset of the truth's
+    differences, which can be the tighter one (8 events with latencies of
+    12-100 ms: the truth matched 8, the alias two stimuli early 6 and won on
+    precision). With closer stimuli, an alias's extra matches are its
+    neighbours' triggers falling in the window, and precision decides."""
+    events = problem.events
+    if events.size < 2 or float(np.quantile(np.diff(events), 0.1)) <= 4.0 * problem.tolerance_us:
+        return None
+    far = (c for c in candidates if abs(c.alignment.offset_us - best.alignment.offset_us) > 2.0 * problem.tolerance_us)
+    return next((c for c in far if len(c.alignment.pairs) > len(best.alignment.pairs)), None)
 
 
 MIN_DRIFT_PAIRS = 20

@@ -630,6 +630,22 @@ def test_a_candidate_is_placed_where_it_matches_most() -> None:
     assert report.status != "ok" or corrected == triggers[1:], (report.status, report.offset_ms)
 
 
+def test_a_sharper_alias_with_fewer_matches_is_not_decisive() -> None:
+    """8 periodic events 0.6 s apart, no codes, latencies 12-100 ms: the
+    truth matches all 8 but its residuals spread 88 ms; the alias two
+    stimuli early matches 6 whose residuals happen to be tight, and won on
+    matches within the precision radius: six events on other stimuli's
+    triggers, ``ok``. Where stimuli are far apart (beyond four tolerances),
+    a candidate with more matches within the tolerance than the winner makes
+    the session ambiguous."""
+    onsets_ms = [17, 617, 1217, 1817, 2417, 3017, 3617, 4217]
+    pulses = [167698113, 241227273, 241827273, 242423273, 243039273, 243635273, 244223273, 244895273, 245459273]
+    expected = [START_US + o * MS for o in onsets_ms]
+    triggers = [START_US + p for p in pulses]
+    corrected, report = match_events(expected, triggers, offset_range_ms=(-2000.0, 245_000.0))
+    assert report.status != "ok" or corrected == triggers[1:], (report.status, report.offset_ms)
+
+
 def test_the_decisive_lead_prefers_more_matches() -> None:
     """8 periodic events, presentation 6 s late, no codes: the truth matches
     8, its aliases 7 and 6; all within the searched range."""
