@@ -609,7 +609,17 @@ def _tightened(problem: _Problem, alignment: _Alignment) -> _Alignment:
     The spread is taken over the residuals within ``PRECISION_MARGIN``
     median |residuals|: a pulse in a lost trigger's place, matched within the
     tolerance, must not widen the radius that then admits it (with few
-    events the 90th percentile is nearly the largest residual)."""
+    events the 90th percentile is nearly the largest residual).
+
+    The assignment is centred on the median matched difference: a candidate
+    placed where most differences fit (:func:`_refined_alignment`) may sit
+    off centre to hold one more pulse, a noise pulse in a lost trigger's
+    place as often as a true trigger of unusual latency."""
+    if alignment.pairs:
+        ev, tr = (np.fromiter(side, dtype=np.int64) for side in zip(*alignment.pairs, strict=True))
+        centre = int(np.rint(np.median(problem.triggers[tr] - problem.events[ev])))
+        if centre != alignment.offset_us:
+            alignment = _align(problem, centre)
     abs_residuals = alignment.abs_residuals_us(problem.events, problem.triggers)
     if abs_residuals.size:
         typical = max(float(np.median(abs_residuals)), min(RESOLUTION_US, problem.tolerance_us))

@@ -627,7 +627,11 @@ def test_a_candidate_is_placed_where_it_matches_most() -> None:
     expected = [START_US + o * MS for o in onsets_ms]
     triggers = [START_US + p for p in pulses]
     corrected, report = match_events(expected, triggers, offset_range_ms=(-2001.0, 153_239.0))
-    assert report.status != "ok" or corrected == triggers[1:], (report.status, report.offset_ms)
+    assert report.status == "ok" and 150_300 < (report.offset_ms or 0) < 150_420
+    # The final assignment is centred on the median and tightened: the two
+    # latency outliers stay uncorrected, the others are on their own triggers.
+    assert all(c is None or c == t for c, t in zip(corrected, triggers[1:], strict=True))
+    assert report.matched >= 6
 
 
 def test_a_sharper_alias_with_fewer_matches_is_not_decisive() -> None:
