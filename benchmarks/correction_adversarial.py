@@ -7,14 +7,17 @@ drift, than the event's own trigger, or sits in a lost trigger's place) and
 the rest ("FAR"); "ANOTHER": on another stimulus's own trigger (the
 worst case). Both must stay 0.
 
-Run by hand: `.venv/bin/python benchmarks/correction_adversarial.py [--reps 3]`
-(a few seconds per repetition).
+Run by hand: `.venv/bin/python benchmarks/correction_adversarial.py [--reps 3]
+[--random SECONDS --seed N]` (a few seconds per repetition; ``--random``
+then generates random sessions for that long and lists the seeds of any
+that put an event on another stimulus's trigger).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -105,9 +108,37 @@ def classify(s: dict[str, Any], corrected: list[int | None], report: CorrectionR
     return out
 
 
+def random_sweep(seconds: float, first_seed: int) -> None:
+    """Random sessions for ``seconds``: 3-900 events; periodic (2.504, 1 or
+    0.6 s), jittered or random schedules; 0-150 ppm drift; 0-30 % lost;
+    0-20 % noise pulses; latency 12-28, 12-60 or 12-100 ms; codes or not."""
+    counts: Counter[str] = Counter()
+    bad = []
+    seed, started = first_seed, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        seed += 1
+        r = np.random.default_rng(seed)
+        n = int(r.choice([3, 5, 8, 12, 20, 50, 150, 400, 900]))
+        lost = frozenset(r.choice(n, int(n * r.choice([0, 0.05, 0.15, 0.3])), replace=False).tolist())
+        s = session(r, n, float(r.choice([0.0, r.uniform(0, 300)])), sched=str(r.choice(["periodic", "jittered", "random"])),
+                    period=float(r.choice([2.504, 1.0, 0.6])), codes=bool(r.random() < 0.5), lost=lost,
+                    spurious=int(n * r.choice([0, 0.05, 0.2])), drift_ppm=float(r.choice([0, 0, 10, 40, 80, 150])),
+                    latency=(0.012, float(r.choice([0.028, 0.06, 0.1]))))  # fmt: skip
+        corrected, report = correct(s)
+        found = classify(s, corrected, report)
+        counts[report.status] += 1
+        counts.update(found)
+        if found["ANOTHER"] or found["FAR"]:
+            bad.append(seed)
+    print(f"random sweep, seeds {first_seed + 1}-{seed}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(f"sessions with an event on another stimulus's trigger or a distinguishable noise pulse: {bad}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--random", type=float, default=0.0, help="then random sessions for this many seconds")
+    parser.add_argument("--seed", type=int, default=0, help="first seed of the random sweep")
     args = parser.parse_args()
     results: dict[str, Counter[str]] = defaultdict(Counter)
     seed = 0
@@ -195,6 +226,8 @@ def main() -> None:
     sessions = sum(sum(v for k, v in c.items() if k not in ("nearer", "FAR", "ANOTHER")) for c in results.values())
     print(f"\n{sessions} sessions; events on another stimulus's trigger (ANOTHER): {another}; "
           f"on a noise pulse that timing and codes could tell apart (FAR): {far}")
+    if args.random > 0:
+        random_sweep(args.random, args.seed)
 
 
 if __name__ == "__main__":
