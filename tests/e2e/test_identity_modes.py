@@ -241,6 +241,16 @@ async def test_jwt_signed_links(app_client: Any, local_env: dict[str, str]) -> N
         assert (await client.get(f"{choco.path.replace('choco.png', 'chips.png')}?{choco.query}")).status_code == 401
         assert (await client.get(choco.path.replace(study.eid, str(uuid.uuid4())) + "?" + choco.query)).status_code == 401
         assert (await client.get(choco.path)).status_code == 401
+        # a participant sees the tasks, but gets no signed link: the archive
+        # holds every participant's recordings and is the owners' to download
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={study.eid}", headers=user)).json()
+        one = (await client.get(f"/api/v1/export-tasks/{task_a}", headers=user)).json()
+        for task in (*listed, one):
+            url = task["download_url"]
+            assert url is None or "signature=" not in url, task
+            if url is not None:
+                assert (await client.get(url)).status_code == 401
+                assert (await client.get(url, headers=user)).status_code == 403
         # the plain header modes keep plain paths
     async with app_client(local_env, EEGHUB_AUTH__MODE="trusted-header") as (client, app):
         study = await Study().build(client, {**local_env, "EEGHUB_AUTH__MODE": "trusted-header"}, "trusted-header")
