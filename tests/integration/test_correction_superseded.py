@@ -51,10 +51,13 @@ async def session_with_events(ctx: Any, session_id: str) -> None:
 async def test_a_correction_overtaken_by_a_new_link_writes_nothing(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     await session_with_events(ctx, "s-sup")
 
-    async def edges_while_relinked(ctx_: Any, objects: list[Any]) -> tuple[np.ndarray, list[Any], int]:
+    async def edges_while_relinked(
+        ctx_: Any, objects: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray, list[Any], int, bool | None]:
         # What link_once does meanwhile: new links, correction back to pending.
         await ctx.database.execute("UPDATE sessions SET event_correction_status = 'pending' WHERE session_id = 's-sup'")
-        return np.zeros(0, dtype=np.int64), [], 0
+        # trigger_edges' result: edges, their codes, skipped objects, objects with a trigger, coded line
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [], 0, None
 
     monkeypatch.setattr(correction, "trigger_edges", edges_while_relinked)
     details = await correction.correct_session(ctx, "s-sup")
