@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ObjectNotFound
-from .packet import PacketError, decompress_frame
+from .packet import ZSTD_MAGIC, PacketError, decompress_frame
 from .ports import ObjectStore
 
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Decompression bound of a stored frame (``ingest.max_decompressed_bytes``'s default)."""
