@@ -304,10 +304,11 @@ def identity_of(connection: Any) -> Identity:
 
 
 def signed_link(connection: Any, path: str) -> str:
-    """``path`` as a download link: signed in ``jwt`` mode (a browser opens
-    it without the bearer token), the plain path in the header modes."""
+    """``path`` (unquoted) as a download link: signed in ``jwt`` mode (a
+    browser opens it without the bearer token), the plain path in the header
+    modes; percent-encoded in both (a file name may hold ``#``, ``?``, ``%``)."""
     links = connection.app.state.ctx.auth.links
-    return links.sign(path) if links is not None else path
+    return links.sign(path) if links is not None else quote(path)
 
 
 def has_valid_link(connection: Any) -> bool:
