@@ -181,7 +181,10 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
     params = MatchParameters()
     ends = [_epoch_us(session["end_time"])] if session["end_time"] is not None else []
     ends += [int(o["timestamp_end_ms"]) * 1000 for o in objects[-1:]]
-    corrected, report = match_events(
+    # Hundreds of milliseconds for a long session (docs/measurements.md):
+    # in a worker thread, off the event loop.
+    corrected, report = await asyncio.to_thread(
+        match_events,
         expected,
         triggers,
         params,
