@@ -50,6 +50,9 @@ Role = Literal["owner", "participant"]
 class Identity:
     user_id: str
     claims: dict[str, Any] = field(default_factory=dict)
+    local_admin: bool = False
+    """Set only by the local administrator token, never from a token's claims
+    (an identity provider may let users put any claim into their token)."""
 
 
 MISSING_IDENTITY = "Unauthorized: X-User-Id header is required."
@@ -113,7 +116,7 @@ def _is_loopback(host: str | None) -> bool:
 
 def is_admin(identity: Identity, settings: AuthSettings) -> bool:
     """An administrator: listed in ``auth.admin_users``, or the local administrator token."""
-    return bool(identity.claims.get("local_admin")) or identity.user_id in settings.admin_users
+    return identity.local_admin or identity.user_id in settings.admin_users
 
 
 class Authenticator:
@@ -301,10 +304,11 @@ def identity_of(connection: Any) -> Identity:
 
 
 def signed_link(connection: Any, path: str) -> str:
-    """``path`` as a download link: signed in ``jwt`` mode (a browser opens
-    it without the bearer token), the plain path in the header modes."""
+    """``path`` (unquoted) as a download link: signed in ``jwt`` mode (a
+    browser opens it without the bearer token), the plain path in the header
+    modes; percent-encoded in both (a file name may hold ``#``, ``?``, ``%``)."""
     links = connection.app.state.ctx.auth.links
-    return links.sign(path) if links is not None else path
+    return links.sign(path) if links is not None else quote(path)
 
 
 def has_valid_link(connection: Any) -> bool:
@@ -355,7 +359,7 @@ def _local_admin(connection: Any, ctx: Any, supplied: str) -> Identity:
         raise Forbidden(f"Forbidden: {LOCAL_ADMIN_HEADER} is accepted only from this machine (loopback, not through a proxy)")
     if not hmac.compare_digest(supplied.strip().encode(), expected.encode()):
         raise Unauthorized(f"{LOCAL_ADMIN_HEADER}: wrong token (it changes at every start; read <data_dir>/{ADMIN_TOKEN_FILE})")
-    return Identity(user_id=LOCAL_ADMIN_USER, claims={"local_admin": True})
+    return Identity(user_id=LOCAL_ADMIN_USER, local_admin=True)
 
 
 async def require_user(connection: Any, _: Any) -> None:

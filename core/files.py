@@ -19,11 +19,10 @@ from litestar import Response
 from litestar.response import Stream
 
 from .errors import BadRequest, HttpError, ObjectNotFound, PayloadTooLarge
-from .packet import PacketError, decompress_frame
+from .packet import ZSTD_MAGIC, PacketError, decompress_frame
 from .ports import ObjectStore
 
 MAX_FILE_NAME = 255
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def unwrap_zstd(data: bytes, max_bytes: int) -> bytes:

@@ -12,6 +12,7 @@ the same handler.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from .metrics import REQUEST_ID
@@ -37,6 +38,25 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_SIGNATURE = re.compile(r"(signature=)[^&\s\"']+")
+
+
+class RedactLinkSignatures(logging.Filter):
+    """Masks the ``signature`` of a signed download link (``core/auth.py``)
+    wherever a record carries one, as uvicorn's access log does with every
+    request's path and query: until it expires, the link opens its file
+    without any other credential. Such a record is formatted here once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "signature=" in str(record.msg) or any(isinstance(a, str) and "signature=" in a for a in record.args or ()):
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format string: logging reports it as usual
+                return True
+            record.msg, record.args = _SIGNATURE.sub(r"\1[redacted]", message), None
+        return True
+
+
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         from pythonjsonlogger.core import RESERVED_ATTRS
@@ -56,6 +76,7 @@ def setup_logging(level: str, log_format: str = "plain") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     handler.addFilter(RequestIdFilter(plain=log_format != "json"))
+    handler.addFilter(RedactLinkSignatures())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

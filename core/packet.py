@@ -558,7 +558,7 @@ def _require_integers(values: np.ndarray, what: str, lo: int, hi: int) -> None:
 
 
 # ---------------------------------------------------------------- zstd framing
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # A zstd block regenerates at most 128 KiB and needs at least 4 input bytes
 # (an RLE block: 3-byte header + 1 byte), so one input byte can never yield
 # more than 32 KiB of output. Feeding the streaming decompressor slices sized
@@ -598,7 +598,7 @@ def decompress_frame(frame: bytes | bytearray | memoryview, *, max_output_size: 
     frame, and silently ignoring extra bytes would hide a client bug).
     """
     data = bytes(frame)
-    if not data.startswith(_ZSTD_MAGIC):
+    if not data.startswith(ZSTD_MAGIC):
         raise PacketError("decompress", "the payload is not a zstd frame (bad magic number)")
     try:
         params = zstandard.get_frame_parameters(data)

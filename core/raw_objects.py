@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ObjectNotFound
-from .packet import PacketError, decompress_frame
+from .packet import ZSTD_MAGIC, PacketError, decompress_frame
 from .ports import ObjectStore
 
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Decompression bound of a stored frame (``ingest.max_decompressed_bytes``'s default)."""
@@ -257,6 +256,38 @@ class RawReader:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._cached.clear()
         self._cached_bytes = 0
+
+
+READ_CHUNK = 64
+"""Packets read (neighbours in one segment by one request) and then decoded
+(in one worker-thread call) at a time: a session is never all in memory,
+whatever its length."""
+
+READS_AT_ONCE = 8
+"""Requests under way per job (packets stored one object each, the
+predecessor's form, are one request each: the object store's connection
+pool and rate limits are shared with everything else)."""
+
+
+async def read_in_chunks(
+    reader: RawReader, object_ids: Sequence[str], *, chunk: int = READ_CHUNK, at_once: int = READS_AT_ONCE
+) -> AsyncIterator[tuple[int, list[Any]]]:
+    """Read ``object_ids`` ``chunk`` at a time, at most ``at_once`` requests
+    under way; yield ``(index of the chunk's first id, outcomes)``, each
+    outcome the stored bytes or, for a missing object, its ``ObjectNotFound``.
+    Any other storage error is raised (the job is retried)."""
+    limit = asyncio.Semaphore(at_once)
+
+    async def read(object_id: str) -> bytes:
+        async with limit:
+            return await reader.read(object_id)
+
+    for first in range(0, len(object_ids), chunk):
+        outcomes = await asyncio.gather(*(read(o) for o in object_ids[first : first + chunk]), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
+                raise outcome
+        yield first, outcomes
 
 
 class _Span:

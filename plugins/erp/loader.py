@@ -26,10 +26,8 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import ObjectNotFound
 from eeghub.core.experiment_analysis import Event, Participant, Recording, SessionInfo, Stimulus
 from eeghub.core.packet import PacketError, decode_payload
-from eeghub.core.raw_objects import RawLocation, RawReader
+from eeghub.core.raw_objects import RawLocation, RawReader, read_in_chunks
 
-READ_CHUNK = 64
-READS_AT_ONCE = 8
 JOIN_TOLERANCE_S = 0.02
 ANALYSED_TYPES = ("calibration", "main", "main_integrated", "main_external", "main_task")
 
@@ -124,19 +122,9 @@ async def load_recording(ctx: AppContext, session: Any, kind: str) -> Recording:
                               "inconsistent_objects": 0, "overlapping_objects": 0, "gaps": 0, "gap_seconds": 0.0}
     decoded: list[tuple[Any, Any]] = []
     reader = RawReader(ctx.objects, ctx.settings.object_store.buckets.raw_data, [RawLocation.of(r) for r in objects])
-    limit = asyncio.Semaphore(READS_AT_ONCE)
-
-    async def read(object_id: str) -> bytes:
-        async with limit:
-            return await reader.read(object_id)
-
     try:
-        for first in range(0, len(objects), READ_CHUNK):
-            rows = objects[first : first + READ_CHUNK]
-            outcomes = await asyncio.gather(*(read(r["object_id"]) for r in rows), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
-                    raise outcome  # a storage error: the job is retried
+        async for first, outcomes in read_in_chunks(reader, [r["object_id"] for r in objects]):
+            rows = objects[first : first + len(outcomes)]
             packets = await asyncio.to_thread(_decode_chunk, outcomes, ctx.settings.ingest.max_channels)
             for row, packet in zip(rows, packets, strict=True):
                 if isinstance(packet, ObjectNotFound):

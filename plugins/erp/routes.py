@@ -228,6 +228,8 @@ async def _owned(ctx: AppContext, analysis_id: str, identity: Identity) -> Any:
         aid = int(analysis_id)
     except ValueError:
         raise BadRequest("analysis_id must be an integer") from None
+    if not -(2**63) <= aid < 2**63:  # a BIGINT column: asyncpg would raise, a 500
+        raise BadRequest("analysis_id is out of range")
     row = await ctx.database.fetchrow("SELECT * FROM erp_analysis_results WHERE analysis_id = $1", aid)
     if row is None:
         raise NotFound("Analysis not found")

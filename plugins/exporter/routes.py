@@ -78,7 +78,8 @@ def _task(request: Any, row: Any, *, owner: bool, with_report: bool = False) -> 
     counts, not the per-session detail (the validator's issue locations, an
     error message that names sessions). The report only with ``with_report``
     (an owner reading one task). ``download_url`` is a signed link in ``jwt``
-    mode (a browser opens it without the token)."""
+    mode for owners (a browser opens it without the token), the plain path
+    (owners only) for anyone else."""
     download = f"/api/v1/export-tasks/{row['task_id']}/download"
     return ExportTask(
         task_id=row["task_id"],
@@ -99,7 +100,9 @@ def _task(request: Any, row: Any, *, owner: bool, with_report: bool = False) -> 
         if owner or row["error_message"] is None
         else "The export failed; an owner of the experiment can see why.",
         validation=row["validation"] if owner else _participant_view(row["validation"]),
-        download_url=signed_link(request, download) if _downloadable(row) else None,
+        # Signed only for owners: a signed link opens the archive (every
+        # participant's recordings) without any identity.
+        download_url=(signed_link(request, download) if owner else download) if _downloadable(row) else None,
         report=row["report"] if owner and with_report else None,
     )
 

@@ -31,28 +31,17 @@ from eeghub.core.correction import MatchParameters, event_code, match_events, se
 from eeghub.core.errors import ObjectNotFound, PermanentFailure
 from eeghub.core.packet import PacketError, decode_payload
 from eeghub.core.ports import Delivery
-from eeghub.core.raw_objects import MAX_PAYLOAD_BYTES, RawLocation, RawReader, payload_of
+from eeghub.core.raw_objects import MAX_PAYLOAD_BYTES, RawLocation, RawReader, payload_of, read_in_chunks
 
 from .linking import decode_job
 
 log = logging.getLogger("eeghub.linker")
 
 
-READ_CHUNK = 64
-"""Packets read (neighbours in one segment by one request) and then decoded
-(in one worker-thread call) at a time: a session is never all in memory,
-whatever its length."""
-
 GAP_MS = 250
 """A packet starting more than this after the previous one ended follows a
 gap in the data (packets never received): the trigger line's level before
 it is unknown."""
-
-READS_AT_ONCE = 8
-"""Requests under way per correction job (packets stored one object each,
-the predecessor's form, are one request each: the object store's connection
-pool and rate limits are shared with everything else)."""
-
 
 async def trigger_edges(
     ctx: AppContext, objects: list[Any]
@@ -75,19 +64,9 @@ async def trigger_edges(
     # Stored bytes: frames are decompressed with the decoding, in the worker thread.
     reader = RawReader(ctx.objects, bucket, [RawLocation.of(row) for row in objects], decompress=False)
     max_payload = ctx.settings.ingest.max_decompressed_bytes
-    limit = asyncio.Semaphore(READS_AT_ONCE)
-
-    async def read(object_id: str) -> bytes:
-        async with limit:
-            return await reader.read(object_id)
-
     try:
-        for first in range(0, len(objects), READ_CHUNK):
-            rows = objects[first : first + READ_CHUNK]
-            outcomes = await asyncio.gather(*(read(row["object_id"]) for row in rows), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, ObjectNotFound):
-                    raise outcome  # a storage error: the job is retried
+        async for first, outcomes in read_in_chunks(reader, [row["object_id"] for row in objects]):
+            rows = objects[first : first + len(outcomes)]
             gaps = [_after_gap(objects, first + k) for k in range(len(rows))]
             decoded, previous = await asyncio.to_thread(_decode_chunk, outcomes, gaps, previous, max_channels, max_payload)
             for row, outcome in zip(rows, decoded, strict=True):
@@ -202,7 +181,10 @@ async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
     params = MatchParameters()
     ends = [_epoch_us(session["end_time"])] if session["end_time"] is not None else []
     ends += [int(o["timestamp_end_ms"]) * 1000 for o in objects[-1:]]
-    corrected, report = match_events(
+    # Hundreds of milliseconds for a long session (docs/measurements.md):
+    # in a worker thread, off the event loop.
+    corrected, report = await asyncio.to_thread(
+        match_events,
         expected,
         triggers,
         params,

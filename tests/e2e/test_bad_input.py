@@ -127,3 +127,15 @@ async def test_a_403_says_why(app_client: Any, local_env: dict[str, str]) -> Non
         participant = await client.get(f"/api/v1/auth/experiments/{eid}/participants", headers=user(PART))
         assert participant.status_code == 403
         assert participant.json()["error"] == f"Forbidden: this needs the owner role in experiment {eid}; {PART} is a participant"
+
+
+async def test_analysis_ids_out_of_range_are_a_400(app_client: Any, local_env: dict[str, str]) -> None:
+    """An analysis id is a BIGINT: one that does not fit is a 400 naming the
+    field, never a 500 from the database driver."""
+    async with app_client(local_env) as (client, _):
+        for aid in ("99999999999999999999999", "9223372036854775808", "-9223372036854775809"):
+            for tail in ("", "/result", "/figures/x.png"):
+                r = await client.get(f"/api/v1/experiment-analyses/{aid}{tail}", headers=user(OWNER))
+                assert r.status_code == 400 and "analysis_id" in r.json()["error"], (aid, tail, r.status_code, r.text)
+        r = await client.get("/api/v1/experiment-analyses/9223372036854775807", headers=user(OWNER))
+        assert r.status_code == 404

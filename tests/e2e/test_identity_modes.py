@@ -241,6 +241,16 @@ async def test_jwt_signed_links(app_client: Any, local_env: dict[str, str]) -> N
         assert (await client.get(f"{choco.path.replace('choco.png', 'chips.png')}?{choco.query}")).status_code == 401
         assert (await client.get(choco.path.replace(study.eid, str(uuid.uuid4())) + "?" + choco.query)).status_code == 401
         assert (await client.get(choco.path)).status_code == 401
+        # a participant sees the tasks, but gets no signed link: the archive
+        # holds every participant's recordings and is the owners' to download
+        listed = (await client.get(f"/api/v1/export-tasks?experiment_id={study.eid}", headers=user)).json()
+        one = (await client.get(f"/api/v1/export-tasks/{task_a}", headers=user)).json()
+        for task in (*listed, one):
+            url = task["download_url"]
+            assert url is None or "signature=" not in url, task
+            if url is not None:
+                assert (await client.get(url)).status_code == 401
+                assert (await client.get(url, headers=user)).status_code == 403
         # the plain header modes keep plain paths
     async with app_client(local_env, EEGHUB_AUTH__MODE="trusted-header") as (client, app):
         study = await Study().build(client, {**local_env, "EEGHUB_AUTH__MODE": "trusted-header"}, "trusted-header")
@@ -275,3 +285,29 @@ async def test_compat_binary_data_names_its_user_in_the_query(app_client: Any, l
         no_user = {k: v for k, v in query.items() if k != "user_id"}
         r = await client.post("/api/v1/data", params=no_user, content=frame, headers=octet)
         assert r.status_code == 400 and "user_id" in r.text, r.text
+
+
+@pytest.mark.parametrize("mode", ["trusted-header", "jwt"])
+async def test_download_urls_of_awkward_file_names_open(mode: str, app_client: Any, local_env: dict[str, str]) -> None:
+    """A file name may hold a space, ``#`` or ``?``: the listed
+    ``download_url`` is a URL (percent-encoded) that opens that file, in the
+    header modes as in ``jwt``."""
+    env = {**local_env, "EEGHUB_AUTH__MODE": mode, "EEGHUB_AUTH__JWT_SECRET": SECRET}
+    name = "a b#1?x=y.png"
+    async with app_client(env) as (client, _):
+        owner = headers_for(mode, OWNER)
+        r = await client.post("/api/v1/experiments", json={"name": "names"}, headers=owner)
+        eid = r.json()["experiment_id"]
+        files = [("stimuli_definition_csv", ("s.csv", f"file_name,trial_type\n{name},target\n".encode(), "text/csv")),
+                 ("stimulus_files", (name, PNG, "image/png"))]
+        assert (await client.post(f"/api/v1/experiments/{eid}/stimuli", files=files, headers=owner)).status_code == 202
+
+        async def listed() -> Any:
+            rows = (await client.get(f"/api/v1/experiments/{eid}/stimuli", headers=owner)).json()
+            return rows or None
+
+        (stimulus,) = await wait_for(listed, timeout=30)
+        url = stimulus["download_url"]
+        assert "#" not in url and " " not in url, url
+        r = await client.get(url, headers=owner if mode != "jwt" else {})
+        assert r.status_code == 200 and r.content == PNG, (url, r.status_code, r.text[:200])

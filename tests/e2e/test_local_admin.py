@@ -98,3 +98,26 @@ async def test_dead_letters_through_the_admin_routes(app_client: Any, local_env:
         assert unknown.status_code == 404 and queue in unknown.json()["error"]
         replayed = await client.post(f"/api/v1/admin/dlq/{queue}/replay", headers=admin)
         assert replayed.status_code == 200 and replayed.json() == {"queue": queue, "replayed": 1}
+
+
+async def test_a_token_claim_does_not_make_an_administrator(app_client: Any, local_env: dict[str, str]) -> None:
+    """Only the local administrator token makes the local administrator: a
+    bearer token whose claims say ``local_admin`` (a custom claim an identity
+    provider may let users set) is an ordinary user."""
+    from eeghub.config import load_settings
+    from eeghub.core.auth import mint_token
+    from tests.e2e.test_authorization import SECRET
+
+    env = {**local_env, "EEGHUB_AUTH__MODE": "jwt", "EEGHUB_AUTH__JWT_SECRET": SECRET}
+    settings = load_settings(env=env)
+    forged = mint_token(settings.auth, "mallory", extra={"local_admin": True})
+    async with app_client(env) as (client, _):
+        headers = {"Authorization": f"Bearer {forged}"}
+        for path in ("/api/v1/admin/queues", "/api/v1/admin/dlq", "/api/v1/admin/errors"):
+            r = await client.get(path, headers=headers)
+            assert r.status_code == 403, (path, r.status_code, r.text)
+        me = await client.get("/api/v1/console/me", headers=headers)
+        assert me.status_code == 200 and me.json()["administrator"] is False
+        r = await client.post("/api/v1/calibrations", headers=headers,
+                              files={"file": ("cal.png", PNG, "image/png")}, data={"item_type": "target"})
+        assert r.status_code == 403

@@ -103,3 +103,41 @@ def test_log_records_carry_the_request_id(log_format: str) -> None:
     else:
         assert first.endswith("stored 5 packets [request abc123]") and "WARNING" in first
         assert second.endswith("outside")
+
+
+def test_signed_link_signatures_never_reach_the_log() -> None:
+    """uvicorn's access log writes each request's path with its query: a
+    signed download link's signature is masked (it opens the file until it
+    expires), the rest of the line is kept."""
+    from eeghub.core.logs import RedactLinkSignatures, setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("info", "plain")
+        (handler,) = root.handlers
+        assert any(isinstance(f, RedactLinkSignatures) for f in handler.filters)
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("plain"))
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactLinkSignatures())
+    logger = logging.getLogger("uvicorn.access.test")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+    secret = "9f" * 32
+    path = f"/api/v1/export-tasks/abc/download?expires=1764000000&signature={secret}"
+    logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200)
+    logger.info("plain message with signature=%s&x=1", secret)
+    text = stream.getvalue()
+    assert secret not in text, text
+    assert "/api/v1/export-tasks/abc/download?expires=1764000000&signature=[redacted]" in text
+    assert "signature=[redacted]&x=1" in text and '" 200' in text

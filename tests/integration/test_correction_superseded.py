@@ -51,9 +51,12 @@ async def session_with_events(ctx: Any, session_id: str) -> None:
 async def test_a_correction_overtaken_by_a_new_link_writes_nothing(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     await session_with_events(ctx, "s-sup")
 
-    async def edges_while_relinked(ctx_: Any, objects: list[Any]) -> tuple[np.ndarray, np.ndarray, list[Any], int, None]:
+    async def edges_while_relinked(
+        ctx_: Any, objects: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray, list[Any], int, bool | None]:
         # What link_once does meanwhile: new links, correction back to pending.
         await ctx.database.execute("UPDATE sessions SET event_correction_status = 'pending' WHERE session_id = 's-sup'")
+        # trigger_edges' result: edges, their codes, skipped objects, objects with a trigger, coded line
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), [], 0, None
 
     monkeypatch.setattr(correction, "trigger_edges", edges_while_relinked)
@@ -69,3 +72,22 @@ async def test_an_undisturbed_correction_completes(ctx: Any) -> None:
     assert details["status"] == "no_data"
     assert await ctx.database.fetchval("SELECT event_correction_status FROM sessions WHERE session_id = 's-calm'") == "completed"
     assert await ctx.database.fetchval("SELECT count(*) FROM session_correction_reports WHERE session_id = 's-calm'") == 1
+
+
+async def test_matching_runs_off_the_event_loop(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``match_events`` takes up to hundreds of milliseconds for a long
+    session (docs/measurements.md): it runs in a worker thread, never on the
+    event loop that serves ingest and the API."""
+    import threading
+
+    await session_with_events(ctx, "s-thread")
+    real, threads = correction.match_events, []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(correction, "match_events", recording)
+    details = await correction.correct_session(ctx, "s-thread")
+    assert details["status"] == "no_data"
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()

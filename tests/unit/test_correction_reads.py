@@ -17,6 +17,7 @@ from eeghub.config.settings import Settings
 from eeghub.core.errors import StorageError
 from eeghub.core.packet import decompress_frame
 from eeghub.core.simulator import SimulatedDevice
+from eeghub.core import raw_objects
 from eeghub.plugins.linker import correction
 
 START_MS = 1_767_225_600_000
@@ -79,7 +80,7 @@ async def test_packets_of_their_own_are_read_a_few_at_a_time(setup: Any) -> None
     edges, codes, skipped, with_trigger, coded_line = await correction.trigger_edges(ctx, rows)
     assert skipped == [] and with_trigger == 100 and coded_line is None  # a v4 stim channel: inferred from its values
     assert len(edges) == 34  # a pulse every third packet, each a rising edge
-    assert 1 < ctx.objects.most <= correction.READS_AT_ONCE
+    assert 1 < ctx.objects.most <= raw_objects.READS_AT_ONCE
 
 
 async def test_a_session_in_one_segment_is_read_with_few_requests_and_the_same_edges(setup: Any) -> None:
