@@ -346,6 +346,7 @@ def create_app(
     # Around Litestar's whole handler rather than as a route middleware
     # (which Litestar wraps in one more exception layer on every route):
     # cheaper on the hot ingest route, and unrouted 404s are counted too.
+    app.state.ctx = ctx
     handler = app.asgi_handler
     for route_handler in {h for route in app.routes for h in getattr(route, "route_handlers", ())}:
         # A route's own ASGI fast path (``opt["asgi_fast_path"]``, e.g. the
@@ -354,5 +355,4 @@ def create_app(
         if wrap is not None:
             handler = wrap(app, handler)
     app.asgi_handler = observability_middleware(metrics)(handler)
-    app.state.ctx = ctx
     return app

@@ -99,7 +99,7 @@ class _DataOperation(Operation):
     responses=error_responses(400, 401, 403, 413, 429, 503),
     operation_class=_DataOperation,
     # ``app/bootstrap.py`` puts this ASGI wrapper in front of Litestar's handler.
-    opt={"asgi_fast_path": lambda app, inner: fast_path(app, inner)},
+    opt={"asgi_fast_path": lambda app, inner: fast_path(app, inner) if app.state.ctx.settings.ingest.asgi_fast_path else inner},
 )
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     """Accept one EEG packet: the predecessor's JSON envelope with
