@@ -248,6 +248,10 @@ class IngestSettings(_Section):
     byte, and S3 clients sign and send them in one request."""
     segment_writes_in_flight: int = 2
     """Segment objects the storage consumer writes at once."""
+    asgi_fast_path: bool = True
+    """Serve ``POST /api/v1/data`` with a JSON body through the ingest route's
+    ASGI fast path (same answers, without Litestar's routing and response
+    layers); false: through Litestar like every other route."""
     segment_linger_ms: float = 100.0
     """How long a packet may wait for others to share its object. It delays
     storing, never the 202. 0: write whatever is waiting at once."""

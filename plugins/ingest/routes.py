@@ -98,6 +98,8 @@ class _DataOperation(Operation):
     status_code=202,
     responses=error_responses(400, 401, 403, 413, 429, 503),
     operation_class=_DataOperation,
+    # ``app/bootstrap.py`` puts this ASGI wrapper in front of Litestar's handler.
+    opt={"asgi_fast_path": lambda app, inner: fast_path(app, inner) if app.state.ctx.settings.ingest.asgi_fast_path else inner},
 )
 async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     """Accept one EEG packet: the predecessor's JSON envelope with
@@ -116,12 +118,22 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     # guard (Litestar copies the route handler for every guard call). Only
     # ``compat`` mode reads the body first: without a header, the caller is
     # the envelope's user_id, as for the predecessor.
+    error = request.scope.pop(FAST_PATH_ERROR, None)
+    if error is not None:
+        raise error  # the fast path's refusal, answered here as the route answers it (``fast_path``)
     identity = header_identity(request)
     if identity is None and not compat_mode(request):
         identity_of(request)  # the mode's 401, before the body is read
-    ctx: AppContext = request.app.state.ctx
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     body = await request.body()
+    await accept(request, identity, content_type, body)
+    return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
+
+
+async def accept(request: Request[Any, Any, Any], identity: Any, content_type: str, body: bytes) -> None:
+    """Everything ``post_data`` does once it has the caller (or None in
+    ``compat`` mode without a header) and the body: validate, publish, count."""
+    ctx: AppContext = request.app.state.ctx
     if content_type == "application/octet-stream":
         # In jwt mode X-User-Id is not an identity: a stray one is ignored
         # rather than taken for the envelope's user_id.
@@ -161,4 +173,86 @@ async def post_data(request: Request[Any, Any, Any]) -> Response[Accepted]:
     budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
     metrics_of(ctx).packets_accepted.inc()
-    return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
+
+
+DATA_PATH = "/api/v1/data"
+FAST_PATH_ERROR = "eeghub.ingest.fast_path_error"
+"""The scope key under which ``fast_path`` hands a refusal to ``post_data``."""
+_ACCEPTED_HEADERS = ((b"content-type", b"application/json"), (b"content-length", str(len(ACCEPTED_BODY)).encode()))
+
+
+def fast_path(app: Any, inner: Any) -> Any:
+    """``POST /api/v1/data`` with a JSON body, without Litestar's routing,
+    handler and response layers: an ASGI wrapper around ``inner`` (Litestar's
+    handler, inside the observability middleware, which counts and times it
+    as before). The request runs ``accept``, the route's own code, and gets
+    the route's 202 byte for byte. Anything else goes to Litestar: another
+    path, method or content type, a body without a usable Content-Length or
+    larger than ``server.max_request_body_bytes``, an ``Origin`` header (CORS),
+    a client gone mid-body (what was received is replayed to Litestar); and
+    every refusal: the exception is handed to ``post_data``, which raises it
+    under Litestar's exception handlers, so errors are answered exactly as
+    the route answers them."""
+    max_body = app.request_max_body_size
+    request_class = app.request_class
+
+    async def handler(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != DATA_PATH or scope["method"] != "POST" or scope.get("root_path"):
+            await inner(scope, receive, send)
+            return
+        length = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and length is None:
+                length = value
+            elif name == b"content-type" and content_type is None:
+                content_type = value
+            elif name in (b"transfer-encoding", b"origin", b"content-length", b"content-type"):
+                length = None  # chunked, CORS or a repeated header: Litestar's way
+                break
+        if (
+            length is None
+            or not length.isdigit()
+            or (max_body is not None and int(length) > max_body)
+            or content_type is None
+            or content_type.split(b";")[0].strip().lower() != b"application/json"
+        ):
+            await inner(scope, receive, send)
+            return
+        received: list[Any] = []
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                await inner(scope, _replay(received, receive), send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in received) if len(received) > 1 else received[0].get("body", b"")
+        if max_body is not None and len(body) > max_body:
+            await inner(scope, _replay(received, receive), send)
+            return
+        scope["path_template"] = DATA_PATH
+        request = request_class(scope, _replay(received, receive))
+        try:
+            identity = header_identity(request)
+            if identity is None and not compat_mode(request):
+                identity_of(request)
+            await accept(request, identity, "application/json", body)
+        except Exception as exc:  # noqa: BLE001 - answered by the route, under Litestar's handlers
+            scope[FAST_PATH_ERROR] = exc
+            await inner(scope, _replay(received, receive), send)
+            return
+        await send({"type": "http.response.start", "status": 202, "headers": list(_ACCEPTED_HEADERS)})
+        await send({"type": "http.response.body", "body": ACCEPTED_BODY, "more_body": False})
+
+    return handler
+
+
+def _replay(messages: list[Any], receive: Any) -> Any:
+    """A ``receive`` that gives ``messages`` again, then the connection's own."""
+    pending = list(messages)
+
+    async def replayed() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
