@@ -120,11 +120,14 @@ class Browser:
                   message="the page's script never became ready")
 
     def wait(self, condition: Any, timeout: float = 30, message: str = "") -> Any:
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        # Live pages redraw their plots: an element found a moment ago may be
+        # replaced before it is read; the condition is then tried again.
+        ignored = (NoSuchElementException, StaleElementReferenceException)
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(condition, message)
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(condition, message)
         except TimeoutException as exc:
             raise AssertionError(f"{message or 'timed out'} after {timeout} s; the page shows:\n{self.page_text()}") from exc
 
