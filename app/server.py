@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import socket
@@ -80,6 +81,27 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
     return uvicorn.Config(app, **{**options, **overrides})
 
 
+def settle_heap(settings: Settings) -> int:
+    """Once the server has started: collect, then freeze what start-up left
+    (``server.gc_freeze``) and raise the young generation's threshold
+    (``server.gc_young_threshold``). Returns the number of frozen objects.
+
+    Python's cycle collector walks every tracked object of a generation it
+    collects. Start-up leaves some 150,000 of them (plugins, numba, NumPy,
+    SciPy, MNE) that live as long as the process: frozen, they are never
+    walked again, and a full collection costs milliseconds instead of about
+    0.2 s. Objects made later (requests, buffers, lazily imported modules)
+    are collected as usual. Only for the serving process: a test suite that
+    builds many applications in one process must keep collecting them."""
+    if settings.server.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if settings.server.gc_young_threshold:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(settings.server.gc_young_threshold, older, oldest)
+    return gc.get_freeze_count()
+
+
 def serve(settings: Settings) -> int:
     started = time.monotonic()
     warning = identity_warning(settings)
@@ -90,6 +112,8 @@ def serve(settings: Settings) -> int:
     def on_ready(_: object) -> None:
         # Printed (not only logged) so a person running `eeghub serve` sees where to go.
         print(f"eeghub is serving at {url}  (ready in {time.monotonic() - started:.1f} s)", flush=True)
+        frozen = settle_heap(settings)
+        log.debug("garbage collector: %d start-up objects frozen, thresholds %s", frozen, gc.get_threshold())
 
     app = create_app(settings, on_ready=on_ready)
     server = uvicorn.Server(uvicorn_config(settings, app))

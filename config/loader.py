@@ -230,6 +230,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("broker.backend = 'rabbitmq' needs broker.url")
     if settings.object_store.multipart_part_bytes < 5 * 1024 * 1024:
         raise ConfigError("object_store.multipart_part_bytes must be at least 5 MiB (S3's minimum part size)")
+    if settings.server.gc_young_threshold < 0:
+        raise ConfigError("invalid value for configuration key 'server.gc_young_threshold': must be 0 (Python's default) or more")
     if not 0 <= settings.ingest.segment_linger_ms <= 60_000:
         raise ConfigError("ingest.segment_linger_ms must be between 0 and 60000")
     if settings.auth.mode == "jwt" and not (

@@ -60,6 +60,18 @@ class ServerSettings(_Section):
     log_format: Literal["plain", "json"] = "plain"
     """``plain``: one line per record; ``json``: one JSON object per line. Both carry the request id."""
     access_log: bool = False
+    gc_freeze: bool = True
+    """Once started, move every object of the start-up (the plugins, numba,
+    NumPy, SciPy, MNE: some 150,000 objects) out of the garbage collector's
+    reach with ``gc.freeze()``. The collector then no longer walks them
+    whenever it looks for cycles: before this, its full collections (about
+    0.2 s each) and the young ones cost the server some 0.05 ms of CPU per
+    ingested packet (``docs/scaling.md``)."""
+    gc_young_threshold: int = 10_000
+    """Allocations (net of deallocations) that trigger a young-generation
+    collection; Python's default is 700. A request allocates a few hundred
+    short-lived objects, nearly all freed by reference counting: at 700 the
+    collector ran about once per request. 0 keeps Python's default."""
     metrics: bool = True
     """Serve Prometheus metrics at ``GET /metrics`` (no identity needed: restrict it at the network)."""
     workers_threads: int = 4

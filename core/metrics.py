@@ -15,7 +15,9 @@ so two applications in one process (the tests) count apart. What is counted:
   dead-letter queue, read from the broker when scraped;
 - ``eeghub_export_duration_seconds{status}`` and
   ``eeghub_analysis_duration_seconds{plugin}``;
-- ``eeghub_analyzer_streams``: live-analysis streams held in memory.
+- ``eeghub_analyzer_streams``: live-analysis streams held in memory;
+- the process's garbage collector: ``python_gc_*`` (``GCCollector``) and
+  ``eeghub_gc_frozen_objects`` (``server.gc_freeze``, ``app/server.py``).
 
 The request-id middleware takes ``X-Request-Id`` from the request (1-128
 characters of ``A-Za-z0-9._:-``) or makes one, answers it in the response's
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import itertools
 import logging
 import re
@@ -34,7 +37,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, GCCollector, Histogram, generate_latest
 
 if TYPE_CHECKING:
     from .context import AppContext
@@ -82,6 +85,13 @@ class Metrics:
             "eeghub_analysis_duration_seconds", "Live analysis run durations by analysis plugin", ["plugin"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        # The process's garbage collector (collections and their objects per
+        # generation) and how many start-up objects it no longer walks
+        # (``server.gc_freeze``, ``app/server.py``).
+        GCCollector(registry=r)
+        Gauge(
+            "eeghub_gc_frozen_objects", "Objects moved out of the garbage collector's reach after start-up", registry=r
+        ).set_function(gc.get_freeze_count)
         self.analyzer_streams = Gauge(
             "eeghub_analyzer_streams", "Live-analysis streams (user, device) held in memory", registry=r
         )

@@ -109,6 +109,11 @@ def test_serve_with_embedded_defaults(open_tmp_dir: Path) -> None:
         assert [p["name"] for p in json.loads(body)["plugins"]] == list(BUILTIN_PLUGINS)
         status, body = get(base + "/schema/openapi.json")
         assert status == 200 and json.loads(body)["info"]["title"] == "eeghub"
+        # Start-up's objects are frozen out of the garbage collector's walks (server.gc_freeze).
+        _, body = get(base + "/metrics")
+        frozen = [line for line in body.decode().splitlines() if line.startswith("eeghub_gc_frozen_objects ")]
+        assert frozen and float(frozen[0].split()[1]) > 10_000, frozen
+        assert 'python_gc_collections_total{generation="0"}' in body.decode()
         # The device simulator against the running server: 2 users x 3 s, both variants.
         for variant, extra in (("app", []), ("v4", ["--binary"])):
             sim = subprocess.run(
