@@ -392,6 +392,14 @@ class AnalyzerSettings(_Section):
     workers: int = 2
     """Threads per analysis plugin."""
     plugin_timeout_seconds: float = 30.0
+    source: Literal["ingest", "exchange"] = "ingest"
+    """Where the analyzer takes its packets. ``ingest``: from this process's
+    ``POST /api/v1/data`` once the broker confirmed them, in process (no
+    second trip through the broker); with several processes, a packet of a
+    stream another process analyses is forwarded to that process's queue.
+    ``exchange``: from a queue of its own bound to ``raw_data_exchange``, as
+    the predecessor's analyzer did: needed only when something other than
+    eeghub's ingest route publishes raw packets there."""
     queue_max_length: int = 20000
     """Packets waiting for the analyzer beyond this are dropped, oldest first
     (it is a live view). The queue counts messages: it holds at most

@@ -8,7 +8,8 @@ so two applications in one process (the tests) count apart. What is counted:
   route template (``/api/v1/sessions/{session_id}``, never the concrete
   path, so ids do not explode the label set; ``unrouted`` when no route
   matched);
-- ``eeghub_packets_accepted_total`` (202 from ``POST /api/v1/data``) and
+- ``eeghub_packets_accepted_total`` (202 from ``POST /api/v1/data``),
+  ``eeghub_raw_messages_published_total`` (the messages carrying them) and
   ``eeghub_packets_stored_total`` (object and row written by the storage
   consumer);
 - ``eeghub_queue_depth{queue}``: ready messages per durable queue and its
@@ -70,6 +71,11 @@ class Metrics:
         )
         self.packets_accepted = Counter(
             "eeghub_packets_accepted", "EEG packets accepted by POST /api/v1/data (202)", registry=r
+        )
+        self.raw_messages_published = Counter(
+            "eeghub_raw_messages_published",
+            "Messages carrying accepted packets confirmed by the broker (packets per message = accepted / this)",
+            registry=r,
         )
         self.packets_stored = Counter(
             "eeghub_packets_stored", "EEG packets whose object and row the storage consumer wrote", registry=r

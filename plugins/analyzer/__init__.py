@@ -8,6 +8,7 @@ import os
 import socket
 from typing import Any
 
+from eeghub.core.accepted import add_listener
 from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure, PluginError
 from eeghub.core.extension import BackgroundTask, Consumer, PluginHealth
@@ -18,6 +19,7 @@ from eeghub.core.ports import Delivery
 from . import routes
 from .builtin import builtin_analyses
 from .contract import check_plugin
+from .feed import Forwarder, LiveFeed, add_to_host, analyzer_queue, stream_of
 from .host import AnalysisHost
 from .partitions import PartitionLeases, partition_of
 from .sharing import ResultSharing, results_exchange
@@ -91,11 +93,27 @@ async def eeghub_startup(ctx: AppContext) -> None:
         sharing = ResultSharing(ctx.broker, host, results_exchange(ctx.settings.broker.queues.raw_data_exchange))
         ctx.services["analyzer.sharing"] = sharing
         host.on_result = sharing.offer
+    if cfg.source == "ingest":
+        from eeghub.core.cluster import INSTANCE_ID
+
+        leases_ = ctx.services.get("analyzer.leases")
+        raw = ctx.settings.broker.queues.raw_data_exchange
+        feed = LiveFeed(
+            lambda: ctx.services.get("analyzer"),
+            impedance_threshold=cfg.channel_quality.bad_impedance_threshold,
+            max_channels=ctx.settings.ingest.max_channels,
+            leases=leases_,
+            forwarder=Forwarder(ctx.broker, lambda instance: analyzer_queue(raw, instance)) if leases_ is not None else None,
+            instance=INSTANCE_ID,
+        )
+        ctx.services["analyzer.feed"] = feed
+        add_listener(ctx, feed.offer)
     log.info("analyzer: %d analysis plugin(s): %s", len(plugins), ", ".join(p.id for p in plugins))
 
 
 def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
-    from eeghub.core.packet import PacketError, decode_payload
+    """The analyzer queue's consumer: packets forwarded by another process
+    (``analyzer.source = "ingest"``) or the raw fanout (``"exchange"``)."""
     from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
     from eeghub.core.payload_cache import PAYLOADS
 
@@ -105,44 +123,20 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
     leases: PartitionLeases | None = ctx.services.get("analyzer.leases")
 
     def add(packet: RawPacket) -> None:
-        headers = packet.headers
-        try:
-            user_id, device_id = str(headers["user_id"]), str(headers["device_id"])
-        except KeyError as exc:
-            raise PermanentFailure(f"bad envelope: {exc}") from None
+        from eeghub.core.packet import PacketError
+
         host: AnalysisHost = ctx.services["analyzer"]
-        if leases is not None and not leases.owns_stream(user_id, device_id):
+        if leases is not None and not leases.owns_stream(*stream_of(packet.headers)):
             host.skipped += 1  # another process analyses this stream
             return
-        try:
-            rate = float(headers["sampling_rate"])  # type: ignore[arg-type]
-            lsb = float(headers.get("lsb_to_volts") or headers.get("lsb_to_volts_str") or 0)  # type: ignore[arg-type]
-            start_ms = int(headers["timestamp_start_ms"])  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise PermanentFailure(f"bad envelope: {exc}") from None
-        if not (0 < rate < float("inf") and 0 < lsb < float("inf")):
-            raise PermanentFailure("sampling_rate and lsb_to_volts must be positive")
         try:
             if packet.content_encoding == "identity":
                 payload = packet.frame
             else:
                 payload = PAYLOADS.decompress(packet.frame, max_output_size=limits.max_decompressed_bytes)
-            decoded = decode_payload(payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
         except PacketError as exc:
             raise PermanentFailure(f"bad packet: {exc}") from None
-        session = headers.get("session_id")
-        host.add_packet(
-            user_id=user_id,
-            device_id=device_id,
-            session_id=str(session) if session else None,
-            sampling_rate=rate,
-            lsb_to_volts=lsb,
-            channel_names=decoded.layout.channel_names,
-            channel_types=decoded.layout.channel_types,
-            signals=decoded.signals,
-            start_us=start_ms * 1000,
-            stats=decoded.stats,
-        )
+        add_to_host(host, packet.headers, payload, impedance_threshold=quality_threshold, max_channels=limits.max_channels)
 
     async def handle(delivery: Delivery) -> None:
         try:
@@ -164,20 +158,33 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def eeghub_consumers(ctx: AppContext) -> list[Consumer]:
+    from eeghub.core.cluster import INSTANCE_ID
+
     queues = ctx.settings.broker.queues
-    name = f"eeghub.analyzer.{socket.gethostname()}.{os.getpid()}"
+    from_exchange = ctx.settings.analyzer.source == "exchange"
+    # With analyzer.source = "ingest" the queue only receives what other
+    # processes forward (feed.py): none with a single process.
+    live = from_exchange or "analyzer.leases" in ctx.services
     return [
-        Consumer(
-            queue=name,
-            handler=make_handler(ctx),
-            bind_to=queues.raw_data_exchange,
-            durable=False,
-            exclusive=True,
-            # A message carries up to publish_batch_packets packets: the
-            # bound stays one in packets.
-            max_length=max(1, ctx.settings.analyzer.queue_max_length // max(1, ctx.settings.ingest.publish_batch_packets)),
-            prefetch=64,
-            max_attempts=1,
+        *(
+            [
+                Consumer(
+                    queue=analyzer_queue(queues.raw_data_exchange, INSTANCE_ID),
+                    handler=make_handler(ctx),
+                    bind_to=queues.raw_data_exchange if from_exchange else None,
+                    durable=False,
+                    exclusive=True,
+                    # A message carries up to publish_batch_packets packets:
+                    # the bound stays one in packets.
+                    max_length=max(
+                        1, ctx.settings.analyzer.queue_max_length // max(1, ctx.settings.ingest.publish_batch_packets)
+                    ),
+                    prefetch=64,
+                    max_attempts=1,
+                )
+            ]
+            if live
+            else []
         ),
         *(
             [
@@ -242,11 +249,16 @@ def eeghub_health(ctx: AppContext) -> PluginHealth:
     leases: PartitionLeases | None = ctx.services.get("analyzer.leases")
     if leases is not None:
         detail["partitions"] = leases.status()
+    feed: LiveFeed | None = ctx.services.get("analyzer.feed")
+    detail["feed"] = feed.status() if feed is not None else {"source": "exchange"}
     return PluginHealth(status=status, detail=detail)  # type: ignore[arg-type]
 
 
 @hookimpl
-def eeghub_shutdown(ctx: AppContext) -> None:
+async def eeghub_shutdown(ctx: AppContext) -> None:
+    feed: LiveFeed | None = ctx.services.get("analyzer.feed")
+    if feed is not None and feed.forwarder is not None:
+        await feed.forwarder.aclose()
     host: AnalysisHost | None = ctx.services.pop("analyzer", None)
     if host is not None:
         host.close()

@@ -73,12 +73,27 @@ class PartitionLeases:
         self.valid_until = 0.0
         self.members: list[str] = []
         self.refreshes = 0
+        self._owners: tuple[list[str], dict[int, str | None]] | None = None
 
     def owns(self, partition: int) -> bool:
         return partition in self.owned and self.clock() < self.valid_until
 
     def owns_stream(self, user_id: str, device_id: str) -> bool:
         return self.owns(partition_of(user_id, device_id, self.partitions))
+
+    def owner_of_stream(self, user_id: str, device_id: str) -> str | None:
+        """The live process that should analyse this stream (rendezvous
+        hashing over the members seen at the last refresh; None before the
+        first). It may not hold the lease yet: a packet sent to it then is
+        dropped there, as live data may be."""
+        partition = partition_of(user_id, device_id, self.partitions)
+        owners = self._owners
+        if owners is None or owners[0] != self.members:
+            owners = self._owners = (self.members, {})
+        owner = owners[1].get(partition)
+        if owner is None and self.members:
+            owner = owners[1][partition] = rendezvous_owner(partition, self.members)
+        return owner
 
     def _set_owned(self, owned: frozenset[int]) -> None:
         lost = set(self.owned - owned)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from eeghub.core.context import AppContext
+from eeghub.core.metrics import metrics_of
 from eeghub.core.packet_messages import RawPacket, batch_message, header_bytes
 from eeghub.core.ports import Broker
 
@@ -36,6 +38,7 @@ class PacketPublisher:
         max_packets: int = 64,
         max_bytes: int = 1024 * 1024,
         max_in_flight: int = 1,
+        on_message: Callable[[], object] | None = None,
     ) -> None:
         if max_packets < 1 or max_bytes < 1 or max_in_flight < 1:
             raise ValueError("max_packets, max_bytes and max_in_flight must be positive")
@@ -44,6 +47,8 @@ class PacketPublisher:
         self._max_packets = max_packets
         self._max_bytes = max_bytes
         self._max_in_flight = max_in_flight
+        self._on_message = on_message
+        """Called once per confirmed message (a metric's ``inc``)."""
         self._pending: deque[tuple[RawPacket, int, str | None, asyncio.Future[None]]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self.messages = 0
@@ -63,6 +68,8 @@ class PacketPublisher:
             await self._broker.publish(batch_message([packet], message_id=message_id), exchange=self._exchange)
             self.messages += 1
             self.packets += 1
+            if self._on_message is not None:
+                self._on_message()
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         size = max(len(packet.frame), payload_bytes) + header_bytes(packet.headers)
@@ -119,6 +126,8 @@ class PacketPublisher:
             return
         self.messages += 1
         self.packets += len(batch)
+        if self._on_message is not None:
+            self._on_message()
         for *_, future in batch:
             if not future.done():
                 future.set_result(None)
@@ -144,5 +153,6 @@ def publisher_of(ctx: AppContext) -> PacketPublisher:
             max_packets=limits.publish_batch_packets,
             max_bytes=limits.publish_batch_bytes,
             max_in_flight=limits.publishes_in_flight,
+            on_message=metrics_of(ctx).raw_messages_published.inc,
         )
     return publisher

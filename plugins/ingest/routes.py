@@ -12,6 +12,7 @@ from litestar import Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
+from eeghub.core.accepted import AcceptedPacket, listeners_of, offer
 from eeghub.core.auth import claimed_identity, compat_mode, header_identity, identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
@@ -31,14 +32,20 @@ class Accepted(msgspec.Struct):
 
 
 def validate_frame(ctx: AppContext, frame: bytes) -> Any:
-    """Decompress (bounded) and check the packet header; 400 on garbage."""
+    """Decompress (bounded) and check the packet header; 400 on garbage.
+    Returns the layout (``checked_frame`` also gives the payload)."""
+    return checked_frame(ctx, frame)[1]
+
+
+def checked_frame(ctx: AppContext, frame: bytes) -> tuple[bytes, Any]:
+    """The payload and layout of ``frame``; 400 (413) on garbage."""
     limits = ctx.settings.ingest
     if len(frame) > limits.max_packet_bytes:
         raise PayloadTooLarge(f"packet is larger than {limits.max_packet_bytes} bytes")
     try:
         # Kept for this process's storage consumer and analyzer (core/payload_cache.py).
         payload = PAYLOADS.decompress(frame, max_output_size=limits.max_decompressed_bytes)
-        return parse_layout(payload, max_channels=limits.max_channels)
+        return payload, parse_layout(payload, max_channels=limits.max_channels)
     except PacketError as exc:
         status = 413 if exc.reason == "too_large" else 400
         raise BadRequest(f"invalid packet: {exc}", status_code=status, issues=[{"field": "payload", "message": str(exc)}]) from None
@@ -165,7 +172,7 @@ async def accept(request: Request[Any, Any, Any], identity: Any, content_type: s
         identity = claimed_identity(request, envelope.user_id, "the envelope's user_id")
     if envelope.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
-    layout = validate_frame(ctx, frame)
+    payload, layout = checked_frame(ctx, frame)
     limits = ctx.settings.ingest
     check_sample_count(envelope, layout.num_samples, limits.sample_slack_seconds)
     packet, message_id = packet_for(envelope, frame, layout)
@@ -173,6 +180,9 @@ async def accept(request: Request[Any, Any, Any], identity: Any, content_type: s
     budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
     metrics_of(ctx).packets_accepted.inc()
+    listeners = listeners_of(ctx)
+    if listeners:  # the live analyzer (core/accepted.py)
+        offer(listeners, AcceptedPacket(packet, payload, layout))
 
 
 DATA_PATH = "/api/v1/data"

@@ -62,10 +62,13 @@ async def stream(client: Any, device: SimulatedDevice, seconds: int, zero_channe
         assert r.status_code == 202, r.text
 
 
-async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("source", ["ingest", "exchange"])
+async def test_live_analysis(app_client: Any, env: dict[str, str], source: str) -> None:
+    """Both ways packets reach the analyzer (``analyzer.source``): in process
+    from the ingest route, or from a queue bound to the raw fanout."""
     alpha = SimulatedDevice(user_id=P, device_id="alpha-dev", alpha_amplitude_counts=600, noise_counts=60, seed=1)
     noise = SimulatedDevice(user_id=P, device_id="noise-dev", alpha_amplitude_counts=0, noise_counts=300, seed=2)
-    async with app_client(env) as (client, _):
+    async with app_client({**env, "EEGHUB_ANALYZER__SOURCE": source}) as (client, _):
         eid = (await client.post("/api/v1/experiments", json={"name": "live"}, headers=user(OWNER))).json()["experiment_id"]
         await client.post(f"/api/v1/auth/experiments/{eid}/join", json={}, headers=user(P))
         first = await client.get(f"/api/v1/users/{P}/analysis", headers=user(P))
@@ -117,6 +120,10 @@ async def test_live_analysis(app_client: Any, env: dict[str, str]) -> None:
 
         plugins = (await client.get("/api/v1/analysis/plugins")).json()["plugins"]
         assert {p["id"] for p in plugins} == {"psd", "coherence", "channel_quality"}
+        feed = (await client.get("/api/v1/health")).json()["plugins"]["analyzer"]["detail"]["feed"]
+        assert feed["source"] == source
+        if source == "ingest":  # one process: every packet analysed here, none forwarded
+            assert feed["analysed_here"] == 21 and feed["forwarded"] == 0 and feed["unowned"] == 0, feed
 
 
 async def test_server_sent_events(env: dict[str, str]) -> None:

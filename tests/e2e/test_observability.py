@@ -54,6 +54,7 @@ async def test_metrics_count_requests_packets_and_queues(app_client: Any, local_
         after = await wait_for(stored, timeout=30)
         assert after[("eeghub_packets_accepted_total", ())] == 3
         assert after[("eeghub_packets_stored_total", ())] == 3
+        assert 1 <= after[("eeghub_raw_messages_published_total", ())] <= 3
         key = ("eeghub_http_requests_total", (("method", "POST"), ("route", "/api/v1/data"), ("status", "202")))
         assert after[key] == 3
         missing = ("eeghub_http_requests_total", (("method", "GET"), ("route", "/api/v1/sessions/{session_id}"), ("status", "404")))

@@ -159,6 +159,12 @@ async def test_two_instances_one_killed_mid_stream(
             assert loop.time() < deadline, f"results not served: {missing}"
             await send_round()
         assert {m.user_id for m in shared} == set(SUBJECTS)
+        # Each process received (alternately) packets of streams the other
+        # analyses and forwarded them to it, none lost (analyzer.source = "ingest").
+        for client in clients.values():
+            feed = (await client.get("/api/v1/health")).json()["plugins"]["analyzer"]["detail"]["feed"]
+            assert feed["source"] == "ingest" and feed["forwarded"] > 0 and feed["analysed_here"] > 0, feed
+            assert feed["forward_dropped"] == 0, feed
 
         # The process analysing the first subject's stream is killed (so at
         # least one stream must move); "a" names the survivor from here on.
