@@ -16,6 +16,7 @@ from eeghub.core.packet_messages import (
     BadBatch,
     RawPacket,
     batch_message,
+    header_bytes,
     packets_of,
 )
 from eeghub.core.ports import Message
@@ -228,3 +229,21 @@ async def test_without_batching_every_packet_is_published_at_once() -> None:
     for index in range(5):
         broker.confirm(index)
     await asyncio.gather(*waiting)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "user-42", 0, -(2**63), 2**64 - 1, 250, 2.2351741790771484e-08, -2.2250738585072014e-308, 1e308, True, False, None],
+)
+def test_header_bytes_covers_each_value_as_text_and_as_msgpack(value: Any) -> None:
+    headers = {"some_header": value}
+    size = header_bytes(headers)
+    assert size >= len("some_header") + len(str(value)) + 4  # the former estimate
+    assert size >= len(msgspec.msgpack.encode(headers))
+
+
+def test_header_bytes_adds_up_the_headers_and_falls_back_to_str() -> None:
+    assert header_bytes({}) == 0
+    assert header_bytes({"a": "xyz", "bb": b"12"}) == (1 + 3 + 4) + (2 + 2 + 4)
+    assert header_bytes({"a": 1, "b": None}) == 2 * (1 + 24 + 4)
+    assert header_bytes({"a": [1, 2]}) == 1 + len("[1, 2]") + 4

@@ -43,3 +43,54 @@ def test_the_output_bound_holds_on_a_hit_too() -> None:
         cache.decompress(frame, max_output_size=len(payload) - 1)
     with pytest.raises(PacketError):  # garbage is refused and not kept
         cache.decompress(b"not zstd", max_output_size=1 << 24)
+
+
+def same_length_pair() -> tuple[bytes, bytes]:
+    """Two different frames of the same length (the simulator's frames vary
+    by a few dozen bytes, so 60 of them are bound to hold a pair)."""
+    by_length: dict[int, bytes] = {}
+    for frame in frames(60):
+        other = by_length.setdefault(len(frame), frame)
+        if other != frame:
+            return other, frame
+    raise AssertionError("no two simulated frames of the same length")
+
+
+def test_frames_sharing_a_digest_each_get_their_own_payload() -> None:
+    a, b = same_length_pair()
+    expected = {a: decompress_frame(a, max_output_size=1 << 24), b: decompress_frame(b, max_output_size=1 << 24)}
+    assert expected[a] != expected[b]
+    cache = PayloadCache(digest=lambda frame: 0)  # every frame of a length shares one key
+    assert cache.decompress(a, max_output_size=1 << 24) == expected[a]
+    assert cache.decompress(b, max_output_size=1 << 24) == expected[b]  # verified against a: a miss
+    assert cache.decompress(bytes(bytearray(b)), max_output_size=1 << 24) == expected[b]  # b is held now: a hit
+    assert cache.decompress(a, max_output_size=1 << 24) == expected[a]  # not b's payload: a miss
+    assert cache.decompress(memoryview(a), max_output_size=1 << 24) == expected[a]  # a hit, whatever the buffer type
+    assert (cache.hits, cache.misses) == (2, 3)
+    assert len(cache._entries) == 1  # noqa: SLF001 (the newer frame took the key over)
+    assert cache._bytes == len(a) + len(expected[a])  # noqa: SLF001
+
+
+def test_eviction_is_oldest_first_even_for_a_frame_just_used_and_the_bytes_stay_bounded() -> None:
+    sent = frames(14)
+    sizes = [len(f) + len(decompress_frame(f, max_output_size=1 << 24)) for f in sent]
+    # Room for about nine (an entry larger than an eighth of the bound is not kept).
+    cache = PayloadCache(max_bytes=sum(sizes[:9]) + min(sizes) // 2)
+    held: list[bytes] = []
+    for i, frame in enumerate(sent[:12]):
+        cache.decompress(frame, max_output_size=1 << 24)
+        held.append(frame)
+        while sum(sizes[sent.index(f)] for f in held) > cache.max_bytes:
+            held.pop(0)
+        assert [f for f, _ in cache._entries.values()] == held, i  # noqa: SLF001
+        assert cache._bytes == sum(sizes[sent.index(f)] for f in held) <= cache.max_bytes  # noqa: SLF001
+    assert 2 <= len(held) < 12 and held[-1] is sent[11]
+    oldest = held[0]
+    cache.decompress(bytes(oldest), max_output_size=1 << 24)  # a hit does not make it newer
+    assert cache.hits == 1
+    cache.decompress(sent[12], max_output_size=1 << 24)
+    assert oldest not in [f for f, _ in cache._entries.values()]  # noqa: SLF001
+    assert cache._bytes <= cache.max_bytes  # noqa: SLF001
+    misses = cache.misses
+    cache.decompress(oldest, max_output_size=1 << 24)
+    assert cache.misses == misses + 1
