@@ -249,6 +249,7 @@ def _check(settings: Settings) -> None:
         ("ingest.segment_writes_in_flight", settings.ingest.segment_writes_in_flight),
         ("auth.link_ttl_seconds", settings.auth.link_ttl_seconds),
         ("analyzer.partitions", settings.analyzer.partitions),
+        ("analyzer.decode_batch_packets", settings.analyzer.decode_batch_packets),
         ("analyzer.lease_seconds", settings.analyzer.lease_seconds),
     ):
         if value < 1:

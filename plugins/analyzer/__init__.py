@@ -75,6 +75,8 @@ async def eeghub_startup(ctx: AppContext) -> None:
         quality_factory=_quality_factory(ctx),
         plugin_timeout=cfg.plugin_timeout_seconds,
         on_run=metrics_of(ctx).observe_analysis,
+        impedance_threshold=cfg.channel_quality.bad_impedance_threshold,
+        pending_packets=cfg.decode_batch_packets,
     )
     host: AnalysisHost = ctx.services["analyzer"]
     if partitioned(ctx):

@@ -51,12 +51,8 @@ def stream_of(headers: Mapping[str, Any]) -> tuple[str, str]:
         raise PermanentFailure(f"bad envelope: {exc}") from None
 
 
-def add_to_host(
-    host: Any, headers: Mapping[str, Any], payload: bytes, *, impedance_threshold: int, max_channels: int
-) -> None:
-    """Decode ``payload`` into the stream its ``headers`` name. Raises
-    ``PermanentFailure`` for a packet that cannot be analysed."""
-    user_id, device_id = stream_of(headers)
+def envelope_of(headers: Mapping[str, Any]) -> tuple[float, float, int]:
+    """Sampling rate, lsb_to_volts and start (ms) of a packet's headers."""
     try:
         rate = float(headers["sampling_rate"])
         lsb = float(headers.get("lsb_to_volts") or headers.get("lsb_to_volts_str") or 0)
@@ -65,6 +61,16 @@ def add_to_host(
         raise PermanentFailure(f"bad envelope: {exc}") from None
     if not (0 < rate < float("inf") and 0 < lsb < float("inf")):
         raise PermanentFailure("sampling_rate and lsb_to_volts must be positive")
+    return rate, lsb, start_ms
+
+
+def add_to_host(
+    host: Any, headers: Mapping[str, Any], payload: bytes, *, impedance_threshold: int, max_channels: int
+) -> None:
+    """Decode ``payload`` into the stream its ``headers`` name. Raises
+    ``PermanentFailure`` for a packet that cannot be analysed."""
+    user_id, device_id = stream_of(headers)
+    rate, lsb, start_ms = envelope_of(headers)
     try:
         decoded = decode_payload(payload, impedance_threshold=impedance_threshold, max_channels=max_channels)
     except PacketError as exc:
@@ -182,8 +188,19 @@ class LiveFeed:
                     self.forwarder.send(owner, accepted.packet)
                 return
         try:
-            add_to_host(
-                host, headers, accepted.payload, impedance_threshold=self.impedance_threshold, max_channels=self.max_channels
+            rate, lsb, start_ms = envelope_of(headers)
+            session = headers.get("session_id")
+            user_id, device_id = stream_of(headers)
+            # Decoded later, with the stream's next packets (AnalysisHost.flush).
+            host.add_payload(
+                user_id=user_id,
+                device_id=device_id,
+                session_id=str(session) if session else None,
+                sampling_rate=rate,
+                lsb_to_volts=lsb,
+                layout=accepted.layout,
+                payload=accepted.payload,
+                start_us=start_ms * 1000,
             )
         except PermanentFailure as exc:
             # The route checked the envelope and the frame: this is rare

@@ -30,10 +30,22 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from eeghub.core.packet import PacketError
+
 from .buffers import RingBuffer, StreamLayout
 from .contract import AnalysisWindow
 
 log = logging.getLogger("eeghub.analyzer")
+
+
+class _Counters:
+    """One packet's row of ``MultiplexedDecoder.decode_into``'s counters, as
+    the ``PacketStats`` fields ``QualityWindow.update`` reads."""
+
+    __slots__ = ("impedance_high", "impedance_unknown", "maximum", "minimum", "zero_count")
+
+    def __init__(self, row: np.ndarray) -> None:
+        self.zero_count, self.minimum, self.maximum, self.impedance_unknown, self.impedance_high = row
 
 ANALYSIS_TYPES = ("eeg", "emg", "eog")
 
@@ -50,6 +62,9 @@ class Stream:
     last_seen: float
     last_run: dict[str, float] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    pending: list[tuple[bytes, Any, int]] = field(default_factory=list)
+    """Packets taken by ``add_payload`` and not yet decoded: (payload,
+    layout, start µs), decoded together by ``AnalysisHost.flush``."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -127,7 +142,15 @@ class AnalysisHost:
         plugin_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         on_run: Callable[[str, float], None] | None = None,
+        pending_packets: int = 8,
+        impedance_threshold: int = 200,
     ) -> None:
+        self.pending_packets = max(1, pending_packets)
+        """``add_payload`` decodes a stream's packets once this many wait."""
+        self.impedance_threshold = impedance_threshold
+        """Of the batch decoder (``add_payload``): the analyzer's ``bad_impedance_threshold``."""
+        self._decoder: Any = None
+        self.decode_failures = 0
         self.buffer_seconds = buffer_seconds
         self.idle_eviction_seconds = idle_eviction_seconds
         self.max_streams = max_streams
@@ -159,6 +182,113 @@ class AnalysisHost:
             )
 
     # ------------------------------------------------------------ ingest side
+    def add_payload(
+        self,
+        *,
+        user_id: str,
+        device_id: str,
+        session_id: str | None,
+        sampling_rate: float,
+        lsb_to_volts: float,
+        layout: Any,
+        payload: bytes,
+        start_us: int,
+    ) -> Stream:
+        """Take a packet whose ``payload`` (decompressed, checked: ``layout``
+        is its ``parse_layout``) is decoded later, with the stream's other
+        pending packets, in one numba call (``flush``): when a window is
+        built for an analysis, or once ``pending_packets`` have gathered.
+        The same buffers and channel quality as ``add_packet`` of each packet
+        in turn; per packet, a list append instead of a decode."""
+        stream = self._stream_for(
+            user_id, device_id, session_id, layout.channel_names, layout.channel_types, sampling_rate, lsb_to_volts
+        )
+        stream.pending.append((payload, layout, start_us))
+        self.packets += 1
+        if len(stream.pending) >= self.pending_packets:
+            self.flush(stream)
+        return stream
+
+    def flush(self, stream: Stream) -> None:
+        """Decode the stream's pending packets into its buffer and quality window."""
+        pending = stream.pending
+        if not pending:
+            return
+        stream.pending = []
+        from eeghub.core.packet_batch import MultiplexedDecoder
+
+        if self._decoder is None:
+            self._decoder = MultiplexedDecoder(impedance_threshold=self.impedance_threshold)
+        payloads = [p for p, _, _ in pending]
+        layouts = [layout for _, layout, _ in pending]
+        counts = [layout.num_samples for layout in layouts]
+        rows = [0] * len(pending)
+        total = 0
+        for i, n in enumerate(counts):
+            rows[i] = total
+            total += n
+        block = np.empty((total, len(stream.layout.channel_names)), dtype=np.int16)
+        try:
+            stats = self._decoder.decode_into(payloads, layouts, [0] * len(pending), counts, rows, block)
+        except (ValueError, PacketError) as exc:
+            # The route checked every packet: this is a bug or a layout the
+            # batch decoder refuses. Live data: dropped, counted, logged.
+            self.decode_failures += len(pending)
+            log.warning("live analysis: %d packet(s) of %s/%s not decoded: %s", len(pending), stream.user_id, stream.device_id, exc)
+            return
+        rate = stream.layout.sampling_rate
+        *_, (_, _, last_start) = pending
+        stream.buffer.append(block.T, last_start + round((counts[-1] - 1) * 1e6 / rate))
+        if stream.quality is not None:
+            for i, n in enumerate(counts):
+                stream.quality.update(_Counters(stats[i]), n)
+
+    def _stream_for(
+        self,
+        user_id: str,
+        device_id: str,
+        session_id: str | None,
+        channel_names: tuple[str, ...],
+        channel_types: tuple[str, ...],
+        sampling_rate: float,
+        lsb_to_volts: float,
+    ) -> Stream:
+        """The stream a packet goes to: a new one (a new buffer) when the
+        layout, the sampling rate or the session changes."""
+        key = (user_id, device_id)
+        stream = self.streams.get(key)
+        now = self.clock()
+        if (
+            stream is None
+            or stream.layout.channel_names != channel_names
+            or stream.layout.channel_types != channel_types
+            or stream.layout.sampling_rate != float(sampling_rate)
+            or (session_id and session_id != stream.session_id)
+        ):
+            layout = StreamLayout(channel_names, channel_types, float(sampling_rate))
+            capacity = max(1, int(round(self.buffer_seconds * sampling_rate)))
+            stream = Stream(
+                user_id=user_id,
+                device_id=device_id,
+                session_id=session_id,
+                layout=layout,
+                buffer=RingBuffer(layout, capacity),
+                lsb_to_volts=lsb_to_volts,
+                quality=self.quality_factory(layout) if self.quality_factory else None,
+                last_seen=now,
+            )
+            self.streams[key] = stream
+            self.results.pop(key, None)
+            while len(self.streams) > self.max_streams:
+                old, _ = self.streams.popitem(last=False)
+                self.results.pop(old, None)
+                self.evicted += 1
+        else:
+            self.streams.move_to_end(key)
+        stream.last_seen = now
+        stream.lsb_to_volts = lsb_to_volts
+        return stream
+
     def add_packet(
         self,
         *,
@@ -174,36 +304,13 @@ class AnalysisHost:
         stats: Any = None,
     ) -> Stream:
         """Append a decoded packet to its stream (O(packet), no buffer copy)."""
-        key = (user_id, device_id)
-        layout = StreamLayout(channel_names, channel_types, float(sampling_rate))
-        stream = self.streams.get(key)
-        now = self.clock()
-        if stream is None or stream.layout != layout or (session_id and session_id != stream.session_id):
-            capacity = max(1, int(round(self.buffer_seconds * sampling_rate)))
-            stream = Stream(
-                user_id=user_id,
-                device_id=device_id,
-                session_id=session_id,
-                layout=layout,
-                buffer=RingBuffer(layout, capacity),
-                lsb_to_volts=lsb_to_volts,
-                quality=self.quality_factory(layout) if self.quality_factory else None,
-                last_seen=now,
-            )
-            self.streams[key] = stream
-            self.results.pop(key, None)
-        self.streams.move_to_end(key)
-        stream.last_seen = now
-        stream.lsb_to_volts = lsb_to_volts
+        stream = self._stream_for(user_id, device_id, session_id, channel_names, channel_types, sampling_rate, lsb_to_volts)
+        self.flush(stream)  # packets taken before this one come first
         n = signals.shape[1]
         stream.buffer.append(signals, start_us + round((n - 1) * 1e6 / sampling_rate))
         if stream.quality is not None and stats is not None:
             stream.quality.update(stats, n)
         self.packets += 1
-        while len(self.streams) > self.max_streams:
-            old, _ = self.streams.popitem(last=False)
-            self.results.pop(old, None)
-            self.evicted += 1
         return stream
 
     def evict_idle(self) -> int:
@@ -247,6 +354,7 @@ class AnalysisHost:
 
     # ------------------------------------------------------------ analysis side
     def window_for(self, stream: Stream, plugin: Any) -> AnalysisWindow | None:
+        self.flush(stream)
         layout = stream.layout
         n = int(round(plugin.window_seconds * layout.sampling_rate))
         minimum = getattr(plugin, "min_window_seconds", None)

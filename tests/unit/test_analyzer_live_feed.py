@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from eeghub.core.accepted import AcceptedPacket, offer
 from eeghub.core.packet import compress_frame, parse_layout
 from eeghub.core.packet_messages import RawPacket, packets_of
@@ -20,6 +22,9 @@ class Host:
         self.skipped = 0
 
     def add_packet(self, **kwargs: Any) -> None:
+        self.added.append(kwargs)
+
+    def add_payload(self, **kwargs: Any) -> None:
         self.added.append(kwargs)
 
 
@@ -64,7 +69,7 @@ def test_a_single_process_analyses_every_accepted_packet_in_process() -> None:
     for i in range(3):
         offer([live.offer], accepted("u1", i))
     assert [a["start_us"] for a in host.added] == [(1_750_000_000_000 + i * 1000) * 1000 for i in range(3)]
-    assert host.added[0]["signals"].shape == (9, 250) and live.status()["analysed_here"] == 3
+    assert host.added[0]["layout"].num_samples == 250 and live.status()["analysed_here"] == 3
 
 
 async def test_packets_of_other_processes_streams_are_forwarded_batched_per_process() -> None:
@@ -115,3 +120,56 @@ def test_a_listener_that_raises_does_not_fail_the_offer() -> None:
 
     offer([broken, live.offer], accepted("u1", 0))
     assert len(host.added) == 1
+
+
+def payload_of(device: SimulatedDevice, index: int, *, zero: bool) -> bytes:
+    """The device's packet, its third channel zero-filled when ``zero``."""
+    import numpy as np
+
+    from eeghub.core.packet import encode_payload
+
+    n = device.samples_per_packet
+    signals, trigger = device.eeg(index * n, n), device.trigger(index * n, n)
+    if zero:
+        signals[2] = 0
+    if device.variant == "v4":
+        return encode_payload(np.vstack([signals, trigger[None, :]]), device.channel_names, device.channel_types)
+    return encode_payload(signals, device.channel_names, device.channel_types, trigger=trigger, variant="app")
+
+
+def quality_factory(layout: Any) -> Any:
+    from eeghub.core.quality import QualityThresholds, QualityWindow
+
+    return QualityWindow.for_seconds(layout.channel_names, layout.channel_types, layout.sampling_rate, 4.0, QualityThresholds())
+
+
+@pytest.mark.parametrize("variant", ["app", "v4"])
+def test_payloads_decoded_later_give_the_buffers_of_packets_decoded_at_once(variant: str) -> None:
+    """``add_payload`` + ``flush`` (the ingest feed) against ``add_packet``
+    of each decoded packet (the exchange consumer): the same samples, times
+    and channel quality, a zero-filled channel and a new session included."""
+    from eeghub.core.packet import decode_payload
+    from eeghub.plugins.analyzer.host import AnalysisHost
+
+    later = AnalysisHost([], buffer_seconds=6, quality_factory=quality_factory, pending_packets=3)
+    now = AnalysisHost([], buffer_seconds=6, quality_factory=quality_factory)
+    device = SimulatedDevice(user_id="u", device_id="d", seed=4, variant=variant)
+    for i in range(11):
+        payload = payload_of(device, i, zero=i % 4 == 1 or i >= 7)  # CH3 dead in the second session
+        session = "s1" if i < 7 else "s2"  # a new session starts a new buffer
+        start_us = (1_750_000_000_000 + i * 1000) * 1000
+        later.add_payload(user_id="u", device_id="d", session_id=session, sampling_rate=250.0, lsb_to_volts=1e-6,
+                          layout=parse_layout(payload), payload=payload, start_us=start_us)
+        assert len(later.streams[("u", "d")].pending) < 3  # decoded once three wait
+        decoded = decode_payload(payload)
+        now.add_packet(user_id="u", device_id="d", session_id=session, sampling_rate=250.0, lsb_to_volts=1e-6,
+                       channel_names=decoded.layout.channel_names, channel_types=decoded.layout.channel_types,
+                       signals=decoded.signals, start_us=start_us, stats=decoded.stats)
+    a, b = later.streams[("u", "d")], now.streams[("u", "d")]
+    assert a.pending  # 4 packets since the new session: one still waits
+    later.flush(a)
+    assert a.session_id == b.session_id == "s2" and a.buffer.written == b.buffer.written == 4 * 250
+    assert (a.buffer.data == b.buffer.data).all() and a.buffer.last_sample_us == b.buffer.last_sample_us
+    assert a.quality.report().as_dict() == b.quality.report().as_dict()
+    assert a.quality.report().as_dict()["bad_channels"] == ["CH3"]
+    assert later.packets == now.packets == 11 and later.decode_failures == 0
