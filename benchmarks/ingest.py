@@ -52,6 +52,11 @@ What it does:
   before each such round and stopped after it), the load generator's
   connections spread over them as a load balancer would: stored packets
   per second for one and for N processes side by side;
+* with ``--compare KEY=VALUE`` (repeatable) also runs a second eeghub, *B*,
+  with these settings on top of the first's, on a database, queues and
+  buckets of its own, in every round beside the first (the order rotating
+  as for the others): the two configurations measured side by side in one
+  run, their CPU per stored packet and its ratio B/A printed at the end;
 * with ``--set KEY=VALUE`` (repeatable) runs eeghub with another setting,
   e.g. ``--set ingest.publish_batch_packets=1`` for the predecessor's
   one message and one object per packet;
@@ -559,6 +564,26 @@ class Bench:
         self.accepted_packets: list[Packet] = []
         self.non_accepted_packets: list[Packet] = []
         self.db: Any = None
+        self.b: Bench | None = None
+        """The ``--compare`` configuration: a second Bench, its eeghub only."""
+
+    def variant_b(self) -> Bench:
+        """The Bench of the ``--compare`` eeghub: the same S3 server and
+        request bodies, its own database, queues, buckets and CPU meter."""
+        args_b = argparse.Namespace(**{**vars(self.args), "set": [*self.args.set, *self.args.compare], "compare": [], "py_spy": None})
+        b = Bench(args_b)
+        b.s3, b.packets, b.bodies, b.sizes = self.s3, self.packets, self.bodies, self.sizes
+        return b
+
+    async def start_eeghub_only(self) -> None:
+        self.eeghub_port = free_port()
+        self.eeghub = self.spawn(
+            [sys.executable, "-m", "eeghub", "serve", "--host", "127.0.0.1", "--port", str(self.eeghub_port)],
+            self.server_env(),
+            "eeghub.log",
+        )
+        self.meter.roles[self.eeghub.pid] = "eeghub"
+        await self.wait_ready(self.eeghub, self.eeghub_port, "/health", "eeghub.log")
 
     # ------------------------------------------------------------ services
     def start_s3(self) -> None:
@@ -1064,7 +1089,8 @@ class Bench:
         print(f"nproc: {os.cpu_count()} (nproc says {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()})")
         print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         per_round = args.requests
-        total = args.warmup + args.rounds * per_round * (2 if args.instances > 1 else 1)
+        variants = 1 + (args.instances > 1) + bool(args.compare)
+        total = args.warmup * (2 if args.compare else 1) + args.rounds * per_round * variants
         t = time.monotonic()
         self.sizes: dict[str, int] = {}
         self.packets = await asyncio.to_thread(generate_bodies, self.bodies, total, args.devices, self.sizes)
@@ -1074,6 +1100,12 @@ class Bench:
         await self.create_database()
         await self.start_servers()
         self.db = await asyncpg.connect(self.db_url)
+        if args.compare:
+            self.b = self.variant_b()
+            await self.b.create_database()
+            await self.b.start_eeghub_only()
+            self.b.db = await asyncpg.connect(self.b.db_url)
+            print(f"eeghub B (--compare {' '.join(args.compare)}) on :{self.b.eeghub_port}")
         others = await asyncio.to_thread(
             busiest_other_processes, {p.pid for p in self.processes} | ({self.weed_pid} if self.weed_pid else set())
         )
@@ -1091,23 +1123,37 @@ class Bench:
             await self.purge_floor_queue()
             warm_f = f", floor {warm.rate:.0f}/s {warm.statuses}"
         print(f"warm-up: eeghub {warm_e.rate:.0f}/s {warm_e.statuses}, no-op {warm_n.rate:.0f}/s {warm_n.statuses}{warm_f}")
+        if self.b is not None:
+            warm_b = await self.b.load("eeghub", args.warmup, args.warmup, "warm-up")
+            print(f"warm-up: eeghub B {warm_b.rate:.0f}/s {warm_b.statuses}")
+        first_round = args.warmup * (2 if self.b is not None else 1)
 
         if args.py_spy:
             self.start_py_spy(Path(args.py_spy))
         results: list[RoundResult] = []
         many = f"eeghub x{args.instances}"
         for r in range(args.rounds):
-            servers = ["eeghub", "no-op"] + (["floor"] if args.floor else []) + ([many] if args.instances > 1 else [])
+            servers = (
+                ["eeghub", "no-op"] + (["floor"] if args.floor else []) + ([many] if args.instances > 1 else [])
+                + (["eeghub-b"] if self.b is not None else [])
+            )
             order = servers[r % len(servers):] + servers[: r % len(servers)]  # each server leads in turn
+            eeghubs = [x for x in servers if x.startswith("eeghub")]
             for server in order:
                 # Each eeghub configuration stores its own packets.
-                first = args.warmup + (r * (2 if args.instances > 1 else 1) + (server == many)) * per_round
+                first = first_round + (r * len(eeghubs) + eeghubs.index(server) if server in eeghubs else r * len(eeghubs)) * per_round
                 if server == many:
                     await self.start_extra_instances()
-                await self.settle(f"round {r + 1} {server}")
                 send = per_round if server.startswith("eeghub") else max(per_round, args.noop_requests)
                 try:
-                    res = await self.load(server, first, per_round, str(r + 1), send)
+                    if server == "eeghub-b":
+                        assert self.b is not None
+                        await self.b.settle(f"round {r + 1} {server}")
+                        res = await self.b.load("eeghub", first, per_round, str(r + 1), send)
+                        res.server = "eeghub-b"
+                    else:
+                        await self.settle(f"round {r + 1} {server}")
+                        res = await self.load(server, first, per_round, str(r + 1), send)
                 finally:
                     if server == many:
                         await self.stop_extra_instances()
@@ -1125,6 +1171,8 @@ class Bench:
         await self.stop_py_spy()
         verdict = await self.verify()
         self.report(results, verdict)
+        if self.b is not None:
+            self.report_compare(results, await self.b.verify())
         if args.py_spy and not args.py_spy.endswith(".svg") and Path(args.py_spy).exists():
             eeghub_rounds = [r for r in results if r.server == "eeghub"]
             self.profile_split(statistics.median([r.cpu["eeghub"] / max(1, r.n) for r in eeghub_rounds]) * 1000)
@@ -1231,6 +1279,30 @@ class Bench:
         print("no packet lost, each stored exactly once" if ok else f"PACKET CHECK FAILED (e.g. lost {verdict['examples_lost']})")
 
 
+    def report_compare(self, results: list[RoundResult], verdict_b: dict[str, Any]) -> None:
+        """eeghub A (``--set``) against B (``--compare`` on top), measured in
+        the same rounds."""
+        med = statistics.median
+        a = [r for r in results if r.server == "eeghub"]
+        b = [r for r in results if r.server == "eeghub-b"]
+        f = [r for r in results if r.server == "floor"]
+        a_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in a]) * 1000
+        b_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in b]) * 1000
+        print()
+        print(f"side by side, median over {len(a)} rounds: A = {' '.join(self.args.set) or 'the defaults'}; "
+              f"B = A + {' '.join(self.args.compare)}")
+        print(f"{'':<4} {'accepted/s':>10} {'stored/s':>9} {'eeghub CPU ms/packet':>21} {'x floor':>8}")
+        f_cpu = med([r.cpu["floor"] / max(1, r.n) for r in f]) * 1000 if f else None
+        for name, rows, cpu in (("A", a, a_cpu), ("B", b, b_cpu)):
+            vs = f"{cpu / f_cpu:8.2f}" if f_cpu else f"{'':>8}"
+            print(f"{name:<4} {med([r.rate for r in rows]):10.0f} {med([r.stored_rate or 0.0 for r in rows]):9.0f} {cpu:21.3f} {vs}")
+        per_round = [rb.cpu["eeghub"] / max(1, rb.n) / (ra.cpu["eeghub"] / max(1, ra.n)) for ra, rb in zip(a, b, strict=False)]
+        print(f"CPU per stored packet B/A: {b_cpu / a_cpu:.3f} (per round: {', '.join(f'{x:.3f}' for x in per_round)})")
+        ok = verdict_b["lost"] == 0 and verdict_b["duplicated"] == 0 and verdict_b["rows"] == verdict_b["accepted"]
+        print(f"B: packets answered 202 {verdict_b['accepted']}, rows {verdict_b['rows']}: "
+              + ("each stored exactly once" if ok else f"PACKET CHECK FAILED (lost {verdict_b['lost']}, duplicated {verdict_b['duplicated']})"))
+
+
 async def amain(args: argparse.Namespace) -> int:
     bench = Bench(args)
     loop = asyncio.get_running_loop()
@@ -1252,6 +1324,8 @@ async def amain(args: argparse.Namespace) -> int:
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         print("cleaning up…", flush=True)
+        if bench.b is not None:
+            await asyncio.shield(bench.b.cleanup())
         await asyncio.shield(bench.cleanup())
 
 
@@ -1292,6 +1366,10 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="an eeghub setting for this run, e.g. --set ingest.publishes_in_flight=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--compare", action="append", default=[], metavar="KEY=VALUE",
+        help="also run eeghub B, with this setting on top of --set, side by side in every round (repeatable)",
     )
     parser.add_argument(
         "--instances", type=int, default=1,
