@@ -54,9 +54,10 @@ What it does:
   per second for one and for N processes side by side;
 * with ``--compare KEY=VALUE`` (repeatable) also runs a second eeghub, *B*,
   with these settings on top of the first's, on a database, queues and
-  buckets of its own, in every round beside the first (the order rotating
-  as for the others): the two configurations measured side by side in one
-  run, their CPU per stored packet and its ratio B/A printed at the end;
+  buckets of its own, in every round right beside the first (after it in
+  even rounds, before it in odd ones: use an even ``--rounds``): the two
+  configurations measured side by side in one run, their CPU per stored
+  packet and its ratio B/A printed at the end;
 * with ``--set KEY=VALUE`` (repeatable) runs eeghub with another setting,
   e.g. ``--set ingest.publish_batch_packets=1`` for the predecessor's
   one message and one object per packet;
@@ -1133,11 +1134,14 @@ class Bench:
         results: list[RoundResult] = []
         many = f"eeghub x{args.instances}"
         for r in range(args.rounds):
-            servers = (
-                ["eeghub", "no-op"] + (["floor"] if args.floor else []) + ([many] if args.instances > 1 else [])
-                + (["eeghub-b"] if self.b is not None else [])
-            )
+            servers = ["eeghub", "no-op"] + (["floor"] if args.floor else []) + ([many] if args.instances > 1 else [])
             order = servers[r % len(servers):] + servers[: r % len(servers)]  # each server leads in turn
+            if self.b is not None:
+                # B right beside A, after it in even rounds and before it in odd
+                # ones: the second of two back-to-back rounds measured higher
+                # on this machine, so each configuration is second as often.
+                order.insert(order.index("eeghub") + (r % 2 == 0), "eeghub-b")
+                servers.append("eeghub-b")
             eeghubs = [x for x in servers if x.startswith("eeghub")]
             for server in order:
                 # Each eeghub configuration stores its own packets.

@@ -64,9 +64,9 @@ class ServerSettings(_Section):
     """Once started, move every object of the start-up (the plugins, numba,
     NumPy, SciPy, MNE: some 150,000 objects) out of the garbage collector's
     reach with ``gc.freeze()``. The collector then no longer walks them
-    whenever it looks for cycles: before this, its full collections (about
-    0.2 s each) and the young ones cost the server some 0.05 ms of CPU per
-    ingested packet (``docs/scaling.md``)."""
+    whenever it looks for cycles (a full collection of them took about
+    0.2 s). Under ingest load, Python's defaults cost 3-29 % more CPU per
+    stored packet, measured side by side (``docs/scaling.md``)."""
     gc_young_threshold: int = 10_000
     """Allocations (net of deallocations) that trigger a young-generation
     collection; Python's default is 700. A request allocates a few hundred
