@@ -191,7 +191,12 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
         assert latest["analysis_id"] == parsed["analysis_id"] > 0
         assert latest["requested_by"] == OWNER and latest["experiment_id"] == eid
         result = parsed["raw"]
-        assert result["outcome"] == "ok", result["details"]["participants"]
+        if result["outcome"] != "ok":  # say why (what was missing, and the sessions as the server saw them then)
+            seen = {sid: ((await client.get(f"/api/v1/sessions/{sid}", headers=user(SUBJECT))).json(),
+                          (await client.get(f"/api/v1/sessions/{sid}/correction", headers=user(SUBJECT))).json())
+                    for sid in sessions}
+            raise AssertionError(f"outcome {result['outcome']}: missing {result['details'].get('missing')}; "
+                                 f"participants {result['details'].get('participants')}; sessions {seen}")
         # Known truth: only product_03 carries a response.
         assert latest["recommendations"] == [{
             "file_name": "product_03.png", "item_name": "Field Cap", "brand_name": "BrandC", "description": "Green Cap",
