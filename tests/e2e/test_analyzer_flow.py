@@ -9,6 +9,7 @@ import base64
 import json
 import threading
 import types
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -85,7 +86,12 @@ async def test_live_analysis(app_client: Any, env: dict[str, str], source: str) 
             if not {"psd", "coherence", "channel_quality"} <= set(body.get("applications", {})):
                 return None
             # Coherence starts at 5 s of data and grows: wait for the full 8 s window (15 segments).
-            return body if body["applications"]["coherence"]["window_seconds"] >= 8 else None
+            if body["applications"]["coherence"]["window_seconds"] < 8:
+                return None
+            # Every result from a window ending with the last packet (a run may
+            # have started while the packets were still arriving).
+            last = datetime.fromtimestamp((1_760_000_000_000 + 9 * 1000 + 996) / 1000, UTC).isoformat()
+            return body if all(r["window_end"] == last for r in body["results"].values()) else None
 
         a = await wait_for(lambda: ready("alpha-dev"), timeout=30)
         b = await wait_for(lambda: ready("noise-dev"), timeout=30)

@@ -102,10 +102,17 @@ async def record(client: Any, eid: str, subject: str, sid: str, kind: str, start
     return packets
 
 
-async def corrected(client: Any, sessions: dict[str, int], subject: str) -> bool:
+async def corrected(client: Any, sessions: dict[str, int], subject: str, *, every_event: bool = False) -> bool:
+    """Every session linked with all its packets and corrected; with
+    ``every_event``, each of its events on a trigger (data made so): a
+    correction run while the session's last packets were still being stored
+    (they are linked, and the session corrected, again moments later) does
+    not count."""
     for sid, packets in sessions.items():
         info = (await client.get(f"/api/v1/sessions/{sid}", headers=user(subject))).json()
-        if info["event_correction_status"] != "completed":
+        if info["event_correction_status"] != "completed" or info["link_status"] != "completed":
+            return False
+        if every_event and info["corrected_event_count"] != info["event_count"]:
             return False
         data = (await client.get(f"/api/v1/sessions/{sid}/data", headers=user(subject))).json()
         if sum(stream["packets"] for stream in data["streams"]) != packets:
@@ -171,7 +178,7 @@ async def test_app_calls_and_known_truth(app_client: Any, services_env: dict[str
             "nm-cal": await record(client, eid, SUBJECT, "nm-cal", "calibration", T0, calibration),
             "nm-main": await record(client, eid, SUBJECT, "nm-main", "main_integrated", T0 + 600_000, main),
         }
-        await wait_for(lambda: corrected(client, sessions, SUBJECT), timeout=120, interval=0.5)
+        await wait_for(lambda: corrected(client, sessions, SUBJECT, every_event=True), timeout=120, interval=0.5)
 
         r = await client.get(f"{base}/{eid}/analysis-results", headers=user(OWNER))
         assert r.status_code == 404 and r.json()["detail"] == "No completed analysis result found for this experiment."

@@ -161,10 +161,10 @@ async def test_two_instances_one_killed_mid_stream(
         assert {m.user_id for m in shared} == set(SUBJECTS)
         # Each process received (alternately) packets of streams the other
         # analyses and forwarded them to it, none lost (analyzer.source = "ingest").
-        for client in clients.values():
-            feed = (await client.get("/api/v1/health")).json()["plugins"]["analyzer"]["detail"]["feed"]
-            assert feed["source"] == "ingest" and feed["forwarded"] > 0 and feed["analysed_here"] > 0, feed
-            assert feed["forward_dropped"] == 0, feed
+        # (Both may not analyse: all four streams can fall to one process.)
+        feeds = [(await c.get("/api/v1/health")).json()["plugins"]["analyzer"]["detail"]["feed"] for c in clients.values()]
+        assert all(f["source"] == "ingest" and f["forward_dropped"] == 0 for f in feeds), feeds
+        assert sum(f["forwarded"] for f in feeds) > 0 and sum(f["analysed_here"] for f in feeds) > 0, feeds
 
         # The process analysing the first subject's stream is killed (so at
         # least one stream must move); "a" names the survivor from here on.
