@@ -251,7 +251,7 @@ async def test_a_plugin_render_draws_images_on_request_and_its_failures_are_repo
         async def both() -> Any:
             r = await client.get(f"/api/v1/users/{P}/analysis?format=json", headers=user(P))
             results = r.json().get("results", {}) if r.status_code == 200 else {}
-            return results if {"drawn", "broken"} <= set(results) else None
+            return results if {"drawn", "broken", "psd"} <= set(results) else None
 
         as_json = await wait_for(both, timeout=30)
         assert "images" not in as_json["drawn"] and calls == []  # json: render not called
