@@ -70,17 +70,21 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             self._header_room = limits.max_header_bytes
             self._header_count = 0
             self._refusal: bytes | None = None
-            self._header_timer: asyncio.TimerHandle | None = None
-            self._body_timer: asyncio.TimerHandle | None = None
+            self._watch: asyncio.TimerHandle | None = None
+            self._header_deadline: float | None = None
+            self._idle_deadline: float | None = None
+            self._body_active = False
             self._body_bytes = 0
             self._body_seconds = 0.0
             self._body_last = 0.0
+            self._body_checked = 0.0
             self._request_ended = False
 
         # ---- connection
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm_header_timer()
+            self._header_deadline = time.monotonic() + limits.header_timeout
+            self._ensure_watch(limits.header_timeout)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timers()
@@ -89,6 +93,7 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             if self._refusal is not None or self.transport.is_closing():
                 return
+            self._idle_deadline = None  # uvicorn's keep-alive timeout, kept by the watchdog
             if self._in_headers and len(data) > self._header_room:
                 # Feed only what the headers may still take: if they end
                 # within it, the rest is the body (or the next request).
@@ -107,7 +112,7 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
                 return
             if self._in_headers:
                 self._header_room -= len(data)
-            elif self._body_timer is not None:
+            elif self._body_active:
                 self._body_bytes += len(data)
                 self._body_last = time.monotonic()
             super().data_received(data)
@@ -127,8 +132,9 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             super().on_message_begin()
             self._in_headers = True
             self._header_count = 0
-            if self._header_timer is None:
-                self._arm_header_timer()
+            if self._header_deadline is None:
+                self._header_deadline = time.monotonic() + limits.header_timeout
+                self._ensure_watch(limits.header_timeout)
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
@@ -139,61 +145,105 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._in_headers = False
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._header_deadline = None
             super().on_headers_complete()
             if _has_body(self.headers):
+                self._body_active = True
                 self._body_bytes = 0
                 self._body_seconds = 0.0
-                self._body_last = time.monotonic()
-                self._body_timer = self.loop.call_later(TICK_SECONDS, self._check_body)
+                self._body_last = self._body_checked = time.monotonic()
+                self._ensure_watch(TICK_SECONDS)
 
         def on_message_complete(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            self._body_active = False
             # What follows on this connection is the next request's headers.
             self._in_headers = True
             self._header_room = limits.max_header_bytes
             self._request_ended = True
             super().on_message_complete()
 
-        # ---- timers
-        def _arm_header_timer(self) -> None:
-            self._header_timer = self.loop.call_later(limits.header_timeout, self._headers_too_slow)
-
-        def _headers_too_slow(self) -> None:
-            self._header_timer = None
-            if self._in_headers and not self.transport.is_closing():
-                if self.cycle is not None and not self.cycle.response_complete:
-                    self._arm_header_timer()  # a pipelined request waits for the one before
-                    return
-                self._refuse(408, "Request Timeout", f"the request headers took longer than {limits.header_timeout:g} s")
-
-        def _check_body(self) -> None:
-            self._body_timer = None
+        def on_response_complete(self) -> None:
+            # uvicorn's, but the keep-alive timeout is the watchdog's rather
+            # than a timer armed after every response and cancelled by the
+            # next request's first bytes.
+            self.server_state.total_requests += 1
             if self.transport.is_closing():
                 return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._idle_deadline = time.monotonic() + self.timeout_keep_alive
+                self._ensure_watch(self.timeout_keep_alive)
+
+        # ---- the watchdog
+        # One timer per connection rather than one per request and phase:
+        # arming and cancelling three timers for every request (the headers',
+        # the body's and uvicorn's keep-alive timeout) cost a few per cent of
+        # the ingest route's CPU under load. The watchdog is armed when a
+        # deadline begins (a connection opens, a request's first byte, a
+        # body) unless it is armed already, and re-arms itself only while
+        # something is being watched: a busy keep-alive connection sets about
+        # one timer a second, an idle one none (uvicorn's keep-alive timeout
+        # closes it).
+        def _ensure_watch(self, delay: float) -> None:
+            """Have the watchdog fire within ``delay`` seconds."""
+            watch = self._watch
+            if watch is not None:
+                if watch.when() <= self.loop.time() + delay:
+                    return
+                watch.cancel()
+            self._watch = self.loop.call_later(delay, self._on_watch)
+
+        def _on_watch(self) -> None:
+            self._watch = None
+            if self.transport.is_closing() or self._refusal is not None:
+                return
             now = time.monotonic()
+            if self._idle_deadline is not None and now >= self._idle_deadline:
+                self._idle_deadline = None
+                self.timeout_keep_alive_handler()  # idle on a keep-alive connection: closed
+                return
+            if self._header_deadline is not None and now >= self._header_deadline:
+                if self.cycle is not None and not self.cycle.response_complete:
+                    self._header_deadline = now + limits.header_timeout  # a pipelined request waits for the one before
+                else:
+                    self._refuse(408, "Request Timeout", f"the request headers took longer than {limits.header_timeout:g} s")
+                    return
+            if self._body_active and self._body_too_slow(now):
+                return
+            delay = TICK_SECONDS if self._body_active else None
+            for deadline in (self._header_deadline, self._idle_deadline):
+                if deadline is not None:
+                    until = max(0.0, deadline - now)
+                    delay = until if delay is None else min(delay, until)
+            if delay is not None:
+                self._watch = self.loop.call_later(delay, self._on_watch)
+
+        def _body_too_slow(self, now: float) -> bool:
+            """Check the body's progress since the last check; refuse (and
+            say so) if it paused too long or arrives too slowly."""
+            elapsed, self._body_checked = now - self._body_checked, now
             if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
                 # The application is not reading (or the client waits for
                 # its "100 Continue"): not the client's fault.
                 self._body_last = now
-            else:
-                self._body_seconds += TICK_SECONDS
-                idle = now - self._body_last
-                slow = self._body_seconds >= limits.body_idle_timeout and self._body_bytes < limits.min_body_rate * self._body_seconds
-                if idle >= limits.body_idle_timeout or slow:
-                    why = (
-                        f"no body bytes for {limits.body_idle_timeout:g} s"
-                        if idle >= limits.body_idle_timeout
-                        else f"the body arrives slower than {limits.min_body_rate:g} bytes per second"
-                    )
-                    log.info("closing a connection from %s: %s", self.client, why)
-                    self._refuse(408, "Request Timeout", why)
-                    return
-            self._body_timer = self.loop.call_later(TICK_SECONDS, self._check_body)
+                return False
+            self._body_seconds += elapsed
+            idle = now - self._body_last
+            slow = self._body_seconds >= limits.body_idle_timeout and self._body_bytes < limits.min_body_rate * self._body_seconds
+            if not (idle >= limits.body_idle_timeout or slow):
+                return False
+            why = (
+                f"no body bytes for {limits.body_idle_timeout:g} s"
+                if idle >= limits.body_idle_timeout
+                else f"the body arrives slower than {limits.min_body_rate:g} bytes per second"
+            )
+            log.info("closing a connection from %s: %s", self.client, why)
+            self._refuse(408, "Request Timeout", why)
+            return True
 
         def _refuse(self, status: int, reason: str, message: str) -> None:
             self._refusal = _response(status, reason, message)
@@ -212,10 +262,9 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
         def _cancel_timers(self) -> None:
-            for timer in (self._header_timer, self._body_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._header_timer = self._body_timer = None
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
 
     return GuardedHttpToolsProtocol
 

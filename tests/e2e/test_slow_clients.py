@@ -28,6 +28,7 @@ LIMITS = {
     "EEGHUB_SERVER__HEADER_TIMEOUT_SECONDS": "1.5",
     "EEGHUB_SERVER__BODY_IDLE_TIMEOUT_SECONDS": "2",
     "EEGHUB_SERVER__MIN_BODY_BYTES_PER_SECOND": "200",
+    "EEGHUB_SERVER__KEEP_ALIVE_TIMEOUT_SECONDS": "3",
 }
 
 
@@ -170,3 +171,72 @@ async def test_pipelined_requests_each_get_their_own_header_budget(served: tuple
     last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
     answer, _, _ = await exchange(host, port, [one * 4 + last])  # 15 kB at once; 8 kB per request allowed
     assert answer.count(b"HTTP/1.1 200 ") == 5, answer[:500]
+
+
+async def test_a_slow_body_after_a_keep_alive_request_is_timed_out(served: tuple[str, int]) -> None:
+    host, port = served
+    quick = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    slow = [
+        quick,
+        b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: u\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n",
+        *drip(b"{" + b" " * 398 + b"}"),
+    ]
+    answer, took, _ = await exchange(host, port, slow, 0.25)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]  # the first request was answered
+    assert b"HTTP/1.1 408 " in answer and b"slower than 200 bytes per second" in answer, answer[-300:]
+    assert took < 7, took
+
+
+async def test_requests_on_a_busy_connection_set_few_timers(served: tuple[str, int]) -> None:
+    """The watchdog (one timer per connection, ``app/http_protocol.py``)
+    rather than two timers armed and cancelled for every request."""
+    host, port = served
+    loop = asyncio.get_running_loop()
+    armed: list[Any] = []
+    call_later = loop.call_later
+
+    def counting(delay: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(getattr(callback, "__self__", None)).__name__ == "GuardedHttpToolsProtocol":  # its timers, whatever their name
+            armed.append(delay)
+        return call_later(delay, callback, *args, **kwargs)
+
+    loop.call_later = counting  # type: ignore[method-assign]
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        body = b'{"name": ""}'
+        request = (
+            b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nX-User-Id: u\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        for _ in range(60):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head[9:12] in (b"201", b"400"), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        writer.close()
+    finally:
+        loop.call_later = call_later  # type: ignore[method-assign]
+    assert 1 <= len(armed) <= 6, armed  # 60 requests with a body: each used to arm three (headers, body, keep-alive)
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(served: tuple[str, int]) -> None:
+    host, port = served
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        began = time.monotonic()
+        for _ in range(2):  # the second request, 2 s after the first, is within the 3 s timeout
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            answered = time.monotonic()
+            await asyncio.sleep(2)
+        rest = await asyncio.wait_for(reader.read(), 10)  # closed by the server
+        idle = time.monotonic() - answered
+    finally:
+        writer.close()
+    assert rest == b""
+    assert 2.5 < idle < 5, idle  # 3 s after the last answer, not after the first
+    assert time.monotonic() - began > 4
