@@ -3,7 +3,6 @@ the broker has confirmed it (spec §8 items 9 and 20)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,9 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
 from eeghub.core.metrics import metrics_of
-from eeghub.core.packet import PacketError, parse_layout
+from eeghub.core.packet import PacketError
 from eeghub.core.packet_messages import RawPacket
-from eeghub.core.payload_cache import PAYLOADS
+from eeghub.core.payload_cache import PAYLOADS, Decompressed
 
 from .envelope import HEADER_NAMES, DataEnvelope, Envelope, from_json, from_query_or_headers
 from .limits import StreamBudget, check_sample_count
@@ -37,24 +36,28 @@ def validate_frame(ctx: AppContext, frame: bytes) -> Any:
     return checked_frame(ctx, frame)[1]
 
 
-def checked_frame(ctx: AppContext, frame: bytes) -> tuple[bytes, Any]:
-    """The payload and layout of ``frame``; 400 (413) on garbage."""
+def checked_frame(ctx: AppContext, frame: bytes) -> tuple[bytes, Any, Decompressed]:
+    """The payload and layout of ``frame`` (and the cache's entry for it,
+    which knows the payload's digest); 400 (413) on garbage."""
     limits = ctx.settings.ingest
     if len(frame) > limits.max_packet_bytes:
         raise PayloadTooLarge(f"packet is larger than {limits.max_packet_bytes} bytes")
     try:
-        # Kept for this process's storage consumer and analyzer (core/payload_cache.py).
-        payload = PAYLOADS.decompress(frame, max_output_size=limits.max_decompressed_bytes)
-        return payload, parse_layout(payload, max_channels=limits.max_channels)
+        # Kept, with the layout and digest, for this process's storage
+        # consumer (core/payload_cache.py).
+        found = PAYLOADS.get(frame, max_output_size=limits.max_decompressed_bytes)
+        return found.payload, found.layout(limits.max_channels), found
     except PacketError as exc:
         status = 413 if exc.reason == "too_large" else 400
         raise BadRequest(f"invalid packet: {exc}", status_code=status, issues=[{"field": "payload", "message": str(exc)}]) from None
 
 
-def packet_for(envelope: Envelope, frame: bytes, layout: Any) -> tuple[RawPacket, str]:
+def packet_for(envelope: Envelope, frame: bytes, layout: Any, payload_sha256: str) -> tuple[RawPacket, str]:
     """The packet as published, and a deterministic message id for it when
-    it travels alone: the same packet sent twice is recognisably the same."""
-    digest = hashlib.sha256(frame).hexdigest()
+    it travels alone: the same packet sent twice is recognisably the same
+    (by its payload's digest, which its object key and ``content_sha256``
+    will carry too)."""
+    digest = payload_sha256
     headers = envelope.headers()
     headers["num_samples"] = layout.num_samples
     headers["num_channels"] = len(layout.channel_names)
@@ -172,10 +175,10 @@ async def accept(request: Request[Any, Any, Any], identity: Any, content_type: s
         identity = claimed_identity(request, envelope.user_id, "the envelope's user_id")
     if envelope.user_id != identity.user_id:
         raise Forbidden("user_id does not match authenticated user.")
-    payload, layout = checked_frame(ctx, frame)
+    payload, layout, found = checked_frame(ctx, frame)
     limits = ctx.settings.ingest
     check_sample_count(envelope, layout.num_samples, limits.sample_slack_seconds)
-    packet, message_id = packet_for(envelope, frame, layout)
+    packet, message_id = packet_for(envelope, frame, layout, found.sha256())
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
     budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
     await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)

@@ -525,20 +525,24 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
 
     async def prepare(packet: RawPacket) -> _Prepared:
         envelope = from_amqp_headers(packet.headers)
-        if packet.content_encoding == "identity":
-            payload = packet.frame
-        elif len(packet.frame) <= INLINE_DECOMPRESS_BYTES:
+        if packet.content_encoding != "identity" and len(packet.frame) <= INLINE_DECOMPRESS_BYTES:
             # A usual packet (a few KiB) decompresses in microseconds: a
             # thread hop would cost more than the work. The ingest route
-            # of this process decompressed it already, most of the time.
-            payload = PAYLOADS.decompress(packet.frame, max_output_size=limits.max_decompressed_bytes)
+            # of this process decompressed, checked and hashed it already,
+            # most of the time (core/payload_cache.py).
+            found = PAYLOADS.get(packet.frame, max_output_size=limits.max_decompressed_bytes)
+            payload, layout, sha256 = found.payload, found.layout(limits.max_channels), found.sha256()
         else:
-            payload = await asyncio.to_thread(
-                decompress_frame, packet.frame, max_output_size=limits.max_decompressed_bytes
-            )
-        layout = parse_layout(payload, max_channels=limits.max_channels)
+            if packet.content_encoding == "identity":
+                payload = packet.frame
+            else:
+                payload = await asyncio.to_thread(
+                    decompress_frame, packet.frame, max_output_size=limits.max_decompressed_bytes
+                )
+            layout = parse_layout(payload, max_channels=limits.max_channels)
+            sha256 = hashlib.sha256(payload).hexdigest()
         stored = packet.frame if compressed and packet.content_encoding != "identity" else payload
-        return _Prepared(envelope, bytes(stored), layout, hashlib.sha256(payload).hexdigest())
+        return _Prepared(envelope, bytes(stored), layout, sha256)
 
     async def handle(delivery: Delivery) -> None:
         try:

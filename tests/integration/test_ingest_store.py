@@ -60,7 +60,7 @@ def packets(ctx: Any, device: SimulatedDevice, count: int, *, first: int = 0) ->
     for envelope, frame in list(device.packets(START_MS, first + count))[first:]:
         data = SimpleNamespace(**envelope, payload_base64="")
         env = from_json(data)  # type: ignore[arg-type]
-        out.append(packet_for(env, frame, validate_frame(ctx, frame))[0])
+        out.append(packet_for(env, frame, validate_frame(ctx, frame), hashlib.sha256(decompress_frame(frame, max_output_size=1 << 24)).hexdigest())[0])
     return out
 
 

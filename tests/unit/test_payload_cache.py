@@ -94,3 +94,42 @@ def test_eviction_is_oldest_first_even_for_a_frame_just_used_and_the_bytes_stay_
     misses = cache.misses
     cache.decompress(oldest, max_output_size=1 << 24)
     assert cache.misses == misses + 1
+
+
+def test_the_layout_and_digest_are_worked_out_once_per_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from eeghub.core import payload_cache
+    from eeghub.core.packet import parse_layout
+
+    calls = {"layout": 0, "sha256": 0}
+    real_parse, real_sha = payload_cache.parse_layout, hashlib.sha256
+
+    def counting_parse(payload: bytes, *, max_channels: int) -> object:
+        calls["layout"] += 1
+        return real_parse(payload, max_channels=max_channels)
+
+    def counting_sha(data: bytes) -> object:
+        calls["sha256"] += 1
+        return real_sha(data)
+
+    monkeypatch.setattr(payload_cache, "parse_layout", counting_parse)
+    monkeypatch.setattr(payload_cache.hashlib, "sha256", counting_sha)
+    cache = PayloadCache()
+    [frame] = frames(1)
+    payload = decompress_frame(frame, max_output_size=1 << 24)
+    first = cache.get(frame, max_output_size=1 << 24)
+    assert first.layout(64) == parse_layout(payload, max_channels=64)
+    assert first.sha256() == real_sha(payload).hexdigest()
+    again = cache.get(bytes(bytearray(frame)), max_output_size=1 << 24)  # as the storage consumer brings it
+    assert again is first
+    assert again.layout(64) == first.layout(64) and again.sha256() == first.sha256()
+    assert calls == {"layout": 1, "sha256": 1}
+    # Another channel bound is checked again, and a refusal is never kept.
+    layout_channels = len(parse_layout(payload).channel_names)
+    with pytest.raises(PacketError):
+        again.layout(1)
+    with pytest.raises(PacketError):
+        again.layout(1)
+    assert again.layout(64) == parse_layout(payload, max_channels=64)
+    assert calls["layout"] == 3 and layout_channels > 1  # the refusals, each checked; the kept layout for 64 still kept
