@@ -347,12 +347,14 @@ def create_app(
     # (which Litestar wraps in one more exception layer on every route):
     # cheaper on the hot ingest route, and unrouted 404s are counted too.
     app.state.ctx = ctx
-    handler = app.asgi_handler
+    handler = observability_middleware(metrics)(app.asgi_handler)
     for route_handler in {h for route in app.routes for h in getattr(route, "route_handlers", ())}:
         # A route's own ASGI fast path (``opt["asgi_fast_path"]``, e.g. the
-        # ingest route's), inside the observability layer like the route.
+        # ingest route's), outside the observability layer: it counts,
+        # times and identifies the requests it answers itself (with the
+        # metrics' ``request_recorder``) and hands every other one on.
         wrap = route_handler.opt.get("asgi_fast_path")
         if wrap is not None:
             handler = wrap(app, handler)
-    app.asgi_handler = observability_middleware(metrics)(handler)
+    app.asgi_handler = handler
     return app

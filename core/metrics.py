@@ -53,6 +53,28 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
+class RequestRecorder:
+    """Counts and times answered requests in ``metrics`` (by method, route
+    template and status). The labelled children are looked up once per
+    (method, route, status): ``labels()`` takes a lock and builds a key on
+    every call."""
+
+    def __init__(self, metrics: Metrics) -> None:  # (the class below)
+        self._metrics = metrics
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def record(self, method: str, route: str, status: int, elapsed: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[(method, route, status)] = self._metrics.requests.labels(method, route, str(status))
+        histogram = self._histograms.get((method, route))
+        if histogram is None:
+            histogram = self._histograms[(method, route)] = self._metrics.latency.labels(method, route)
+        counter.inc()
+        histogram.observe(elapsed)
+
+
 class Metrics:
     """The application's metrics, in a registry of its own."""
 
@@ -69,6 +91,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.request_recorder = RequestRecorder(self)
+        """Counts and times requests into the two above (the observability
+        middleware's, and that of a route's ASGI fast path)."""
         self.packets_accepted = Counter(
             "eeghub_packets_accepted", "EEG packets accepted by POST /api/v1/data (202)", registry=r
         )
@@ -162,21 +187,19 @@ def observability_middleware(metrics: Metrics) -> Any:
     ``app/bootstrap.py`` wraps Litestar's handler with it. Litestar's router
     writes the route template into the shared scope (``path_template``),
     read here once the request is answered; a request no route matched is
-    counted as ``unrouted``."""
-
-    # The labelled children, looked up once per (method, route, status):
-    # ``labels()`` takes a lock and builds a key on every call.
-    counters: dict[tuple[str, str, int], Any] = {}
-    histograms: dict[tuple[str, str], Any] = {}
+    counted as ``unrouted``. A request id already in the scope's state (put
+    there by a fast path that handed the request on) is kept."""
+    recorder = metrics.request_recorder
 
     def factory(app: Any) -> Any:
         async def middleware(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            request_id = request_id_of(scope["headers"])
+            state = scope.setdefault("state", {})
+            request_id = state.get("request_id") or request_id_of(scope["headers"])
             token = REQUEST_ID.set(request_id)
-            scope.setdefault("state", {})["request_id"] = request_id
+            state["request_id"] = request_id
             status = [500]
             header = (b"x-request-id", request_id.encode())
 
@@ -190,17 +213,7 @@ def observability_middleware(metrics: Metrics) -> Any:
             try:
                 await app(scope, receive, send_with_id)
             finally:
-                elapsed = time.perf_counter() - started
-                route = scope.get("path_template") or "unrouted"
-                method = scope["method"]
-                counter = counters.get((method, route, status[0]))
-                if counter is None:
-                    counter = counters[(method, route, status[0])] = metrics.requests.labels(method, route, str(status[0]))
-                histogram = histograms.get((method, route))
-                if histogram is None:
-                    histogram = histograms[(method, route)] = metrics.latency.labels(method, route)
-                counter.inc()
-                histogram.observe(elapsed)
+                recorder.record(scope["method"], scope.get("path_template") or "unrouted", status[0], time.perf_counter() - started)
                 REQUEST_ID.reset(token)
 
         return middleware

@@ -3,6 +3,7 @@ the broker has confirmed it (spec §8 items 9 and 20)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from eeghub.core.auth import claimed_identity, compat_mode, header_identity, ide
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
 from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
-from eeghub.core.metrics import metrics_of
+from eeghub.core.metrics import REQUEST_ID, metrics_of, request_id_of
 from eeghub.core.packet import PacketError
 from eeghub.core.packet_messages import RawPacket
 from eeghub.core.payload_cache import PAYLOADS, Decompressed
@@ -197,22 +198,25 @@ _ACCEPTED_HEADERS = ((b"content-type", b"application/json"), (b"content-length",
 def fast_path(app: Any, inner: Any) -> Any:
     """``POST /api/v1/data`` with a JSON body, without Litestar's routing,
     handler and response layers: an ASGI wrapper around ``inner`` (Litestar's
-    handler, inside the observability middleware, which counts and times it
-    as before). The request runs ``accept``, the route's own code, and gets
-    the route's 202 byte for byte. Anything else goes to Litestar: another
-    path, method or content type, a body without a usable Content-Length or
-    larger than ``server.max_request_body_bytes``, an ``Origin`` header (CORS),
-    a client gone mid-body (what was received is replayed to Litestar); and
+    handler inside the observability middleware). The request runs
+    ``accept``, the route's own code, and gets the route's 202 byte for byte,
+    with the request id, counted and timed as the middleware would
+    (``RequestRecorder``). Anything else goes to ``inner``: another path,
+    method or content type, a body without a usable Content-Length or
+    larger than ``server.max_request_body_bytes``, an ``Origin`` header
+    (CORS), a client gone mid-body (what was received is replayed); and
     every refusal: the exception is handed to ``post_data``, which raises it
     under Litestar's exception handlers, so errors are answered exactly as
-    the route answers them."""
+    the route answers them (under the same request id)."""
     max_body = app.request_max_body_size
     request_class = app.request_class
+    recorder = metrics_of(app.state.ctx).request_recorder
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != DATA_PATH or scope["method"] != "POST" or scope.get("root_path"):
             await inner(scope, receive, send)
             return
+        started = time.perf_counter()
         length = content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length" and length is None:
@@ -244,19 +248,30 @@ def fast_path(app: Any, inner: Any) -> Any:
         if max_body is not None and len(body) > max_body:
             await inner(scope, _replay(received, receive), send)
             return
-        scope["path_template"] = DATA_PATH
-        request = request_class(scope, _replay(received, receive))
+        request_id = request_id_of(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id  # kept by the middleware if handed on
+        token = REQUEST_ID.set(request_id)
         try:
-            identity = header_identity(request)
-            if identity is None and not compat_mode(request):
-                identity_of(request)
-            await accept(request, identity, "application/json", body)
-        except Exception as exc:  # noqa: BLE001 - answered by the route, under Litestar's handlers
-            scope[FAST_PATH_ERROR] = exc
-            await inner(scope, _replay(received, receive), send)
-            return
-        await send({"type": "http.response.start", "status": 202, "headers": list(_ACCEPTED_HEADERS)})
-        await send({"type": "http.response.body", "body": ACCEPTED_BODY, "more_body": False})
+            scope["path_template"] = DATA_PATH
+            request = request_class(scope, _replay(received, receive))
+            try:
+                identity = header_identity(request)
+                if identity is None and not compat_mode(request):
+                    identity_of(request)
+                await accept(request, identity, "application/json", body)
+            except Exception as exc:  # noqa: BLE001 - answered by the route, under Litestar's handlers
+                scope[FAST_PATH_ERROR] = exc
+                await inner(scope, _replay(received, receive), send)
+                return
+            try:
+                await send(
+                    {"type": "http.response.start", "status": 202, "headers": [*_ACCEPTED_HEADERS, (b"x-request-id", request_id.encode())]}
+                )
+                await send({"type": "http.response.body", "body": ACCEPTED_BODY, "more_body": False})
+            finally:
+                recorder.record("POST", DATA_PATH, 202, time.perf_counter() - started)
+        finally:
+            REQUEST_ID.reset(token)
 
     return handler
 

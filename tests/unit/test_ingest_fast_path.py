@@ -18,6 +18,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import BrokerUnavailable
 from eeghub.core.host import PluginHost
 from eeghub.core.http import EXCEPTION_HANDLERS
+from eeghub.core.metrics import Metrics, observability_middleware
 from eeghub.core.packet import compress_frame
 from eeghub.core.ports import Message
 from eeghub.core.simulator import SimulatedDevice
@@ -40,6 +41,7 @@ def make_app(*, fast: bool, broker: Broker, max_body: int = 1024 * 1024) -> tupl
     settings = Settings()
     ctx = AppContext(settings=settings, host=PluginHost(), auth=Authenticator(settings.auth))
     ctx.attach(database=FakePing(), objects=FakePing(), broker=broker)  # type: ignore[arg-type]
+    metrics = ctx.services["metrics"] = Metrics()
     app = Litestar(
         route_handlers=[post_data],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -55,7 +57,8 @@ def make_app(*, fast: bool, broker: Broker, max_body: int = 1024 * 1024) -> tupl
             reached.append(scope["path"])
         await litestar_handler(scope, receive, send)
 
-    app.asgi_handler = post_data.opt["asgi_fast_path"](app, counted) if fast else counted
+    observed = observability_middleware(metrics)(counted)  # as app/bootstrap.py wires them
+    app.asgi_handler = post_data.opt["asgi_fast_path"](app, observed) if fast else observed
     return app, reached
 
 
@@ -71,6 +74,8 @@ def cases() -> list[tuple[str, dict[str, Any]]]:
     raw = compress_frame(d.payload(1))
     return [
         ("accepted", {"json": good, "headers": {"X-User-Id": "u"}}),
+        ("request id", {"json": packet(d, 6), "headers": {"X-User-Id": "u", "X-Request-Id": "lab-42"}}),
+        ("request id refused", {"json": {**packet(d, 7), "user_id": "v"}, "headers": {"X-User-Id": "u", "X-Request-Id": "lab-43"}}),
         ("charset", {"content": json.dumps(packet(d, 2)), "headers": {"X-User-Id": "u", "Content-Type": "application/json; charset=utf-8"}}),
         ("not base64", {"json": {**good, "payload_base64": "!!!"}, "headers": {"X-User-Id": "u"}}),
         ("not json", {"content": b"{nope", "headers": {"X-User-Id": "u", "Content-Type": "application/json"}}),
@@ -103,9 +108,25 @@ async def answers(*, fast: bool, refuse: bool = False) -> tuple[dict[str, tuple[
     async with AsyncTestClient(app) as client:
         for name, kwargs in cases():
             response = await client.post(DATA_PATH, **kwargs)
-            headers = {k: v for k, v in response.headers.items() if k not in ("date", "server")}
+            headers = {k: v for k, v in response.headers.items() if k not in ("date", "server", "x-request-id")}
+            # Every answer has a request id: the caller's when it sent a good one.
+            assert response.headers["x-request-id"] == kwargs["headers"].get("X-Request-Id", response.headers["x-request-id"])
             out[name] = (response.status_code, response.content, headers)
+            out[name + " metrics"] = counted_requests(app)  # type: ignore[assignment]
     return out, reached, broker
+
+
+def counted_requests(app: Litestar) -> tuple[tuple[str, str, str, float], ...]:
+    """The request counter's samples so far (method, route, status, count)."""
+    metrics: Metrics = app.state.ctx.services["metrics"]
+    return tuple(
+        sorted(
+            (sample.labels["method"], sample.labels["route"], sample.labels["status"], sample.value)
+            for family in metrics.requests.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )
 
 
 async def test_fast_path_answers_every_request_as_the_route_does() -> None:
@@ -117,11 +138,13 @@ async def test_fast_path_answers_every_request_as_the_route_does() -> None:
     for name in slow:
         assert quick[name] == slow[name], name
     # Every accepted packet was published either way, and nothing else.
-    assert len(quick_broker.published) == len(slow_broker.published) == 5
+    assert len(quick_broker.published) == len(slow_broker.published) == 6
     # The ordinary JSON packets never reached Litestar's handler; the refusals
     # (answered by the route) and the other forms did.
     assert len(slow_reached) == len(cases())
-    assert len(quick_reached) == len(cases()) - 3
+    assert len(quick_reached) == len(cases()) - 4
+    # Counted alike, request by request (the fast path's own RequestRecorder).
+    assert ("POST", "/api/v1/data", "202", 5.0) in slow["octet-stream metrics"]
 
 
 async def test_a_broker_refusal_is_the_route_503() -> None:
