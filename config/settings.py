@@ -400,12 +400,17 @@ class AnalyzerSettings(_Section):
     ``exchange``: from a queue of its own bound to ``raw_data_exchange``, as
     the predecessor's analyzer did: needed only when something other than
     eeghub's ingest route publishes raw packets there."""
-    decode_batch_packets: int = 8
+    decode_batch_packets: int = 32
     """With ``source = "ingest"``, a stream's packets wait (decompressed,
     about 10 kB each for 8 channels) until an analysis needs them or this
     many have gathered, then are decoded together in one call: per packet,
     a list append on the request path instead of a decode. At most this
-    many payloads per stream are held on top of its ring buffer."""
+    many payloads per stream are held on top of its ring buffer. A headset
+    at 2 packets a second, analysed every 5 s, gathers about 10 between
+    analyses, so this bound only binds for faster streams (the ingest
+    benchmark's 16 streams send ~100 packets a second each: 32 rather
+    than 8 saved ~14 % of eeghub's CPU per packet there, see
+    docs/scaling.md)."""
     queue_max_length: int = 20000
     """Packets waiting for the analyzer beyond this are dropped, oldest first
     (it is a live view). The queue counts messages: it holds at most

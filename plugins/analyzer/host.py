@@ -142,7 +142,7 @@ class AnalysisHost:
         plugin_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         on_run: Callable[[str, float], None] | None = None,
-        pending_packets: int = 8,
+        pending_packets: int = 32,
         impedance_threshold: int = 200,
     ) -> None:
         self.pending_packets = max(1, pending_packets)
