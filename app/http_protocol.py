@@ -17,6 +17,13 @@ connections sending a byte a second stayed open indefinitely. Here:
   that long has passed, at least ``min_body_rate`` bytes per second on
   average, else 408 and close. Time while the application does not read
   (uvicorn paused reading) is not counted against the client.
+
+Two things are cheaper than in uvicorn, for the ingest route's sake (a few
+per cent of its CPU each, ``benchmarks/ingest.py``): the deadlines of a
+connection (headers, body, keep-alive) share one watchdog timer instead of
+three timers armed and cancelled per request, and a response's head and
+body leave in one ``write`` (``_CoalescingTransport``): uvloop writes to the
+socket at once, so uvicorn's two writes were two system calls.
 """
 
 from __future__ import annotations
@@ -59,6 +66,53 @@ def _response(status: int, reason: str, message: str) -> bytes:
     ).encode() + body
 
 
+class _CoalescingTransport:
+    """The connection's transport as a request's ``RequestResponseCycle``
+    sees it: the response head that uvicorn writes on
+    ``http.response.start`` is held until the first body write, and the two
+    go out in one ``write``, one system call instead of two (uvloop writes
+    to the socket at once). A head whose body does not follow in the same
+    step (a stream that sends its first chunk later) goes out on the loop's
+    next turn. Everything else is the transport's own."""
+
+    __slots__ = ("_transport", "_loop", "_hold_next", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._hold_next = False
+        self._held: bytes | None = None
+
+    def arm(self) -> None:
+        """A new response begins: hold its first write."""
+        self._hold_next = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self._hold_next and not data.startswith(b"HTTP/1.1 100 "):  # an interim answer goes at once
+            self._hold_next = False
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, …
+        return getattr(self._transport, name)
+
+
 def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` subclass enforcing ``limits``; pass it to
     ``uvicorn.Config(http=...)``."""
@@ -79,10 +133,12 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             self._body_last = 0.0
             self._body_checked = 0.0
             self._request_ended = False
+            self._coalescing: _CoalescingTransport | None = None
 
         # ---- connection
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._coalescing = _CoalescingTransport(transport, self.loop)
             self._header_deadline = time.monotonic() + limits.header_timeout
             self._ensure_watch(limits.header_timeout)
 
@@ -120,6 +176,8 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
         def send_400_response(self, msg: str) -> None:
             # uvicorn answers any parser error with a 400; a refusal raised in
             # a callback below has its own answer.
+            if self._coalescing is not None:
+                self._coalescing.flush()
             if self._refusal is not None:
                 self._answer_and_close()
             else:
@@ -147,6 +205,11 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             self._in_headers = False
             self._header_deadline = None
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.transport is self.transport and self._coalescing is not None:
+                # Before the request's task first runs (uvicorn only created it).
+                cycle.transport = self._coalescing  # type: ignore[assignment]
+                self._coalescing.arm()
             if _has_body(self.headers):
                 self._body_active = True
                 self._body_bytes = 0
@@ -255,6 +318,8 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             a socket with unread input resets the connection, and the client
             would lose the answer."""
             self._cancel_timers()
+            if self._coalescing is not None:
+                self._coalescing.flush()  # a response head held this very turn goes first
             if write and self._refusal is not None:
                 self.transport.write(self._refusal)
             if self.transport.can_write_eof():

@@ -240,3 +240,31 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(served:
     assert rest == b""
     assert 2.5 < idle < 5, idle  # 3 s after the last answer, not after the first
     assert time.monotonic() - began > 4
+
+
+async def test_a_response_goes_out_in_one_write(served: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head uvicorn writes on ``http.response.start`` and the body go
+    out together (``_CoalescingTransport``): one system call per answer."""
+    from asyncio import selector_events
+
+    writes: list[bytes] = []
+    real_write = selector_events._SelectorSocketTransport.write
+
+    def counting(self: Any, data: Any) -> None:
+        if self.get_extra_info("sockname")[1] == port:  # the server's side
+            writes.append(bytes(data))
+        real_write(self, data)
+
+    host, port = served
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for _ in range(3):
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+    assert len(writes) == 3, [w[:40] for w in writes]
+    assert all(w.startswith(b"HTTP/1.1 200 ") and w.endswith(b"}") for w in writes), writes
