@@ -57,7 +57,10 @@ What it does:
   buckets of its own, in every round right beside the first (after it in
   even rounds, before it in odd ones: use an even ``--rounds``): the two
   configurations measured side by side in one run, their CPU per stored
-  packet and its ratio B/A printed at the end;
+  packet and its ratio B/A printed at the end; ``--compare-python PATH``
+  runs B with another interpreter, e.g. the virtual environment of another
+  checkout (``git worktree add ../base <commit>``, its own ``.venv``): two
+  versions of eeghub side by side;
 * with ``--set KEY=VALUE`` (repeatable) runs eeghub with another setting,
   e.g. ``--set ingest.publish_batch_packets=1`` for the predecessor's
   one message and one object per packet;
@@ -571,15 +574,23 @@ class Bench:
     def variant_b(self) -> Bench:
         """The Bench of the ``--compare`` eeghub: the same S3 server and
         request bodies, its own database, queues, buckets and CPU meter."""
-        args_b = argparse.Namespace(**{**vars(self.args), "set": [*self.args.set, *self.args.compare], "compare": [], "py_spy": None})
+        args_b = argparse.Namespace(
+            **{**vars(self.args), "set": [*self.args.set, *self.args.compare], "compare": [], "compare_python": None,
+               "python": self.args.compare_python, "py_spy": None}
+        )
         b = Bench(args_b)
         b.s3, b.packets, b.bodies, b.sizes = self.s3, self.packets, self.bodies, self.sizes
         return b
 
+    def b_label(self) -> str:
+        parts = [*(["--compare " + " ".join(self.args.compare)] if self.args.compare else []),
+                 *([f"--compare-python {self.args.compare_python}"] if self.args.compare_python else [])]
+        return "; ".join(parts)
+
     async def start_eeghub_only(self) -> None:
         self.eeghub_port = free_port()
         self.eeghub = self.spawn(
-            [sys.executable, "-m", "eeghub", "serve", "--host", "127.0.0.1", "--port", str(self.eeghub_port)],
+            [getattr(self.args, "python", None) or sys.executable, "-m", "eeghub", "serve", "--host", "127.0.0.1", "--port", str(self.eeghub_port)],
             self.server_env(),
             "eeghub.log",
         )
@@ -1090,8 +1101,9 @@ class Bench:
         print(f"nproc: {os.cpu_count()} (nproc says {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()})")
         print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         per_round = args.requests
-        variants = 1 + (args.instances > 1) + bool(args.compare)
-        total = args.warmup * (2 if args.compare else 1) + args.rounds * per_round * variants
+        compare = bool(args.compare or args.compare_python)
+        variants = 1 + (args.instances > 1) + compare
+        total = args.warmup * (2 if compare else 1) + args.rounds * per_round * variants
         t = time.monotonic()
         self.sizes: dict[str, int] = {}
         self.packets = await asyncio.to_thread(generate_bodies, self.bodies, total, args.devices, self.sizes)
@@ -1101,12 +1113,12 @@ class Bench:
         await self.create_database()
         await self.start_servers()
         self.db = await asyncpg.connect(self.db_url)
-        if args.compare:
+        if compare:
             self.b = self.variant_b()
             await self.b.create_database()
             await self.b.start_eeghub_only()
             self.b.db = await asyncpg.connect(self.b.db_url)
-            print(f"eeghub B (--compare {' '.join(args.compare)}) on :{self.b.eeghub_port}")
+            print(f"eeghub B ({self.b_label()}) on :{self.b.eeghub_port}")
         others = await asyncio.to_thread(
             busiest_other_processes, {p.pid for p in self.processes} | ({self.weed_pid} if self.weed_pid else set())
         )
@@ -1294,7 +1306,7 @@ class Bench:
         b_cpu = med([r.cpu["eeghub"] / max(1, r.n) for r in b]) * 1000
         print()
         print(f"side by side, median over {len(a)} rounds: A = {' '.join(self.args.set) or 'the defaults'}; "
-              f"B = A + {' '.join(self.args.compare)}")
+              f"B = A + {self.b_label()}")
         print(f"{'':<4} {'accepted/s':>10} {'stored/s':>9} {'eeghub CPU ms/packet':>21} {'x floor':>8}")
         f_cpu = med([r.cpu["floor"] / max(1, r.n) for r in f]) * 1000 if f else None
         for name, rows, cpu in (("A", a, a_cpu), ("B", b, b_cpu)):
@@ -1374,6 +1386,10 @@ def main() -> None:
     parser.add_argument(
         "--compare", action="append", default=[], metavar="KEY=VALUE",
         help="also run eeghub B, with this setting on top of --set, side by side in every round (repeatable)",
+    )
+    parser.add_argument(
+        "--compare-python", metavar="PATH",
+        help="also run eeghub B with this Python (another checkout's virtual environment), side by side in every round",
     )
     parser.add_argument(
         "--instances", type=int, default=1,
