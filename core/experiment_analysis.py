@@ -98,6 +98,11 @@ class SessionInfo:
     event_correction_status: str
     events_total: int
     events_on_trigger: int
+    link_status: str = "completed"
+    """``pending`` or ``processing`` while its packets are being linked
+    (again, after a late packet), ``failed``; else ``completed``."""
+    ended: bool = True
+    """False while it is being recorded (no end time yet)."""
 
 
 @dataclass(slots=True)

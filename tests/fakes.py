@@ -78,3 +78,14 @@ class FakePing:
             await asyncio.sleep(self.delay)
         if self.error:
             raise self.error
+
+
+class FakeOutboxRelay:
+    """Stands in for ``ctx.outbox`` where jobs are read from the outbox
+    table itself: counts the wakes."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1

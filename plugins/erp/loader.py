@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,10 +53,10 @@ async def experiment_inputs(ctx: AppContext, experiment_id: uuid.UUID) -> tuple[
     ]
     sessions = [
         SessionInfo(r["session_id"], r["user_id"], (r["session_type"] or "").strip().lower(), r["event_correction_status"],
-                    int(r["events"]), int(r["on_trigger"]))
+                    int(r["events"]), int(r["on_trigger"]), r["link_status"], r["ended"])
         for r in await db.fetch(
-            """SELECT s.session_id, s.user_id, s.session_type, s.event_correction_status,
-                      count(e.event_id) AS events, count(e.onset_corrected_us) AS on_trigger
+            """SELECT s.session_id, s.user_id, s.session_type, s.event_correction_status, s.link_status,
+                      s.end_time IS NOT NULL AS ended, count(e.event_id) AS events, count(e.onset_corrected_us) AS on_trigger
                FROM sessions s LEFT JOIN session_events e ON e.session_id = s.session_id
                WHERE s.experiment_id = $1 GROUP BY s.session_id ORDER BY min(s.start_time), s.session_id""",
             experiment_id,
@@ -64,21 +65,33 @@ async def experiment_inputs(ctx: AppContext, experiment_id: uuid.UUID) -> tuple[
     return stimuli, sessions
 
 
+def analysed(session: SessionInfo) -> bool:
+    """A calibration or main session whose event correction completed."""
+    return session.session_type in ANALYSED_TYPES and session.event_correction_status == "completed"
+
+
 def participants_of(sessions: list[SessionInfo]) -> list[str]:
     """Users with at least one corrected calibration or main session."""
     users: list[str] = []
     for s in sessions:
-        if s.session_type in ANALYSED_TYPES and s.event_correction_status == "completed" and s.user_id not in users:
+        if analysed(s) and s.user_id not in users:
             users.append(s.user_id)
     return users
 
 
-async def load_participant(ctx: AppContext, experiment_id: uuid.UUID, user_id: str) -> Participant:
+async def load_participant(ctx: AppContext, experiment_id: uuid.UUID, user_id: str, session_ids: Sequence[str]) -> Participant:
+    """The user's sessions ``session_ids`` (those ``analysed`` when the
+    analysis read the experiment) as they are now, whatever their status: a
+    session sent back to linking meanwhile keeps its corrected onsets until
+    its new correction replaces them (in one transaction), and leaving it
+    out would leave the participant without a session the analysis counted
+    on."""
     rows = await ctx.database.fetch(
-        """SELECT * FROM sessions WHERE experiment_id = $1 AND user_id = $2 AND event_correction_status = 'completed'
+        """SELECT * FROM sessions WHERE experiment_id = $1 AND user_id = $2 AND session_id = ANY($3::text[])
            ORDER BY start_time, session_id""",
         experiment_id,
         user_id,
+        list(session_ids),
     )
     recordings = []
     for row in rows:

@@ -29,11 +29,33 @@ def missing_inputs_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInf
         corrected = [s for s in calibration + main if s.event_correction_status == "completed"]
         if not corrected:
             missing.append("no session has completed event correction")
+            missing += not_ready(calibration + main)
         elif not any(s.events_on_trigger for s in corrected if s.session_type in CALIBRATION_TYPES):
-            missing.append("no calibration event has a trigger-corrected onset")
+            # A calibration session still being linked or corrected is the
+            # reason then, not its events: they may well be on triggers.
+            missing += not_ready(calibration) or ["no calibration event has a trigger-corrected onset"]
         elif not any(s.events_on_trigger for s in corrected if s.session_type in MAIN_TYPES):
-            missing.append("no main-session event has a trigger-corrected onset")
+            missing += not_ready(main) or ["no main-session event has a trigger-corrected onset"]
     return missing
+
+
+def not_ready(sessions: Sequence[SessionInfo]) -> list[str]:
+    """One sentence per session whose event correction is still to come:
+    one being recorded, or one being linked (again, after a late packet) or
+    corrected. A session whose linking or correction failed is not waited
+    for."""
+    out = []
+    for s in sessions:
+        if s.event_correction_status not in ("pending", "processing") or s.link_status == "failed":
+            continue
+        if not s.ended:
+            out.append(f"session {s.session_id} ({s.session_type}) has not ended yet")
+        else:
+            out.append(
+                f"session {s.session_id} ({s.session_type}) is being linked or corrected (link_status {s.link_status}, "
+                f"event_correction_status {s.event_correction_status}): ask again when it is done"
+            )
+    return out
 
 
 def missing_structure_of(stimuli: Sequence[Stimulus], sessions: Sequence[SessionInfo]) -> list[str]:

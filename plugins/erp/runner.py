@@ -99,7 +99,9 @@ async def run_job(ctx: AppContext, job: Job) -> None:
         stimuli, sessions = await loader.experiment_inputs(ctx, job.experiment_id)
 
         def load(user_id: str) -> Any:
-            return asyncio.run_coroutine_threadsafe(loader.load_participant(ctx, job.experiment_id, user_id), loop).result()
+            # The sessions the analysis counted on when it read the experiment.
+            ids = [s.session_id for s in sessions if s.user_id == user_id and loader.analysed(s)]
+            return asyncio.run_coroutine_threadsafe(loader.load_participant(ctx, job.experiment_id, user_id, ids), loop).result()
 
         def progress(fraction: float, stage: str) -> None:
             percent = max(1, min(99, round(100 * fraction)))

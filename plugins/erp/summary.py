@@ -13,6 +13,11 @@ JAPANESE_MISSING = [
     (r"no (calibration|main) session with data", lambda m: ("キャリブレーション" if m[1] == "calibration" else "本番") + "セッションにデータがありません"),
     (r"no stimuli.*", "刺激(製品)が登録されていません"),
     (r"no session has completed event correction", "イベント補正が完了したセッションがありません"),
+    (r"session (.+) \(([\w-]*)\) has not ended yet", lambda m: f"セッション{m[1]}({m[2]})はまだ終了していません"),
+    (r"session (.+) \(([\w-]*)\) is being linked or corrected \(link_status (\w+), event_correction_status (\w+)\): "
+     r"ask again when it is done",
+     lambda m: f"セッション{m[1]}({m[2]})はデータの紐付けまたはイベント補正の処理中です"
+     f"(link_status {m[3]}、event_correction_status {m[4]})、完了後にもう一度解析してください"),
     (r"no calibration event has a trigger-corrected onset", "トリガーで補正されたキャリブレーションのイベントがありません"),
     (r"no main-session event has a trigger-corrected onset", "トリガーで補正された本番セッションのイベントがありません"),
     (r"no calibration epoch with a trigger-corrected onset", "トリガーで補正されたキャリブレーションのエポックがありません"),

@@ -35,8 +35,9 @@ objects of an adopted predecessor deployment still read. The object id, and
 stored: a packet stored once in each form is still one packet.
 
 Rows are written in batches (``RowWriter``: group commit); a packet that
-arrives after its session was linked (late data) marks that session for
-linking again in the same statement (``INSERT_BATCH``).
+arrives after its session was linked (late data) and that the linker would
+link to it marks that session for linking again in the same statement
+(``INSERT_BATCH``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure
 from eeghub.core.keys import key_segment
 from eeghub.core.metrics import metrics_of
+from eeghub.core.ownership import PAD_MS, owned_by
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
 from eeghub.core.payload_cache import PAYLOADS
@@ -65,7 +67,7 @@ log = logging.getLogger("eeghub.ingest")
 INLINE_DECOMPRESS_BYTES = 256 * 1024
 """Frames up to this size are decompressed on the event loop, larger ones in a thread."""
 
-INSERT_BATCH = """
+INSERT_BATCH = f"""
 WITH batch AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS b(
         object_id text, user_id text, device_id text, timestamp_start_ms bigint, timestamp_end_ms bigint,
@@ -88,11 +90,16 @@ WITH batch AS (
     SELECT user_id, device_id, min(timestamp_start_ms) AS first_ms, max(timestamp_end_ms) AS last_ms
     FROM inserted GROUP BY user_id, device_id
 ), relinked AS (
-    -- Late data: an ended session these new packets fall into that was
-    -- already linked goes back to pending. Only a status that moves gets a
-    -- job, so a burst of late packets costs one. The LATERAL probe (OFFSET 0
-    -- keeps it from being flattened into a join) uses the index on
-    -- sessions(user_id, start_time) instead of scanning every linked session.
+    -- Late data: an ended session that was already linked goes back to
+    -- pending when a new packet belongs to it, by the linker's own rule
+    -- (core/ownership.py: within its reach, and not a neighbouring
+    -- session's). A packet already stored (a redelivery, a duplicate) is
+    -- not new; a packet at the boundary with the next session, or in a
+    -- session's time while another one claims it better, does not move it.
+    -- Only a status that moves gets a job, so a burst of late packets
+    -- costs one. The LATERAL probe (OFFSET 0 keeps it from being flattened
+    -- into a join) uses the index on sessions(user_id, start_time) instead
+    -- of scanning every linked session.
     -- Its correction goes back to pending too: it will be redone on the
     -- new links, and a client must not take the old result as final.
     -- A session being linked right now ('processing') counts too: the
@@ -106,18 +113,16 @@ WITH batch AS (
         SELECT DISTINCT hit.session_id
         FROM streams g
         CROSS JOIN LATERAL (
-            SELECT c.session_id, c.start_time, c.end_time FROM sessions c
+            SELECT c.session_id, c.user_id, c.device_id, c.start_time, c.end_time FROM sessions c
             WHERE c.user_id = g.user_id AND (c.device_id IS NULL OR c.device_id = g.device_id)
               AND c.end_time IS NOT NULL
-              AND c.start_time <= to_timestamp(g.last_ms / 1000.0)
-              AND c.end_time >= to_timestamp(g.first_ms / 1000.0)
+              AND c.start_time <= to_timestamp((g.last_ms + {PAD_MS}) / 1000.0)
+              AND c.end_time >= to_timestamp((g.first_ms - {PAD_MS}) / 1000.0)
             OFFSET 0
         ) hit
         WHERE EXISTS (
             SELECT 1 FROM inserted i
-            WHERE i.user_id = g.user_id AND i.device_id = g.device_id
-              AND hit.start_time <= to_timestamp(i.timestamp_end_ms / 1000.0)
-              AND hit.end_time >= to_timestamp(i.timestamp_start_ms / 1000.0))
+            WHERE i.user_id = g.user_id AND i.device_id = g.device_id AND {owned_by("hit", "i")})
     ) h
     WHERE s.session_id = h.session_id AND s.end_time IS NOT NULL
       AND s.link_status IN ('completed', 'failed', 'processing')

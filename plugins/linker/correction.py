@@ -13,7 +13,10 @@ monotone one-to-one matching within a tolerance. Then, in one transaction:
 the corrected onsets (NULL for unmatched events), the correction report, and
 ``event_correction_status = completed``. ``completed`` therefore always
 means "a report exists"; the report says what happened, including "no
-triggers" and "no data".
+triggers" and "no data". A job that finds its session ``completed`` does
+nothing (a run that began after it was queued did the work), so a
+redelivered or duplicate job never turns a corrected session back into one
+being corrected.
 """
 
 from __future__ import annotations
@@ -156,12 +159,21 @@ def _iso(us: int | None) -> str | None:
 
 
 async def correct_session(ctx: AppContext, session_id: str) -> dict[str, Any]:
-    session = await ctx.database.fetchrow("SELECT * FROM sessions WHERE session_id = $1", session_id)
-    if session is None:
-        raise PermanentFailure(f"session {session_id} not found")
-    await ctx.database.execute(
-        "UPDATE sessions SET event_correction_status = 'processing' WHERE session_id = $1", session_id
+    # ``completed``: a run that began after this job was queued has
+    # corrected the session on the links it has now (the link that queued
+    # this job set it to ``pending`` in its own transaction, and only a run
+    # started after that sets it to ``completed``; see ``superseded`` below).
+    # Running again would change nothing, and meanwhile the session would
+    # be ``processing``: not corrected, for a client or an ERP analysis.
+    session = await ctx.database.fetchrow(
+        """UPDATE sessions SET event_correction_status = 'processing'
+           WHERE session_id = $1 AND event_correction_status <> 'completed' RETURNING *""",
+        session_id,
     )
+    if session is None:
+        if not await ctx.database.fetchval("SELECT 1 FROM sessions WHERE session_id = $1", session_id):
+            raise PermanentFailure(f"session {session_id} not found")
+        return {"session_id": session_id, "status": "up_to_date"}
     events = await ctx.database.fetch(
         "SELECT event_id, onset, trial_type, value FROM session_events WHERE session_id = $1 ORDER BY onset, event_id",
         session_id,

@@ -13,6 +13,14 @@ Improvements on the predecessor (spec §5.1, §8 items 11-13):
 - objects that arrive while or after the job runs are linked too: the job
   loops while new objects appear, and the storage consumer queues the job
   again for a packet of an already linked session;
+- which session an object belongs to is one rule in SQL
+  (``core/ownership.py``), which the late-packet triggers share: a packet
+  that belongs to a neighbouring session never sends this one back to
+  linking;
+- a job that finds its session ``completed`` does nothing: a run that
+  started after whatever queued it (a late packet, a redelivered message)
+  has linked it already. Every change that needs a new link sets the
+  session back to ``pending`` first;
 - a job for a session that does not exist is dead-lettered, not retried
   forever.
 """
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import msgspec
 
@@ -29,12 +36,11 @@ from eeghub.core.cluster import job_claim
 from eeghub.core.context import AppContext
 from eeghub.core.errors import PermanentFailure
 from eeghub.core.outbox import enqueue_json
+from eeghub.core.ownership import PAD_MS, in_reach, owned_by, session_spans
 from eeghub.core.ports import Delivery
 
 log = logging.getLogger("eeghub.linker")
 
-PAD_MS = 2000
-"""Objects may start or end this much outside the session (phone clocks jitter)."""
 MAX_ROUNDS = 5
 
 
@@ -52,21 +58,24 @@ def decode_job(body: bytes) -> Job:
     return job
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def best_owner(start_ms: int, end_ms: int, sessions: list[tuple[str, int, int]]) -> str | None:
-    """The session an object ``[start_ms, end_ms]`` overlaps most. Overlap
-    may be negative (the object lies in the padding): then the nearest
-    session wins. Ties go to the earlier session."""
-    best: tuple[float, int, str] | None = None
-    for session_id, s_start, s_end in sessions:
-        overlap = min(end_ms, s_end) - max(start_ms, s_start)
-        key = (overlap, -s_start, session_id)
-        if best is None or key > best:
-            best = key
-    return best[2] if best else None
+OWNED = f"""
+WITH s AS MATERIALIZED (
+    SELECT * FROM sessions WHERE session_id = $1
+), reach AS MATERIALIZED (
+    SELECT r.object_id, r.session_id, r.user_id, r.device_id, r.timestamp_start_ms, r.timestamp_end_ms
+    FROM s JOIN raw_data_objects r ON {in_reach("s", "r")}
+), rivals AS MATERIALIZED (
+    {session_spans(
+        "user_id = (SELECT user_id FROM s)"
+        f" AND start_time <= to_timestamp(((SELECT max(timestamp_end_ms) FROM reach) + {PAD_MS + 1}) / 1000.0)"
+        f" AND COALESCE(end_time, 'infinity') >= to_timestamp(((SELECT min(timestamp_start_ms) FROM reach) - {PAD_MS + 1}) / 1000.0)"
+    )}
+)
+SELECT r.object_id, r.session_id FROM s JOIN reach r ON {owned_by("s", "r", rivals="rivals")}
+"""
+"""The objects the session's link consists of: those of its stream within
+its reach that belong to it rather than to another session. The sessions
+that may compete for them are looked up once, around all of them."""
 
 
 async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
@@ -76,38 +85,9 @@ async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
         session = await conn.fetchrow("SELECT * FROM sessions WHERE session_id = $1 FOR UPDATE", session_id)
         if session is None:
             raise PermanentFailure(f"session {session_id} not found")
-        start, end = _ms(session["start_time"]), _ms(session["end_time"])
-        user, device = session["user_id"], session["device_id"]
-        candidates = await conn.fetch(
-            """SELECT object_id, timestamp_start_ms, timestamp_end_ms, session_id FROM raw_data_objects
-               WHERE user_id = $1 AND ($2::text IS NULL OR device_id = $2)
-                 AND timestamp_end_ms >= $3 AND timestamp_start_ms <= $4""",
-            user,
-            device,
-            start - PAD_MS,
-            end + PAD_MS,
-        )
-        neighbours = await conn.fetch(
-            """SELECT session_id, start_time, end_time FROM sessions
-               WHERE user_id = $1 AND session_id <> $2
-                 AND ($3::text IS NULL OR device_id IS NULL OR device_id = $3)
-                 AND start_time <= to_timestamp($5 / 1000.0)
-                 AND COALESCE(end_time, 'infinity'::timestamptz) >= to_timestamp($4 / 1000.0)""",
-            user,
-            session_id,
-            device,
-            start - 2 * PAD_MS,
-            end + 2 * PAD_MS,
-        )
-        now_ms = _ms(ctx.clock.now())
-        contenders = [(session_id, start, end)] + [
-            (n["session_id"], _ms(n["start_time"]), _ms(n["end_time"]) if n["end_time"] else now_ms) for n in neighbours
-        ]
         chosen: list[str] = []
         taken_from: set[str] = set()
-        for obj in candidates:
-            if best_owner(obj["timestamp_start_ms"], obj["timestamp_end_ms"], contenders) != session_id:
-                continue
+        for obj in await conn.fetch(OWNED, session_id):
             chosen.append(obj["object_id"])
             if obj["session_id"] and obj["session_id"] != session_id:
                 taken_from.add(obj["session_id"])
@@ -148,7 +128,7 @@ async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
                 f"""UPDATE {table} SET session_id = $1
                     WHERE session_id IS NULL AND user_id = $2 AND {time_column} BETWEEN $3 AND $4""",  # noqa: S608
                 session_id,
-                user,
+                session["user_id"],
                 session["start_time"],
                 session["end_time"],
             )
@@ -163,6 +143,13 @@ async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
                       event_correction_status = 'pending' WHERE session_id = $1""",
             session_id,
         )
+        if taken_from:
+            # Their links changed too: a correction of theirs that is running
+            # now is superseded, and the one queued below is not skipped.
+            await conn.execute(
+                "UPDATE sessions SET event_correction_status = 'pending' WHERE session_id = ANY($1::text[])",
+                sorted(taken_from),
+            )
         for sid in [session_id, *sorted(taken_from)]:
             await enqueue_json(conn, {"session_id": sid}, queue=queues.event_correction_queue)
     ctx.outbox.wake()
@@ -170,34 +157,25 @@ async def link_once(ctx: AppContext, session_id: str) -> dict[str, int]:
 
 
 async def pending_objects(ctx: AppContext, session_id: str) -> int:
-    """Unclaimed objects in the session's window (arrived during the job)."""
-    return int(
-        await ctx.database.fetchval(
-            """SELECT count(*) FROM raw_data_objects r JOIN sessions s ON s.session_id = $1
-               WHERE r.session_id IS NULL AND r.user_id = s.user_id
-                 AND (s.device_id IS NULL OR r.device_id = s.device_id)
-                 AND r.timestamp_end_ms >= (extract(epoch FROM s.start_time) * 1000)::bigint
-                 AND r.timestamp_start_ms <= (extract(epoch FROM s.end_time) * 1000)::bigint""",
-            session_id,
-        )
-    )
+    """Unclaimed objects that belong to the session (arrived during the job)."""
+    return int(await ctx.database.fetchval(PENDING, session_id))
+
+
+PENDING = f"SELECT count(*) FROM ({OWNED}) owned WHERE session_id IS NULL"
 
 
 RECHECK_SECONDS = 5.0
 RECHECK_WINDOW_SECONDS = 600
 """Sessions that ended within this window are checked for late packets."""
 
-RECHECK = """
+RECHECK = f"""
 WITH due AS (
     SELECT s.session_id FROM sessions s
     WHERE s.end_time IS NOT NULL AND s.end_time > NOW() - make_interval(secs => $1)
       AND s.link_status = 'completed'
       AND EXISTS (
           SELECT 1 FROM raw_data_objects r
-          WHERE r.session_id IS NULL AND r.user_id = s.user_id
-            AND (s.device_id IS NULL OR r.device_id = s.device_id)
-            AND r.timestamp_end_ms >= (extract(epoch FROM s.start_time) * 1000)::bigint
-            AND r.timestamp_start_ms <= (extract(epoch FROM s.end_time) * 1000)::bigint)
+          WHERE r.session_id IS NULL AND {owned_by("s", "r")})
     FOR UPDATE OF s SKIP LOCKED
 ), moved AS (
     UPDATE sessions s SET link_status = 'pending', event_correction_status = 'pending'
@@ -209,11 +187,16 @@ SELECT 'queue', $2, convert_to(json_build_object('session_id', session_id)::text
 FROM moved
 RETURNING convert_from(body, 'UTF8')
 """
+"""Unclaimed objects count only when the linker would link them to the
+session (``core/ownership.py``): a packet left to a neighbouring session
+(one still recording, say) is not a late packet of this one. Counted, it
+would send the session back to linking every ``RECHECK_SECONDS``, each time
+with its event correction to redo, for as long as it stays unclaimed."""
 
 
 async def recheck_late_packets(ctx: AppContext, window_seconds: float = RECHECK_WINDOW_SECONDS) -> int:
     """Queue linking again for recently ended, linked sessions that have
-    unclaimed packets in their time window; returns how many.
+    unclaimed packets that belong to them; returns how many.
 
     The storage consumer already does this for packets that arrive after a
     session was linked, but a packet whose row was being written while the
@@ -251,7 +234,23 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
 
 
 async def link_claimed(ctx: AppContext, session_id: str) -> None:
-    await ctx.database.execute("UPDATE sessions SET link_status = 'processing' WHERE session_id = $1", session_id)
+    """Link the session unless it is linked already.
+
+    ``completed`` here means a run that began after this job was queued has
+    linked the session: whatever queued the job (a late packet, the session's
+    end) set it to ``pending`` in the same transaction, and only a later run
+    sets it back to ``completed``, under the session's row lock and with
+    everything committed before in sight. Linking again would change no link
+    and only send the event correction back to ``pending`` (a client, or an
+    ERP analysis, would find the session uncorrected meanwhile)."""
+    started = await ctx.database.fetchval(
+        """UPDATE sessions SET link_status = 'processing'
+           WHERE session_id = $1 AND link_status <> 'completed' RETURNING session_id""",
+        session_id,
+    )
+    if started is None:
+        log.info("session %s is linked already (nothing arrived since): job skipped", session_id)
+        return
     try:
         previous = -1
         for _ in range(MAX_ROUNDS):

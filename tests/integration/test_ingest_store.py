@@ -27,18 +27,11 @@ from eeghub.core.simulator import SimulatedDevice
 from eeghub.plugins.ingest import store
 from eeghub.plugins.ingest.envelope import from_json
 from eeghub.plugins.ingest.routes import packet_for, validate_frame
+from tests.fakes import FakeOutboxRelay
 
 pytestmark = pytest.mark.postgres
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.wakes = 0
-
-    def wake(self) -> None:
-        self.wakes += 1
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ async def ctx(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     await objects.start()
     settings = Settings()
     await objects.ensure_bucket(settings.object_store.buckets.raw_data)
-    yield SimpleNamespace(database=database, objects=objects, settings=settings, outbox=Outbox())
+    yield SimpleNamespace(database=database, objects=objects, settings=settings, outbox=FakeOutboxRelay())
     await objects.close()
     await database.close()
 
@@ -451,3 +444,25 @@ async def test_both_stored_forms_read_the_same(ctx: Any) -> None:
         await raw.aclose()
     assert stored == [plain(first.frame), second.frame, damaged]
     assert [payload_of(b) for b in stored[:2]] == got[:2]
+
+
+async def test_a_late_packet_relinks_the_session_the_linker_gives_it_to(ctx: Any) -> None:
+    """The relinking asks the linker's rule (``core/ownership.py``): the
+    packet at the boundary of a linked session that belongs to the next
+    session (being recorded) leaves the linked one alone, and a packet in a
+    linked session's padding, which the linker takes, relinks it."""
+    handle = store.make_handler(ctx)
+    device, other = SimulatedDevice("u-own", "dev-own"), SimulatedDevice("u-own", "dev-two")
+    start = datetime.fromtimestamp(START_MS / 1000, UTC)
+    await ctx.database.execute(
+        """INSERT INTO sessions (session_id, user_id, device_id, start_time, end_time, link_status, event_correction_status)
+           VALUES ('o-ended', 'u-own', 'dev-own', $1, $2, 'completed', 'completed'),
+                  ('o-recording', 'u-own', 'dev-own', $2, NULL, 'pending', 'pending'),
+                  ('o-alone', 'u-own', 'dev-two', $3, $4, 'completed', 'completed')""",
+        start, start + timedelta(seconds=10), start + timedelta(seconds=100), start + timedelta(seconds=110),
+    )  # fmt: skip
+    # Packet 10 starts where o-ended ends; packet 111 of another device lies
+    # 1 s after o-alone (no session of that device is being recorded).
+    await asyncio.gather(*(handle(d) for d in deliveries(ctx, device, 1, first=10) + deliveries(ctx, other, 1, first=111)))
+    statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-own'"))
+    assert statuses == {"o-ended": "completed", "o-recording": "pending", "o-alone": "pending"}

@@ -1,7 +1,8 @@
 """The linker's periodic check: a recently ended, linked session with
-unclaimed packets in its window is queued for linking again (the packets
-whose rows were being written while the linker read); claimed packets, old
-sessions and sessions not linked yet are left alone."""
+unclaimed packets that belong to it is queued for linking again (the packets
+whose rows were being written while the linker read); claimed packets,
+packets of another session, old sessions and sessions not linked yet are
+left alone."""
 
 from __future__ import annotations
 
@@ -17,15 +18,9 @@ from eeghub.adapters.postgres.database import PostgresDatabase
 from eeghub.adapters.postgres.migrate import migrate
 from eeghub.config import Settings
 from eeghub.plugins.linker import linking
+from tests.fakes import FakeOutboxRelay
 
 pytestmark = pytest.mark.postgres
-
-
-class Outbox:
-    wakes = 0
-
-    def wake(self) -> None:
-        self.wakes += 1
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ async def ctx(database_url: str) -> AsyncIterator[Any]:
     await migrate(database_url)
     database = PostgresDatabase(database_url, max_size=2)
     await database.start()
-    yield SimpleNamespace(database=database, settings=Settings(), outbox=Outbox())
+    yield SimpleNamespace(database=database, settings=Settings(), outbox=FakeOutboxRelay())
     await database.close()
 
 
@@ -80,3 +75,24 @@ async def test_recently_ended_sessions_with_unclaimed_packets_are_queued_again(c
     assert ctx.outbox.wakes == 1
     # Queued once: the session is pending now, the next check leaves it be.
     assert await linking.recheck_late_packets(ctx) == 0
+
+
+async def test_a_packet_of_the_next_session_being_recorded_is_not_a_late_packet(ctx: Any) -> None:
+    """The device streams on into the next session, which is being recorded
+    (not ended, so not linked): its first packet starts where the linked
+    session ended, and belongs to the next one by the linker's rule. Check
+    after check, it never sends the ended session back to linking (each time
+    with its event correction to redo)."""
+    end = datetime.now(UTC) - timedelta(seconds=30)
+    await add_session(ctx, "r-ended", "d7", end, "completed")
+    await ctx.database.execute(
+        "INSERT INTO sessions (session_id, user_id, device_id, start_time) VALUES ('r-recording', 'u-re', 'd7', $1)", end
+    )
+    await add_object(ctx, "o-boundary", "d7", end, None)
+    await add_object(ctx, "o-next", "d7", end + timedelta(seconds=1), None)
+    assert await linking.recheck_late_packets(ctx) == 0
+    assert await linking.recheck_late_packets(ctx) == 0
+    # A packet of the ended session (in its padding: 1.5 s before its start,
+    # where the linker takes it too): linked again.
+    await add_object(ctx, "o-late", "d7", end - timedelta(seconds=21, milliseconds=500), None)
+    assert await linking.recheck_late_packets(ctx) == 1

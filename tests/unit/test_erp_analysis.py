@@ -222,7 +222,40 @@ def test_uncorrected_sessions_are_named() -> None:
 
     infos = [SessionInfo("c", "u", "calibration", "failed", 10, 0), SessionInfo("m", "u", "main", "pending", 10, 0)]
     outcome = run_erp(experiment(design, ["u"], sessions=infos), FAST)
+    assert outcome.missing == [
+        "no session has completed event correction",
+        "session m (main) is being linked or corrected (link_status completed, event_correction_status pending): "
+        "ask again when it is done",
+    ]
+    infos[1] = SessionInfo("m", "u", "main", "pending", 0, 0, "pending", ended=False)
+    outcome = run_erp(experiment(design, ["u"], sessions=infos), FAST)
+    assert outcome.missing == ["no session has completed event correction", "session m (main) has not ended yet"]
+    infos[1] = SessionInfo("m", "u", "main", "pending", 10, 0, "failed")  # not coming by itself: not waited for
+    outcome = run_erp(experiment(design, ["u"], sessions=infos), FAST)
     assert outcome.missing == ["no session has completed event correction"]
+
+
+def test_a_session_still_being_linked_or_corrected_is_named_not_its_events() -> None:
+    """A main session sent back to linking by a late packet (or still being
+    recorded) is the reason there is no answer yet, and the answer says so:
+    not "no main-session event has a trigger-corrected onset", which would
+    blame its events."""
+    design = synthetic.Design(calibration_s=60, main_s=60)
+    from eeghub.core.experiment_analysis import SessionInfo
+
+    calibration = SessionInfo("cal", "u", "calibration", "completed", 10, 10)
+    relinked = SessionInfo("nm-main", "u", "main_integrated", "pending", 10, 10, "pending")
+    outcome = run_erp(experiment(design, ["u"], sessions=[calibration, relinked]), FAST, language="ja")
+    assert outcome.status == "insufficient_data" and outcome.recommendations == []
+    assert outcome.missing == [
+        "session nm-main (main_integrated) is being linked or corrected (link_status pending, "
+        "event_correction_status pending): ask again when it is done"
+    ]
+    assert "セッションnm-main(main_integrated)はデータの紐付けまたはイベント補正の処理中です" in outcome.summary
+    # Done, with no event on a trigger: the events are the reason again.
+    done = SessionInfo("nm-main", "u", "main_integrated", "completed", 10, 0)
+    outcome = run_erp(experiment(design, ["u"], sessions=[calibration, done]), FAST)
+    assert outcome.missing == ["no main-session event has a trigger-corrected onset"]
 
 
 def test_every_product_above_is_ambiguous_not_a_recommendation() -> None:

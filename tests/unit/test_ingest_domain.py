@@ -1,4 +1,5 @@
-"""Pure parts of ingest and linking: envelopes, stream timelines, ownership."""
+"""Pure parts of ingest and linking: envelopes and stream timelines (which
+session a packet belongs to is SQL: tests/integration/test_link_rule.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 from eeghub.core.errors import BadRequest
 from eeghub.core.timeline import Packet, plan_stream, sample_time_us
 from eeghub.plugins.ingest.envelope import DataEnvelope, Envelope, from_amqp_headers, from_json, from_query_or_headers
-from eeghub.plugins.linker.linking import best_owner
 
 
 def envelope(**overrides: object) -> DataEnvelope:
@@ -85,14 +85,3 @@ def test_jitter_within_tolerance_is_not_a_gap() -> None:
 def test_sample_time_follows_the_predecessor_rule() -> None:
     p = Packet("o", 2000, 2996, 256, 256.0)
     assert sample_time_us(p, 3) == 2_000_000 + round(3 * 1e6 / 256)
-
-
-def test_best_owner_prefers_overlap_then_nearest() -> None:
-    sessions = [("a", 0, 10_000), ("b", 10_500, 20_000)]
-    assert best_owner(9_000, 9_996, sessions) == "a"
-    assert best_owner(10_000, 10_996, sessions) == "b"  # 496 ms in b, 0 in a
-    assert best_owner(10_100, 10_400, sessions) == "a"  # equally near both: the earlier session
-    assert best_owner(10_300, 10_450, sessions) == "b"  # in the gap, nearer to b
-    assert best_owner(-1_500, -600, sessions) == "a"  # padding before a
-    assert best_owner(25_000, 25_500, [("a", 0, 10_000)]) == "a"
-    assert best_owner(0, 1, []) is None
