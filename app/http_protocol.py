@@ -31,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from eeghub.core.http import WHOLE_RESPONSE
 
 log = logging.getLogger("eeghub.http")
 
@@ -87,6 +90,11 @@ class _CoalescingTransport:
         """A new response begins: hold its first write."""
         self._hold_next = True
 
+    def write_whole(self, data: bytes) -> None:
+        """A whole response: written at once, after anything held."""
+        self._hold_next = False
+        self.write(data)
+
     def write(self, data: bytes) -> None:
         held = self._held
         if held is not None:
@@ -113,9 +121,46 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
+Shortcut = Callable[[Any], Any]
+"""Given the whole application (as uvicorn runs it), an ASGI handler for one
+route that answers what it can and hands the rest to that application."""
+
+
+async def _whole_response(cycle: Any, transport: _CoalescingTransport, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """uvicorn's ``RequestResponseCycle.send`` of a start and a final body
+    message, in one: the same checks, head, state and completion."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    if cycle.response_started:
+        raise RuntimeError("a whole response after the response started")
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    content = [STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        content.extend((name, b": ", value, b"\r\n"))
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content.extend((b"\r\n", body))
+    transport.write_whole(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+def protocol_class(limits: RequestLimits, shortcuts: Mapping[tuple[str, str], Shortcut] | None = None) -> type[HttpToolsProtocol]:
     """An ``HttpToolsProtocol`` subclass enforcing ``limits``; pass it to
-    ``uvicorn.Config(http=...)``."""
+    ``uvicorn.Config(http=...)``.
+
+    ``shortcuts`` maps ``(method, path)`` to a route's ASGI fast path
+    (``Shortcut``): such a request goes straight to it, below the
+    application's middleware (uvicorn's proxy headers) and Litestar's
+    ``__call__``, and is offered the ``WHOLE_RESPONSE`` extension; what the
+    fast path does not answer itself it hands to the whole application."""
+    built_for: list[Any] = [None, {}]  # [the application, its shortcut handlers]: one per uvicorn config
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -240,6 +285,23 @@ def protocol_class(limits: RequestLimits) -> type[HttpToolsProtocol]:
             else:
                 self._idle_deadline = time.monotonic() + self.timeout_keep_alive
                 self._ensure_watch(self.timeout_keep_alive)
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if shortcuts and app is self.app:  # (not uvicorn's 503 for too many requests)
+                scope = cycle.scope
+                if built_for[0] is not app:
+                    built_for[:] = [app, {key: make(app) for key, make in shortcuts.items()}]
+                shortcut = built_for[1].get((scope["method"], scope["path"]))
+                if shortcut is not None:
+                    if not self.access_log and self._coalescing is not None:  # (the access log is uvicorn's send's)
+                        transport = self._coalescing
+
+                        async def whole(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+                            await _whole_response(cycle, transport, status, headers, body)
+
+                        scope["extensions"] = {**scope.get("extensions", {}), WHOLE_RESPONSE: whole}
+                    app = shortcut
+            super()._start_asgi_task(cycle, app)
 
         # ---- the watchdog
         # One timer per connection rather than one per request and phase:

@@ -69,7 +69,7 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
         "host": server.host,
         "port": server.port,
         "loop": "uvloop",
-        "http": protocol_class(limits),
+        "http": protocol_class(limits, asgi_shortcuts(app)),
         "lifespan": "on",
         "access_log": server.access_log,
         "log_level": server.log_level,
@@ -79,6 +79,22 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
         "timeout_graceful_shutdown": 20,
     }
     return uvicorn.Config(app, **{**options, **overrides})
+
+
+def asgi_shortcuts(app: Any) -> dict[tuple[str, str], Any]:
+    """The routes with an ASGI fast path (``opt["asgi_fast_path"]``, the
+    ingest route's), by method and path, for the HTTP protocol to call
+    directly (``http_protocol.protocol_class``)."""
+    shortcuts: dict[tuple[str, str], Any] = {}
+    for route in getattr(app, "routes", ()):
+        for handler in getattr(route, "route_handlers", ()):
+            wrap = handler.opt.get("asgi_fast_path")
+            if wrap is None:
+                continue
+            for method in handler.http_methods:
+                for path in handler.paths:
+                    shortcuts[(method, path)] = lambda whole, wrap=wrap: wrap(app, whole)
+    return shortcuts
 
 
 def settle_heap(settings: Settings) -> int:

@@ -37,6 +37,13 @@ from .metrics import REQUEST_ID
 log = logging.getLogger("eeghub.http")
 
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
+
+WHOLE_RESPONSE = "eeghub.whole_response"
+"""An ASGI scope extension (``scope["extensions"]``) that eeghub's HTTP
+protocol offers to a route's ASGI fast path (``app/http_protocol.py``):
+``await extension(status, headers, body)`` sends a complete response, its
+``content-length`` among ``headers``, in one write, in place of the
+``http.response.start`` and ``http.response.body`` messages."""
 """What a user, session, device id or a stored file name may be: the rule
 the request bodies that create them already apply (``Identifier``). PostgreSQL
 text cannot hold NUL at all, so a path or query value that breaks this rule

@@ -16,7 +16,7 @@ from eeghub.core.accepted import AcceptedPacket, listeners_of, offer
 from eeghub.core.auth import claimed_identity, compat_mode, header_identity, identity_of
 from eeghub.core.context import AppContext
 from eeghub.core.errors import BadRequest, Forbidden, PayloadTooLarge
-from eeghub.core.http import error_responses, openapi_schema_of, too_deeply_nested
+from eeghub.core.http import WHOLE_RESPONSE, error_responses, openapi_schema_of, too_deeply_nested
 from eeghub.core.metrics import REQUEST_ID, metrics_of, request_id_of
 from eeghub.core.packet import PacketError
 from eeghub.core.packet_messages import RawPacket
@@ -192,13 +192,20 @@ async def accept(request: Request[Any, Any, Any], identity: Any, content_type: s
 DATA_PATH = "/api/v1/data"
 FAST_PATH_ERROR = "eeghub.ingest.fast_path_error"
 """The scope key under which ``fast_path`` hands a refusal to ``post_data``."""
+FAST_PATH_SEEN = "eeghub.ingest.fast_path_seen"
+"""Set on a request the fast path has seen: one it handed on is not taken
+again by the fast path inside the application (the HTTP protocol calls the
+route's fast path directly, ``app/http_protocol.py``, and Litestar's handler
+has one too, for other servers)."""
 _ACCEPTED_HEADERS = ((b"content-type", b"application/json"), (b"content-length", str(len(ACCEPTED_BODY)).encode()))
 
 
 def fast_path(app: Any, inner: Any) -> Any:
     """``POST /api/v1/data`` with a JSON body, without Litestar's routing,
     handler and response layers: an ASGI wrapper around ``inner`` (Litestar's
-    handler inside the observability middleware). The request runs
+    handler inside the observability middleware; or, called by eeghub's HTTP
+    protocol below the application, the whole application, and then it
+    answers with the protocol's ``WHOLE_RESPONSE``). The request runs
     ``accept``, the route's own code, and gets the route's 202 byte for byte,
     with the request id, counted and timed as the middleware would
     (``RequestRecorder``). Anything else goes to ``inner``: another path,
@@ -213,9 +220,18 @@ def fast_path(app: Any, inner: Any) -> Any:
     recorder = metrics_of(app.state.ctx).request_recorder
 
     async def handler(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != DATA_PATH or scope["method"] != "POST" or scope.get("root_path"):
+        if (
+            scope["type"] != "http"
+            or scope["path"] != DATA_PATH
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+            or FAST_PATH_SEEN in scope
+        ):
             await inner(scope, receive, send)
             return
+        scope[FAST_PATH_SEEN] = True
+        if "litestar_app" not in scope:  # called by the HTTP protocol, before Litestar.__call__
+            scope["app"] = scope["litestar_app"] = app
         started = time.perf_counter()
         length = content_type = None
         for name, value in scope["headers"]:
@@ -263,11 +279,14 @@ def fast_path(app: Any, inner: Any) -> Any:
                 scope[FAST_PATH_ERROR] = exc
                 await inner(scope, _replay(received, receive), send)
                 return
+            headers = [*_ACCEPTED_HEADERS, (b"x-request-id", request_id.encode())]
             try:
-                await send(
-                    {"type": "http.response.start", "status": 202, "headers": [*_ACCEPTED_HEADERS, (b"x-request-id", request_id.encode())]}
-                )
-                await send({"type": "http.response.body", "body": ACCEPTED_BODY, "more_body": False})
+                whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
+                if whole is not None:  # eeghub's HTTP protocol: one write, no ASGI messages
+                    await whole(202, headers, ACCEPTED_BODY)
+                else:
+                    await send({"type": "http.response.start", "status": 202, "headers": headers})
+                    await send({"type": "http.response.body", "body": ACCEPTED_BODY, "more_body": False})
             finally:
                 recorder.record("POST", DATA_PATH, 202, time.perf_counter() - started)
         finally:

@@ -1,11 +1,15 @@
-"""Huge and slow requests against the real server stack (uvicorn with the
-guarded httptools protocol, ``app/http_protocol.py``): raw sockets that send
-too many header bytes or fields, or send them or a body too slowly, are
-answered 431/408 and disconnected, while ``/health`` keeps answering."""
+"""The real server stack (uvicorn with eeghub's httptools protocol,
+``app/http_protocol.py``) with raw sockets: huge and slow requests (too
+many header bytes or fields, headers or a body sent too slowly) are
+answered 431/408 and disconnected while ``/health`` keeps answering; the
+protocol's one timer per connection, one write per answer, and the ingest
+route answered below the application."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +22,8 @@ import uvicorn
 from eeghub.server import uvicorn_config
 from eeghub.bootstrap import create_app
 from eeghub.config import load_settings
+from eeghub.core.packet import compress_frame
+from eeghub.core.simulator import SimulatedDevice
 from tests.e2e.helpers import user
 
 pytestmark = pytest.mark.postgres
@@ -268,3 +274,79 @@ async def test_a_response_goes_out_in_one_write(served: tuple[str, int], monkeyp
         writer.close()
     assert len(writes) == 3, [w[:40] for w in writes]
     assert all(w.startswith(b"HTTP/1.1 200 ") and w.endswith(b"}") for w in writes), writes
+
+
+def ingest_request(index: int, *, extra: bytes = b"", body: bytes | None = None) -> bytes:
+    device = SimulatedDevice(user_id="u", device_id="d", seed=3)
+    envelope = {**device.envelope(index, 1_750_000_000_000), "payload_base64": base64.b64encode(compress_frame(device.payload(index))).decode()}
+    data = json.dumps(envelope).encode() if body is None else body
+    return (
+        b"POST /api/v1/data HTTP/1.1\r\nHost: x\r\nX-User-Id: u\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+    )
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines[1:] if line)
+    return lines[0], headers, await reader.readexactly(int(headers[b"content-length"]))
+
+
+async def test_the_ingest_route_is_answered_below_the_application(served: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /api/v1/data`` goes from the HTTP protocol straight to the
+    route's fast path (``asgi_shortcuts``): Litestar's ``__call__`` is not
+    reached for an accepted packet, the answer is the route's, in one write,
+    and keep-alive, pipelining, refusals and ``Connection: close`` behave."""
+    from asyncio import selector_events
+
+    from litestar import Litestar
+
+    host, port = served
+    calls: list[str] = []
+    litestar_call = Litestar.__call__
+
+    async def counted(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            calls.append(scope["path"])
+        await litestar_call(self, scope, receive, send)
+
+    writes: list[bytes] = []
+    real_write = selector_events._SelectorSocketTransport.write
+
+    def counting(self: Any, data: Any) -> None:
+        if self.get_extra_info("sockname")[1] == port:
+            writes.append(bytes(data))
+        real_write(self, data)
+
+    monkeypatch.setattr(Litestar, "__call__", counted)
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", counting)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(ingest_request(0, extra=b"X-Request-Id: lab-1\r\n"))
+        status, headers, body = await read_answer(reader)
+        assert status == b"HTTP/1.1 202 Accepted" and body == b'{"status":"accepted"}'
+        assert headers[b"content-type"] == b"application/json" and headers[b"x-request-id"] == b"lab-1"
+        assert b"date" in headers and b"connection" not in headers
+        assert len(writes) == 1 and calls == []
+        # Pipelined: both answered, in order, on the same connection.
+        writer.write(ingest_request(1) + ingest_request(2, extra=b"X-Request-Id: lab-3\r\n"))
+        first, second = await read_answer(reader), await read_answer(reader)
+        assert first[0] == second[0] == b"HTTP/1.1 202 Accepted" and second[1][b"x-request-id"] == b"lab-3"
+        # A refusal is the route's, through the application, with the caller's request id.
+        writer.write(ingest_request(3, extra=b"X-Request-Id: lab-4\r\n", body=b'{"user_id": "u"}'))
+        status, headers, body = await read_answer(reader)
+        assert status.startswith(b"HTTP/1.1 400 ") and headers[b"x-request-id"] == b"lab-4", (status, body)
+        assert b"invalid envelope" in body
+        assert calls == ["/api/v1/data"]
+        # Connection: close is honoured after a 202.
+        writer.write(ingest_request(4, extra=b"Connection: close\r\n"))
+        status, headers, _ = await read_answer(reader)
+        assert status == b"HTTP/1.1 202 Accepted" and headers[b"connection"] == b"close"
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'eeghub_http_requests_total{method="POST",route="/api/v1/data",status="202"} 4.0' in metrics
