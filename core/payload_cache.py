@@ -49,6 +49,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from .packet import PacketError, PacketLayout, decompress_frame, parse_layout
 
@@ -133,3 +134,65 @@ class PayloadCache:
 
 
 PAYLOADS = PayloadCache()
+
+
+class PublishedMessages:
+    """Messages this process published, with what its ingest route already
+    knew of each packet, for this process's storage consumer.
+
+    The storage consumer reads every message back from the durable queue
+    (that is what makes a 202 safe), usually a few milliseconds after this
+    process published it. Rather than decoding the body again (the batch,
+    each packet's envelope from its headers, each frame's cache lookup), it
+    asks here by the message's id: the entry is taken only when the
+    delivered body equals, byte for byte, the body that was published with
+    it, so what is stored is exactly what the queue carried; anything else
+    (another process's message, a redelivery, an evicted entry) is decoded
+    as before. Bounded in bytes, oldest first; an entry is used once.
+    """
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[bytes, list[Any]]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def put(self, message_id: str, body: bytes, items: list[Any]) -> None:
+        """Keep ``items`` (one per packet of the message, in order) for the
+        message ``message_id`` with ``body``, before it is published."""
+        if len(body) > self.max_bytes // 8:
+            return
+        with self._lock:
+            old = self._entries.pop(message_id, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+            self._entries[message_id] = (body, items)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes:
+                _, (old_body, _) = self._entries.popitem(last=False)
+                self._bytes -= len(old_body)
+
+    def take(self, message_id: str | None, body: bytes) -> list[Any] | None:
+        """The items kept for this message, if it is the very one published
+        here (same id, same bytes); else None."""
+        if not message_id:
+            return None
+        with self._lock:
+            entry = self._entries.pop(message_id, None)
+            if entry is not None:
+                self._bytes -= len(entry[0])
+        if entry is None or entry[0] != body:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+PUBLISHED = PublishedMessages()

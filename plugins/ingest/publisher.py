@@ -17,12 +17,15 @@ client's retry is then a duplicate, which storage recognises (the same key).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from eeghub.core.context import AppContext
 from eeghub.core.metrics import metrics_of
 from eeghub.core.packet_messages import RawPacket, batch_message, header_bytes
+from eeghub.core.payload_cache import PUBLISHED
 from eeghub.core.ports import Broker
 
 PUBLISHER = "ingest.publisher"
@@ -49,23 +52,31 @@ class PacketPublisher:
         self._max_in_flight = max_in_flight
         self._on_message = on_message
         """Called once per confirmed message (a metric's ``inc``)."""
-        self._pending: deque[tuple[RawPacket, int, str | None, asyncio.Future[None]]] = deque()
+        self._pending: deque[tuple[RawPacket, int, str | None, asyncio.Future[None], Any]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self.messages = 0
         """Messages published (a figure for tests and benchmarks)."""
         self.packets = 0
 
-    async def publish(self, packet: RawPacket, *, message_id: str | None = None, payload_bytes: int = 0) -> None:
+    async def publish(
+        self, packet: RawPacket, *, message_id: str | None = None, payload_bytes: int = 0, local: Any = None
+    ) -> None:
         """Return once a confirmed message carries ``packet``; raise the
         broker's error otherwise. ``payload_bytes``: the packet's size once
         decompressed, which is what a message costs its consumers in memory
         (a segment object, decoded signals); ``max_bytes`` bounds the larger
         of that and the frame, so a message of well-compressed packets cannot
-        become a huge segment."""
+        become a huge segment. ``local``: what the caller knows of the
+        packet, kept with the message for this process's storage consumer
+        (``core/payload_cache.py``, ``PUBLISHED``) when every packet of the
+        message has it."""
         if self._max_packets == 1:
             # No batching: every packet its own message, published at once
             # (waiting for a slot would only serialise the confirms).
-            await self._broker.publish(batch_message([packet], message_id=message_id), exchange=self._exchange)
+            message = batch_message([packet], message_id=message_id)
+            if local is not None and message_id:
+                PUBLISHED.put(message_id, message.body, [local])
+            await self._broker.publish(message, exchange=self._exchange)
             self.messages += 1
             self.packets += 1
             if self._on_message is not None:
@@ -73,7 +84,7 @@ class PacketPublisher:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         size = max(len(packet.frame), payload_bytes) + header_bytes(packet.headers)
-        self._pending.append((packet, size, message_id, future))
+        self._pending.append((packet, size, message_id, future, local))
         self._start()
         await future
 
@@ -85,7 +96,7 @@ class PacketPublisher:
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
-    def _take(self) -> list[tuple[RawPacket, int, str | None, asyncio.Future[None]]]:
+    def _take(self) -> list[tuple[RawPacket, int, str | None, asyncio.Future[None], Any]]:
         batch = [self._pending.popleft()]
         size = batch[0][1]
         while self._pending and len(batch) < self._max_packets and size + self._pending[0][1] <= self._max_bytes:
@@ -94,7 +105,7 @@ class PacketPublisher:
             batch.append(entry)
         return batch
 
-    async def _drain(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None]]]) -> None:
+    async def _drain(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None], Any]]) -> None:
         """One publish slot: publish, await the confirm, and go on at once
         with the packets that arrived meanwhile (no task switch between a
         confirm and the next publish: under load that is the cycle every
@@ -109,18 +120,22 @@ class PacketPublisher:
         self._in_flight.discard(task)
         self._start()
 
-    async def _send(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None]]]) -> None:
+    async def _send(self, batch: list[tuple[RawPacket, int, str | None, asyncio.Future[None], Any]]) -> None:
         try:
             # A lone packet keeps its own deterministic message id.
-            message = batch_message([p for p, _, _, _ in batch], message_id=batch[0][2] if len(batch) == 1 else None)
+            message_id = batch[0][2] if len(batch) == 1 else uuid.uuid4().hex
+            message = batch_message([entry[0] for entry in batch], message_id=message_id)
+            locals_ = [entry[4] for entry in batch]
+            if message_id and None not in locals_:
+                PUBLISHED.put(message_id, message.body, locals_)
             await self._broker.publish(message, exchange=self._exchange)
         except asyncio.CancelledError:
-            for *_, future in batch:
+            for _, _, _, future, _ in batch:
                 if not future.done():
                     future.cancel()
             raise
         except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
-            for *_, future in batch:
+            for _, _, _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
@@ -128,7 +143,7 @@ class PacketPublisher:
         self.packets += len(batch)
         if self._on_message is not None:
             self._on_message()
-        for *_, future in batch:
+        for _, _, _, future, _ in batch:
             if not future.done():
                 future.set_result(None)
 

@@ -182,7 +182,8 @@ async def accept(request: Request[Any, Any, Any], identity: Any, content_type: s
     packet, message_id = packet_for(envelope, frame, layout, found.sha256())
     payload_bytes = layout.header_size + layout.num_samples * layout.sample_size
     budget_of(ctx).spend((envelope.user_id, envelope.device_id), payload_bytes)
-    await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes)
+    # (envelope, frame, payload): the storage consumer of this process takes them (core/payload_cache.py)
+    await publisher_of(ctx).publish(packet, message_id=message_id, payload_bytes=payload_bytes, local=(envelope, frame, found))
     metrics_of(ctx).packets_accepted.inc()
     listeners = listeners_of(ctx)
     if listeners:  # the live analyzer (core/accepted.py)

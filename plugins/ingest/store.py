@@ -57,7 +57,7 @@ from eeghub.core.metrics import metrics_of
 from eeghub.core.ownership import PAD_MS, owned_by
 from eeghub.core.packet import PacketError, decompress_frame, parse_layout
 from eeghub.core.packet_messages import BadBatch, RawPacket, packets_of
-from eeghub.core.payload_cache import PAYLOADS
+from eeghub.core.payload_cache import PAYLOADS, PUBLISHED
 from eeghub.core.ports import Delivery
 
 from .envelope import Envelope, from_amqp_headers
@@ -550,8 +550,21 @@ def make_handler(ctx: AppContext):  # type: ignore[no-untyped-def]
         return _Prepared(envelope, bytes(stored), layout, sha256)
 
     async def handle(delivery: Delivery) -> None:
+        message = delivery.message
+        local = PUBLISHED.take(message.message_id, message.body)
+        if local is not None:
+            # Published by this process's ingest route a moment ago, exactly
+            # these bytes: its envelopes, frames and payloads (checked there)
+            # rather than decoding the message again.
+            await segments.store(
+                [
+                    _Prepared(envelope, bytes(frame) if compressed else found.payload, found.layout(limits.max_channels), found.sha256())
+                    for envelope, frame, found in local
+                ]
+            )
+            return
         try:
-            packets = packets_of(delivery.message)
+            packets = packets_of(message)
         except BadBatch as exc:
             raise PermanentFailure(str(exc)) from None
         good: list[_Prepared] = []

@@ -466,3 +466,55 @@ async def test_a_late_packet_relinks_the_session_the_linker_gives_it_to(ctx: Any
     await asyncio.gather(*(handle(d) for d in deliveries(ctx, device, 1, first=10) + deliveries(ctx, other, 1, first=111)))
     statuses = dict(await ctx.database.fetch("SELECT session_id, link_status FROM sessions WHERE user_id = 'u-own'"))
     assert statuses == {"o-ended": "completed", "o-recording": "pending", "o-alone": "pending"}
+
+
+async def test_a_message_this_process_published_is_stored_from_what_the_route_knew(ctx: Any) -> None:
+    """``PUBLISHED`` (core/payload_cache.py): the publisher keeps each
+    packet's envelope, frame and payload with the message; the storage
+    consumer takes them when the delivered body is the published one, and
+    stores exactly the rows and bytes the decoding path stores."""
+    from eeghub.core.payload_cache import PAYLOADS, PUBLISHED
+    from eeghub.plugins.ingest.publisher import PacketPublisher
+    from tests.fakes import FakeBroker
+
+    async def publish_and_store(user: str, *, forget: bool = False) -> tuple[list[Any], dict[str, bytes], Any]:
+        broker = FakeBroker()
+        publisher = PacketPublisher(broker, "raw_data_exchange", max_packets=64, max_bytes=1 << 20)
+        device = SimulatedDevice(user, "d1")
+        waiting = []
+        for envelope, frame in list(device.packets(START_MS, 9)):
+            env = from_json(SimpleNamespace(**envelope, payload_base64=""))  # type: ignore[arg-type]
+            found = PAYLOADS.get(frame, max_output_size=1 << 24)
+            packet, message_id = packet_for(env, frame, found.layout(ctx.settings.ingest.max_channels), found.sha256())
+            waiting.append(publisher.publish(packet, message_id=message_id, local=(env, frame, found)))
+        await asyncio.gather(*waiting)
+        if forget:
+            PUBLISHED.clear()  # as for another process's messages: decoded
+        handle = store.make_handler(ctx)
+        for _, _, message in broker.published:
+            await handle(Delivery(message=message, queue="processing_queue"))
+        records = await ctx.database.fetch(
+            "SELECT object_id, content_sha256, num_samples, num_channels, channel_names, channel_types, payload_format,"
+            " stored_bytes, timestamp_start_ms, sampling_rate, lsb_to_volts FROM raw_data_objects WHERE user_id = $1"
+            " ORDER BY timestamp_start_ms",
+            user,
+        )
+        return [dict(r) for r in records], await stored_payloads(ctx, user), broker
+
+    hits = PUBLISHED.hits
+    local_rows, local_payloads, broker = await publish_and_store("u-local")
+    assert PUBLISHED.hits - hits == len(broker.published) >= 2  # every message from what the route knew
+    hits = PUBLISHED.hits
+    decoded_rows, decoded_payloads, _ = await publish_and_store("u-local-decoded", forget=True)
+    assert PUBLISHED.hits == hits
+    assert len(local_rows) == len(decoded_rows) == 9
+    same = [{k: v for k, v in r.items() if k != "object_id"} for r in local_rows]
+    assert same == [{k: v for k, v in r.items() if k != "object_id"} for r in decoded_rows]
+    assert sorted(local_payloads.values()) == sorted(decoded_payloads.values())
+    # A delivery with the id of a kept message but other bytes is decoded, never given the kept items.
+    first = broker.published[0][2]
+    PUBLISHED.put(first.message_id, first.body + b"x", ["not these"])
+    misses = PUBLISHED.misses
+    await store.make_handler(ctx)(Delivery(message=first, queue="processing_queue"))  # stored already: no new row
+    assert PUBLISHED.misses == misses + 1
+    assert len(await ctx.database.fetch("SELECT 1 FROM raw_data_objects WHERE user_id = 'u-local'")) == 9

@@ -133,3 +133,23 @@ def test_the_layout_and_digest_are_worked_out_once_per_frame(monkeypatch: pytest
         again.layout(1)
     assert again.layout(64) == parse_layout(payload, max_channels=64)
     assert calls["layout"] == 3 and layout_channels > 1  # the refusals, each checked; the kept layout for 64 still kept
+
+
+def test_a_published_message_is_taken_once_and_only_with_the_same_bytes() -> None:
+    from eeghub.core.payload_cache import PublishedMessages
+
+    kept = PublishedMessages(max_bytes=1000)
+    kept.put("m1", b"body-1", ["a", "b"])
+    assert kept.take("m1", b"body-X") is None  # same id, other bytes: never these items
+    assert kept.take("m1", b"body-1") is None  # (a refused take drops the entry)
+    kept.put("m2", b"body-2", ["c"])
+    assert kept.take("m2", bytes(bytearray(b"body-2"))) == ["c"]  # equal bytes, another object
+    assert kept.take("m2", b"body-2") is None  # once
+    assert kept.take(None, b"body-2") is None
+    # Bounded in bytes, oldest first; a body too large for the bound is not kept.
+    for i in range(20):
+        kept.put(f"n{i}", b"x" * 100, [i])
+    assert kept._bytes <= 1000  # noqa: SLF001
+    assert kept.take("n0", b"x" * 100) is None and kept.take("n19", b"x" * 100) == [19]
+    kept.put("big", b"y" * 200, ["big"])
+    assert kept.take("big", b"y" * 200) is None
